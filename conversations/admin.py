@@ -1,0 +1,141 @@
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.utils.translation import gettext_lazy
+
+from conversations.models import Conversation, Customer, Message, Ticket
+from tenants.console import TenantScopedAdmin, TenantScopedInline
+from tenants.roles import Area
+
+
+@admin.register(Customer)
+class CustomerAdmin(TenantScopedAdmin):
+    area = Area.CUSTOMERS
+    list_display = ["__str__", "channel", "email", "identified", "last_seen_at", "created_at"]
+    list_filter = ["channel", "identified"]
+    search_fields = ["display_name", "email", "external_id"]
+    readonly_fields = ["channel", "external_id", "identified", "last_seen_at", "created_at"]
+    fields = [
+        "display_name",
+        "email",
+        "phone",
+        "channel",
+        "external_id",
+        "identified",
+        "metadata",
+        "last_seen_at",
+        "created_at",
+    ]
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False  # customers arrive through channels, never typed in
+
+
+class MessageInline(TenantScopedInline):
+    """The transcript, read-only: what was said is never edited afterwards."""
+
+    model = Message
+    area = Area.CONVERSATIONS
+    fields = ["created_at", "role", "content", "source", "model", "tokens_out", "feedback"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ["created_at", "id"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Conversation)
+class ConversationAdmin(TenantScopedAdmin):
+    area = Area.CONVERSATIONS
+    list_display = [
+        "__str__",
+        "status",
+        "channel",
+        "assignee",
+        "handoff_reason",
+        "csat_rating",
+        "last_message_at",
+    ]
+    list_filter = [
+        "status",
+        "channel",
+        "handoff_reason",
+        "resolution_kind",
+        ("assignee", admin.RelatedOnlyFieldListFilter),
+    ]
+    search_fields = ["customer__display_name", "customer__email", "messages__content"]
+    list_select_related = ["customer", "assignee", "tenant"]
+    readonly_fields = [
+        "customer",
+        "channel",
+        "language",
+        "handoff_reason",
+        "csat_rating",
+        "csat_comment",
+        "created_at",
+        "last_message_at",
+        "queued_at",
+        "assigned_at",
+        "resolved_at",
+        "closed_at",
+    ]
+    fieldsets = [
+        (None, {"fields": ["customer", "channel", "language", "status", "assignee"]}),
+        (
+            gettext_lazy("Outcome"),
+            {"fields": ["resolution_kind", "handoff_reason", "csat_rating", "csat_comment"]},
+        ),
+        (
+            gettext_lazy("Timeline"),
+            {
+                "fields": [
+                    "created_at",
+                    "last_message_at",
+                    "queued_at",
+                    "assigned_at",
+                    "resolved_at",
+                    "closed_at",
+                ]
+            },
+        ),
+    ]
+    inlines = [MessageInline]
+    date_hierarchy = "created_at"
+
+    def get_search_results(self, request: HttpRequest, queryset: Any, search_term: str) -> Any:
+        results, _may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        return results.distinct() if search_term else results, False
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+
+@admin.register(Ticket)
+class TicketAdmin(TenantScopedAdmin):
+    area = Area.TICKETS
+    list_display = ["__str__", "status", "priority", "assignee", "sla_due_at", "created_at"]
+    list_filter = ["status", "priority", ("assignee", admin.RelatedOnlyFieldListFilter)]
+    search_fields = ["subject", "description", "contact_email"]
+    list_select_related = ["assignee", "tenant"]
+    readonly_fields = ["solved_at", "created_at", "updated_at"]
+    autocomplete_fields = ["customer", "conversation"]
+    fields = [
+        "subject",
+        "description",
+        "customer",
+        "conversation",
+        "contact_email",
+        "contact_phone",
+        "status",
+        "priority",
+        "assignee",
+        "sla_due_at",
+        "solved_at",
+        "created_at",
+    ]

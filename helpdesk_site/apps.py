@@ -1,0 +1,7 @@
+from django.contrib.admin.apps import AdminConfig
+
+
+class ConsoleAdminConfig(AdminConfig):
+    """The Django admin, replaced by Kefu's tenant console site."""
+
+    default_site = "helpdesk_site.console.ConsoleAdminSite"

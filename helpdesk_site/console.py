@@ -1,0 +1,64 @@
+"""The tenant console: Django's admin site, scoped to the signed-in member's tenant."""
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from django.views.decorators.http import require_POST
+
+from analytics.selectors import tenant_overview
+from tenants.request import active_membership, active_tenant, set_active_tenant
+from tenants.selectors import membership_list_for_user
+
+
+class ConsoleAdminSite(admin.AdminSite):
+    site_header = gettext_lazy("Kefu console")
+    site_title = gettext_lazy("Kefu")
+    index_title = gettext_lazy("Overview")
+
+    def has_permission(self, request: HttpRequest) -> bool:
+        user = request.user
+        if not user.is_active:
+            return False
+        return user.is_superuser or active_membership(request) is not None
+
+    def each_context(self, request: HttpRequest) -> dict[str, Any]:
+        context = super().each_context(request)
+        if request.user.is_authenticated:
+            context["kefu_membership"] = active_membership(request)
+            context["kefu_memberships"] = list(membership_list_for_user(user=request.user))
+        return context
+
+    def get_urls(self) -> list[URLPattern]:
+        custom = [
+            path(
+                "switch-tenant/",
+                self.admin_view(require_POST(self.switch_tenant_view)),
+                name="switch_tenant",
+            ),
+        ]
+        return custom + super().get_urls()
+
+    def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> TemplateResponse:
+        tenant = active_tenant(request)
+        extra = dict(extra_context or {})
+        if tenant is not None:
+            extra["kefu_overview"] = tenant_overview(tenant=tenant)
+        return super().index(request, extra)
+
+    def switch_tenant_view(self, request: HttpRequest) -> HttpResponse:
+        try:
+            tenant_id = int(request.POST.get("tenant", ""))
+        except ValueError:
+            tenant_id = -1
+        if set_active_tenant(request, tenant_id) is None:
+            messages.error(request, _("You are not a member of that tenant."))
+        target = request.POST.get("next") or reverse("admin:index")
+        if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+            target = reverse("admin:index")
+        return HttpResponseRedirect(target)

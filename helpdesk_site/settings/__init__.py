@@ -1,0 +1,1 @@
+"""Settings package: ``base`` (development and the demo), ``production`` and ``test``."""

@@ -1,0 +1,13 @@
+"""Settings for the test suite: the base settings with fast hashing and quiet logging.
+
+The database, cache and channel layer follow ``DATABASE_URL`` and ``REDIS_URL`` exactly as in
+production, so the same suite runs on embedded defaults and on PostgreSQL with Redis.
+"""
+
+from helpdesk_site.settings.base import *  # noqa: F403
+from helpdesk_site.settings.base import LOGGING
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+CELERY_TASK_ALWAYS_EAGER = True
+LOGGING["root"]["level"] = "WARNING"

@@ -1,0 +1,27 @@
+from django.contrib import admin
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from django.urls import include, path
+from django.views.generic import RedirectView
+
+from tenants.apis import TenantCurrentApi
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness and database reachability for load balancers."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return JsonResponse({"status": "ok"})
+
+
+api_v1 = [
+    path("tenant/", TenantCurrentApi.as_view(), name="tenant-current"),
+]
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
+    path("console/", admin.site.urls),
+    path("i18n/", include("django.conf.urls.i18n")),
+    path("api/v1/", include((api_v1, "api"), namespace="api")),
+    path("healthz", healthz, name="healthz"),
+]

@@ -1,0 +1,21 @@
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from tenants.authentication import HasScope
+
+
+class TenantCurrentApi(APIView):
+    """The tenant and scopes of the API key in use: a way to check a key works."""
+
+    permission_classes = [HasScope]
+
+    class OutputSerializer(serializers.Serializer):
+        slug = serializers.CharField(source="tenant.slug")
+        name = serializers.CharField(source="tenant.name")
+        key_prefix = serializers.CharField(source="prefix")
+        scopes = serializers.ListField(child=serializers.CharField())
+
+    def get(self, request: Request) -> Response:
+        return Response(self.OutputSerializer(request.auth).data)

@@ -1,0 +1,55 @@
+"""REST API authentication with tenant API keys: ``Authorization: Bearer kefu_…``."""
+
+from typing import Any
+
+from django.contrib.auth.models import AnonymousUser
+from django.utils.translation import gettext_lazy as _
+from rest_framework import authentication, exceptions
+from rest_framework.request import Request
+
+from tenants.models import ApiKey
+from tenants.services import api_key_authenticate
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    keyword = "Bearer"
+
+    def authenticate(self, request: Request) -> tuple[Any, ApiKey] | None:
+        header = authentication.get_authorization_header(request).decode("latin1")
+        if not header:
+            return None
+        keyword, _sep, raw_key = header.partition(" ")
+        if keyword != self.keyword or not raw_key.strip():
+            return None
+        api_key = api_key_authenticate(raw_key=raw_key.strip())
+        if api_key is None:
+            raise exceptions.AuthenticationFailed(_("Invalid or revoked API key."))
+        # The key acts for its tenant, not for a person: request.user stays anonymous.
+        return ApiKeyUser(api_key), api_key
+
+    def authenticate_header(self, request: Request) -> str:
+        return self.keyword
+
+
+class ApiKeyUser(AnonymousUser):
+    """The principal of a request made with an API key."""
+
+    def __init__(self, api_key: ApiKey) -> None:
+        self.api_key = api_key
+        self.tenant = api_key.tenant
+
+    @property
+    def is_authenticated(self) -> bool:  # type: ignore[override]
+        return True
+
+
+class HasScope:
+    """DRF permission: the API key carries ``required_scope`` of the view."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        api_key = request.auth
+        scope = getattr(view, "required_scope", None)
+        return isinstance(api_key, ApiKey) and (scope is None or scope in api_key.scopes)
+
+    def has_object_permission(self, request: Request, view: Any, obj: Any) -> bool:
+        return self.has_permission(request, view)

@@ -1,0 +1,45 @@
+"""Reads of tenants, memberships and keys. Everything here is scoped by tenant or user."""
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import QuerySet
+
+from tenants.models import ApiKey, LLMProvider, Membership, Tenant
+
+
+def membership_list_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Membership]:
+    if not user.is_authenticated:
+        return Membership.objects.none()
+    return (
+        Membership.objects.filter(user=user, tenant__is_active=True)
+        .select_related("tenant")
+        .order_by("tenant__name", "id")
+    )
+
+
+def membership_get_active(
+    *, user: AbstractBaseUser | AnonymousUser, tenant_id: int | None
+) -> Membership | None:
+    """The membership the user works in now: the chosen tenant if still allowed, else the first."""
+    memberships = membership_list_for_user(user=user)
+    if tenant_id is not None:
+        chosen = memberships.filter(tenant_id=tenant_id).first()
+        if chosen is not None:
+            return chosen
+    return memberships.first()
+
+
+def tenant_get_by_public_key(*, public_key: str) -> Tenant | None:
+    return Tenant.objects.filter(public_key=public_key, is_active=True).first()
+
+
+def tenant_member_user_ids(*, tenant: Tenant) -> QuerySet[Membership, int]:
+    return Membership.objects.filter(tenant=tenant).values_list("user_id", flat=True)
+
+
+def llm_provider_chain(*, tenant: Tenant) -> QuerySet[LLMProvider]:
+    """The tenant's enabled providers in fallback order."""
+    return LLMProvider.objects.filter(tenant=tenant, enabled=True).order_by("priority", "id")
+
+
+def api_key_list(*, tenant: Tenant) -> QuerySet[ApiKey]:
+    return ApiKey.objects.filter(tenant=tenant)

@@ -1,0 +1,85 @@
+"""Writes for tenants, memberships and API keys."""
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from tenants.models import ApiKey, Membership, Role, Tenant
+
+API_KEY_PREFIX = "kefu_"
+# last_used_at is informative; writing it on every request would make every API call a write.
+API_KEY_TOUCH_INTERVAL = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class IssuedApiKey:
+    api_key: ApiKey
+    raw_key: str  # shown to the user once, never stored
+
+
+def api_key_digest(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def api_key_issue(
+    *, tenant: Tenant, name: str, scopes: list[str], created_by: AbstractUser | None = None
+) -> IssuedApiKey:
+    unknown = set(scopes) - set(ApiKey.Scope.values)
+    if unknown:
+        raise ValidationError(_("Unknown scopes: %(scopes)s") % {"scopes": ", ".join(sorted(unknown))})
+    prefix = secrets.token_hex(4)
+    raw_key = f"{API_KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+    api_key = ApiKey.objects.create(
+        tenant=tenant,
+        name=name,
+        prefix=prefix,
+        key_hash=api_key_digest(raw_key),
+        scopes=sorted(set(scopes)),
+        created_by=created_by,
+    )
+    return IssuedApiKey(api_key=api_key, raw_key=raw_key)
+
+
+def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
+    """The live key matching ``raw_key``, its use recorded; None for unknown or revoked keys."""
+    if not raw_key.startswith(API_KEY_PREFIX):
+        return None
+    api_key = (
+        ApiKey.objects.select_related("tenant")
+        .filter(key_hash=api_key_digest(raw_key), revoked_at__isnull=True, tenant__is_active=True)
+        .first()
+    )
+    if api_key is None:
+        return None
+    now = timezone.now()
+    if api_key.last_used_at is None or now - api_key.last_used_at > API_KEY_TOUCH_INTERVAL:
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key.last_used_at = now
+    return api_key
+
+
+def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
+    if api_key.revoked_at is None:
+        api_key.revoked_at = timezone.now()
+        api_key.save(update_fields=["revoked_at", "updated_at"])
+    return api_key
+
+
+@transaction.atomic
+def membership_create_with_user(
+    *, tenant: Tenant, username: str, email: str, password: str, role: Role
+) -> Membership:
+    """Creates a login and makes it a member of the tenant."""
+    user_model = get_user_model()
+    if user_model.objects.filter(username__iexact=username).exists():
+        raise ValidationError({"username": _("This username is taken.")})
+    user = user_model.objects.create_user(username=username, email=email, password=password)
+    return Membership.objects.create(user=user, tenant=tenant, role=role)

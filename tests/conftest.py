@@ -1,0 +1,85 @@
+import os
+
+import pytest
+from django.conf import settings
+from django.test import Client
+
+from tests.factories import MembershipFactory, TenantFactory, UserFactory
+from tenants.models import Role
+
+REQUIRE_SERVICES = os.environ.get("KEFU_REQUIRE_SERVICES") == "1"
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skips a test whose service is missing, or fails it when CI requires every service."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"KEFU_REQUIRE_SERVICES=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    if not settings.REDIS_URL:
+        skip_or_fail("REDIS_URL is not set: Redis-backed behaviour is not under test")
+    import redis
+
+    try:
+        redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError as exc:
+        skip_or_fail(f"Redis at REDIS_URL is unreachable: {exc}")
+    return settings.REDIS_URL
+
+
+@pytest.fixture
+def postgres(db: None) -> None:
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        skip_or_fail("DATABASE_URL is not PostgreSQL: PostgreSQL behaviour is not under test")
+
+
+@pytest.fixture
+def tenant_a(db: None):
+    return TenantFactory(name="Tenant A", slug="tenant-a")
+
+
+@pytest.fixture
+def tenant_b(db: None):
+    return TenantFactory(name="Tenant B", slug="tenant-b")
+
+
+def _member_client(tenant, role: Role) -> Client:
+    user = UserFactory()
+    MembershipFactory(user=user, tenant=tenant, role=role)
+    client = Client()
+    client.force_login(user)
+    client.user = user  # type: ignore[attr-defined]
+    return client
+
+
+@pytest.fixture
+def admin_client_a(tenant_a) -> Client:
+    return _member_client(tenant_a, Role.ADMIN)
+
+
+@pytest.fixture
+def owner_client_a(tenant_a) -> Client:
+    return _member_client(tenant_a, Role.OWNER)
+
+
+@pytest.fixture
+def agent_client_a(tenant_a) -> Client:
+    return _member_client(tenant_a, Role.AGENT)
+
+
+@pytest.fixture
+def viewer_client_a(tenant_a) -> Client:
+    return _member_client(tenant_a, Role.VIEWER)
+
+
+@pytest.fixture
+def superuser_client(db: None) -> Client:
+    user = UserFactory(is_superuser=True, is_staff=True)
+    client = Client()
+    client.force_login(user)
+    return client
