@@ -32,13 +32,16 @@ class CustomerAdmin(TenantScopedAdmin):
         return False  # customers arrive through channels, never typed in
 
 
+TRANSCRIPT_FIELDS = ("created_at", "role", "content", "source", "model", "tokens_out", "feedback")
+
+
 class MessageInline(TenantScopedInline):
     """The transcript, read-only: what was said is never edited afterwards."""
 
     model = Message
     area = Area.CONVERSATIONS
-    fields = ["created_at", "role", "content", "source", "model", "tokens_out", "feedback"]
-    readonly_fields = fields
+    fields = TRANSCRIPT_FIELDS
+    readonly_fields = TRANSCRIPT_FIELDS
     extra = 0
     can_delete = False
     ordering = ["created_at", "id"]

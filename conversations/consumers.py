@@ -1,7 +1,7 @@
 """WebSocket consumers. They route frames and check access; the work happens in services."""
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -9,6 +9,9 @@ from django.utils import translation
 from django.utils.translation import gettext_lazy as _
 
 from tenants.models import Tenant
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 16 * 1024
@@ -34,7 +37,9 @@ class WidgetConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         public_key = self.scope["url_route"]["kwargs"]["public_key"]
         tenant = await Tenant.objects.filter(public_key=public_key, is_active=True).afirst()
-        headers = {name.decode("latin1"): value.decode("latin1") for name, value in self.scope["headers"]}
+        headers = {
+            name.decode("latin1"): value.decode("latin1") for name, value in self.scope["headers"]
+        }
         if tenant is None or not origin_allowed(
             origin=headers.get("origin", ""),
             host=headers.get("host", ""),
@@ -70,6 +75,6 @@ class WidgetConsumer(AsyncWebsocketConsumer):
     async def send_frame(self, frame: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps({"v": PROTOCOL_VERSION, **frame}, ensure_ascii=False))
 
-    async def send_error(self, code: str, text: str) -> None:
+    async def send_error(self, code: str, text: "StrOrPromise") -> None:
         with translation.override(self.language):
             await self.send_frame({"type": "error", "code": code, "text": str(text)})

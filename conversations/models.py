@@ -175,7 +175,9 @@ class Message(TenantOwnedModel):
     tokens_in = models.PositiveIntegerField(_("input tokens"), default=0)
     tokens_out = models.PositiveIntegerField(_("output tokens"), default=0)
     cost = models.DecimalField(_("cost"), max_digits=12, decimal_places=6, default=Decimal("0"))
-    first_token_ms = models.PositiveIntegerField(_("time to first token (ms)"), null=True, blank=True)
+    first_token_ms = models.PositiveIntegerField(
+        _("time to first token (ms)"), null=True, blank=True
+    )
     latency_ms = models.PositiveIntegerField(_("total latency (ms)"), null=True, blank=True)
     confidence = models.FloatField(_("confidence"), null=True, blank=True)
     knowledge_refs = models.JSONField(
@@ -258,7 +260,9 @@ class Ticket(TenantOwnedModel):
         verbose_name_plural = _("tickets")
         ordering = ["-created_at"]
         indexes = [
-            models.Index(fields=["tenant", "status", "sla_due_at"], name="ticket_tenant_status_sla"),
+            models.Index(
+                fields=["tenant", "status", "sla_due_at"], name="ticket_tenant_status_sla"
+            ),
             models.Index(fields=["tenant", "assignee", "status"], name="ticket_tenant_assignee"),
         ]
 

@@ -9,9 +9,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helpdesk_site.settings.base")
 # Django must be set up before anything imports models.
 django_asgi_app = get_asgi_application()
 
+from channels.auth import AuthMiddleware  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.sessions import CookieMiddleware, SessionMiddleware  # noqa: E402
-from channels.auth import AuthMiddleware  # noqa: E402
 
 from helpdesk_site.routing import websocket_urlpatterns  # noqa: E402
 
@@ -20,8 +20,8 @@ application = ProtocolTypeRouter(
         "http": django_asgi_app,
         # Widget sockets check the Origin against their tenant's allowed origins in the
         # consumer, so there is no global origin validator here.
-        "websocket": CookieMiddleware(SessionMiddleware(AuthMiddleware(
-            URLRouter(websocket_urlpatterns)
-        ))),
+        "websocket": CookieMiddleware(
+            SessionMiddleware(AuthMiddleware(URLRouter(websocket_urlpatterns)))
+        ),
     }
 )

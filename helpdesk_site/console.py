@@ -5,7 +5,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path, reverse
+from django.urls import URLPattern, URLResolver, path, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -34,8 +34,8 @@ class ConsoleAdminSite(admin.AdminSite):
             context["kefu_memberships"] = list(membership_list_for_user(user=request.user))
         return context
 
-    def get_urls(self) -> list[URLPattern]:
-        custom = [
+    def get_urls(self) -> list[URLResolver | URLPattern]:
+        custom: list[URLResolver | URLPattern] = [
             path(
                 "switch-tenant/",
                 self.admin_view(require_POST(self.switch_tenant_view)),
@@ -44,7 +44,9 @@ class ConsoleAdminSite(admin.AdminSite):
         ]
         return custom + super().get_urls()
 
-    def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> TemplateResponse:
+    def index(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> TemplateResponse:
         tenant = active_tenant(request)
         extra = dict(extra_context or {})
         if tenant is not None:

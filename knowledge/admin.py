@@ -39,7 +39,7 @@ class KnowledgeEntryForm(TenantConsistentForm):
 
     class Meta:
         model = KnowledgeEntry
-        fields = "__all__"
+        fields = ["question", "alternate_questions", "answer", "tags", "enabled"]
 
 
 class TagFilter(admin.SimpleListFilter):
@@ -228,7 +228,9 @@ class SensitiveWordListAdmin(RoleGate, admin.ModelAdmin):
             return queryset.none()
         return queryset.filter(Q(tenant=tenant) | Q(tenant__isnull=True))
 
-    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
+    def get_object(
+        self, request: HttpRequest, object_id: str, from_field: str | None = None
+    ) -> Any:
         obj = super().get_object(request, object_id, from_field)
         if obj is None:
             raise Http404(_("No such object."))

@@ -9,9 +9,7 @@ class KnowledgeEntry(TenantOwnedModel):
     """A FAQ: a question, other ways customers phrase it, and the answer."""
 
     question = models.CharField(_("question"), max_length=500)
-    alternate_questions = models.JSONField(
-        _("alternate phrasings"), default=list, blank=True
-    )
+    alternate_questions = models.JSONField(_("alternate phrasings"), default=list, blank=True)
     answer = models.TextField(_("answer"))
     tags = models.JSONField(_("tags"), default=list, blank=True)
     enabled = models.BooleanField(_("enabled"), default=True)
@@ -132,5 +130,3 @@ class SensitiveWordList(TimeStampedModel):
             if word:
                 seen.setdefault(word, None)
         return list(seen)
-
-

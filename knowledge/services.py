@@ -117,7 +117,8 @@ def knowledge_entries_import_csv(*, tenant: Tenant, data: bytes) -> ImportResult
     for row in rows:
         if row.entry_id is not None and row.entry_id not in existing:
             result.errors.append(
-                _("Row %(line)d: entry %(id)d does not exist.") % {"line": row.line, "id": row.entry_id}
+                _("Row %(line)d: entry %(id)d does not exist.")
+                % {"line": row.line, "id": row.entry_id}
             )
     if result.errors:
         return result

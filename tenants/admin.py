@@ -1,7 +1,10 @@
+from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 from django import forms
 from django.contrib import admin, messages
+from django.db import models
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest
 from django.utils.html import format_html
@@ -9,7 +12,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from tenants import services
-from tenants.console import LinesField, RoleGate, TenantScopedAdmin
+from tenants.console import LinesField, RoleGate, TenantConsistentForm, TenantScopedAdmin
 from tenants.models import ApiKey, LLMProvider, Membership, Role, Tenant
 from tenants.request import active_membership, active_tenant
 from tenants.roles import Area
@@ -30,17 +33,37 @@ class TenantForm(forms.ModelForm):
 
     class Meta:
         model = Tenant
-        fields = "__all__"
+        fields = [
+            "name",
+            "slug",
+            "is_active",
+            "default_language",
+            "faq_threshold",
+            "persona",
+            "allowed_origins",
+            "widget_color",
+            "widget_position",
+            "widget_greeting",
+            "identity_secret",
+        ]
 
     def clean_allowed_origins(self) -> list[str]:
-        origins = self.cleaned_data["allowed_origins"]
-        for origin in origins:
-            if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
+        origins = []
+        for origin in self.cleaned_data["allowed_origins"]:
+            parts = urlsplit(origin.lower())
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.netloc
+                or parts.path not in ("", "/")
+                or parts.query
+                or parts.fragment
+            ):
                 raise forms.ValidationError(
                     _("“%(origin)s” is not an origin such as https://shop.example.com")
                     % {"origin": origin}
                 )
-        return [origin.rstrip("/").lower() for origin in origins]
+            origins.append(f"{parts.scheme}://{parts.netloc}")
+        return list(dict.fromkeys(origins))
 
     def clean_identity_secret(self) -> str:
         return self.cleaned_data["identity_secret"] or self.instance.identity_secret or ""
@@ -78,7 +101,9 @@ class TenantAdmin(RoleGate, admin.ModelAdmin):
         tenant = active_tenant(request)
         return queryset.filter(pk=tenant.pk) if tenant else queryset.none()
 
-    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
+    def get_object(
+        self, request: HttpRequest, object_id: str, from_field: str | None = None
+    ) -> Any:
         obj = super().get_object(request, object_id, from_field)
         if obj is None:
             raise Http404(_("No such object."))
@@ -126,7 +151,9 @@ class MembershipAdmin(TenantScopedAdmin):
     def email(self, obj: Membership) -> str:
         return obj.user.email
 
-    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
         if obj is None and not request.user.is_superuser:
             kwargs["form"] = MembershipAddForm
             kwargs["fields"] = ["role"]
@@ -181,7 +208,7 @@ class MembershipAdmin(TenantScopedAdmin):
         obj.tenant = tenant
 
 
-class ApiKeyForm(forms.ModelForm):
+class ApiKeyForm(TenantConsistentForm):
     scopes = forms.MultipleChoiceField(
         label=gettext_lazy("Scopes"),
         choices=ApiKey.Scope.choices,
@@ -246,7 +273,7 @@ class ApiKeyAdmin(TenantScopedAdmin):
         messages.success(request, _("%(count)d keys revoked.") % {"count": len(queryset)})
 
 
-class LLMProviderForm(forms.ModelForm):
+class LLMProviderForm(TenantConsistentForm):
     api_key = forms.CharField(
         label=gettext_lazy("API key"),
         required=False,
@@ -256,7 +283,21 @@ class LLMProviderForm(forms.ModelForm):
 
     class Meta:
         model = LLMProvider
-        fields = "__all__"
+        fields = [
+            "name",
+            "base_url",
+            "model",
+            "embedding_model",
+            "api_key",
+            "priority",
+            "enabled",
+            "connect_timeout",
+            "first_token_timeout",
+            "total_timeout",
+            "price_input_per_1k",
+            "price_output_per_1k",
+        ]
+        field_classes = {"base_url": partial(forms.URLField, assume_scheme="https")}
 
     def clean_api_key(self) -> str:
         return self.cleaned_data["api_key"] or self.instance.api_key or ""
@@ -266,6 +307,7 @@ class LLMProviderForm(forms.ModelForm):
 class LLMProviderAdmin(TenantScopedAdmin):
     area = Area.PROVIDERS
     form = LLMProviderForm
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = ["name", "model", "base_url", "priority", "enabled", "key_set"]
     list_editable = ["priority", "enabled"]
     list_filter = ["enabled"]

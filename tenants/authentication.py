@@ -4,7 +4,7 @@ from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
 from django.utils.translation import gettext_lazy as _
-from rest_framework import authentication, exceptions
+from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
 from tenants.models import ApiKey
@@ -43,7 +43,7 @@ class ApiKeyUser(AnonymousUser):
         return True
 
 
-class HasScope:
+class HasScope(permissions.BasePermission):
     """DRF permission: the API key carries ``required_scope`` of the view."""
 
     def has_permission(self, request: Request, view: Any) -> bool:

@@ -24,7 +24,7 @@ from tenants.selectors import tenant_member_user_ids
 def _is_tenant_owned(model: type[models.Model]) -> bool:
     try:
         field = model._meta.get_field("tenant")
-    except Exception:  # noqa: BLE001 - FieldDoesNotExist and friends: not tenant-owned
+    except Exception:
         return False
     return getattr(field, "related_model", None) is Tenant
 
@@ -35,7 +35,7 @@ class TenantConsistentForm(forms.ModelForm):
     kefu_tenant: Tenant | None = None
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        cleaned = super().clean() or {}
         tenant = cleaned.get("tenant") or self.kefu_tenant or getattr(self.instance, "tenant", None)
         if tenant is None:
             return cleaned
@@ -56,7 +56,7 @@ class TenantConsistentForm(forms.ModelForm):
 def _tenant_of(obj: Any) -> Tenant | None:
     try:
         return getattr(obj, "tenant", None)
-    except Exception:  # noqa: BLE001 - an unsaved row without a tenant yet
+    except Exception:
         return None
 
 
@@ -125,7 +125,7 @@ class ScopedFormfieldsMixin:
 class TenantScopedAdmin(RoleGate, ScopedFormfieldsMixin, admin.ModelAdmin):
     """A console page over a tenant-owned model."""
 
-    form = TenantConsistentForm
+    form: type[forms.ModelForm] = TenantConsistentForm
     tenant_field = "tenant"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
@@ -137,7 +137,9 @@ class TenantScopedAdmin(RoleGate, ScopedFormfieldsMixin, admin.ModelAdmin):
             return queryset.none()
         return queryset.filter(**{self.tenant_field: tenant})
 
-    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
+    def get_object(
+        self, request: HttpRequest, object_id: str, from_field: str | None = None
+    ) -> Any:
         # The stock admin redirects to the index for a missing object; an id outside the tenant
         # must look exactly like an id that does not exist: 404.
         obj = super().get_object(request, object_id, from_field)
@@ -175,7 +177,9 @@ class TenantScopedAdmin(RoleGate, ScopedFormfieldsMixin, admin.ModelAdmin):
             ]
         return fieldsets
 
-    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
         form = super().get_form(request, obj, change, **kwargs)
         tenant = _tenant_of(obj) if obj is not None else active_tenant(request)
         return type(form.__name__, (form,), {"kefu_tenant": tenant})
@@ -224,7 +228,7 @@ class TenantScopedInline(ScopedFormfieldsMixin, admin.TabularInline):
 class LinesField(forms.CharField):
     """A list of strings edited as one item per line (stored in a JSON list field)."""
 
-    widget = forms.Textarea(attrs={"rows": 4})
+    widget: type[forms.Widget] | forms.Widget = forms.Textarea(attrs={"rows": 4})
 
     def prepare_value(self, value: Any) -> Any:
         if isinstance(value, list | tuple):
@@ -253,4 +257,6 @@ class CommaListField(LinesField):
         if isinstance(value, list | tuple):
             return super().to_python(value)
         text = forms.CharField.to_python(self, value) or ""
-        return list(dict.fromkeys(p.strip() for p in text.replace("，", ",").split(",") if p.strip()))
+        return list(
+            dict.fromkeys(p.strip() for p in text.replace("，", ",").split(",") if p.strip())
+        )

@@ -89,9 +89,7 @@ def demo_tenant_setup(*, origins: list[str]) -> DemoSummary:
                 password=login.password,
                 email=f"{login.username}@example.com",
             )
-        Membership.objects.update_or_create(
-            user=user, tenant=tenant, defaults={"role": login.role}
-        )
+        Membership.objects.update_or_create(user=user, tenant=tenant, defaults={"role": login.role})
     return DemoSummary(
         tenant=tenant,
         faq_created=len(new_entries),

@@ -10,7 +10,7 @@ def membership_list_for_user(*, user: AbstractBaseUser | AnonymousUser) -> Query
     if not user.is_authenticated:
         return Membership.objects.none()
     return (
-        Membership.objects.filter(user=user, tenant__is_active=True)
+        Membership.objects.filter(user_id=user.pk, tenant__is_active=True)
         .select_related("tenant")
         .order_by("tenant__name", "id")
     )

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -30,11 +30,13 @@ def api_key_digest(raw_key: str) -> str:
 
 
 def api_key_issue(
-    *, tenant: Tenant, name: str, scopes: list[str], created_by: AbstractUser | None = None
+    *, tenant: Tenant, name: str, scopes: list[str], created_by: User | None = None
 ) -> IssuedApiKey:
     unknown = set(scopes) - set(ApiKey.Scope.values)
     if unknown:
-        raise ValidationError(_("Unknown scopes: %(scopes)s") % {"scopes": ", ".join(sorted(unknown))})
+        raise ValidationError(
+            _("Unknown scopes: %(scopes)s") % {"scopes": ", ".join(sorted(unknown))}
+        )
     prefix = secrets.token_hex(4)
     raw_key = f"{API_KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
     api_key = ApiKey.objects.create(

@@ -4,8 +4,8 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from tests.factories import MembershipFactory, TenantFactory, UserFactory
 from tenants.models import Role
+from tests.factories import MembershipFactory, TenantFactory, UserFactory
 
 REQUIRE_SERVICES = os.environ.get("KEFU_REQUIRE_SERVICES") == "1"
 
@@ -53,7 +53,7 @@ def _member_client(tenant, role: Role) -> Client:
     MembershipFactory(user=user, tenant=tenant, role=role)
     client = Client()
     client.force_login(user)
-    client.user = user  # type: ignore[attr-defined]
+    client.user = user
     return client
 
 

@@ -1,12 +1,13 @@
 import factory
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 
 from conversations.models import Channel, Conversation, Customer, Message, Ticket
 from knowledge.models import Chunk, Document, KnowledgeEntry, SensitiveWordList
 from tenants.models import ApiKey, LLMProvider, Membership, Role, Tenant
 
 
-class TenantFactory(factory.django.DjangoModelFactory):
+class TenantFactory(factory.django.DjangoModelFactory[Tenant]):
     class Meta:
         model = Tenant
         django_get_or_create = ("slug",)
@@ -15,7 +16,7 @@ class TenantFactory(factory.django.DjangoModelFactory):
     slug = factory.Sequence(lambda n: f"shop-{n}")
 
 
-class UserFactory(factory.django.DjangoModelFactory):
+class UserFactory(factory.django.DjangoModelFactory[User]):
     class Meta:
         model = get_user_model()
 
@@ -24,7 +25,7 @@ class UserFactory(factory.django.DjangoModelFactory):
     password = factory.django.Password("pass-word-123")
 
 
-class MembershipFactory(factory.django.DjangoModelFactory):
+class MembershipFactory(factory.django.DjangoModelFactory[Membership]):
     class Meta:
         model = Membership
 
@@ -33,7 +34,7 @@ class MembershipFactory(factory.django.DjangoModelFactory):
     role = Role.AGENT
 
 
-class CustomerFactory(factory.django.DjangoModelFactory):
+class CustomerFactory(factory.django.DjangoModelFactory[Customer]):
     class Meta:
         model = Customer
 
@@ -43,7 +44,7 @@ class CustomerFactory(factory.django.DjangoModelFactory):
     display_name = factory.Sequence(lambda n: f"Customer {n}")
 
 
-class ConversationFactory(factory.django.DjangoModelFactory):
+class ConversationFactory(factory.django.DjangoModelFactory[Conversation]):
     class Meta:
         model = Conversation
 
@@ -51,7 +52,7 @@ class ConversationFactory(factory.django.DjangoModelFactory):
     customer = factory.SubFactory(CustomerFactory, tenant=factory.SelfAttribute("..tenant"))
 
 
-class MessageFactory(factory.django.DjangoModelFactory):
+class MessageFactory(factory.django.DjangoModelFactory[Message]):
     class Meta:
         model = Message
 
@@ -61,7 +62,7 @@ class MessageFactory(factory.django.DjangoModelFactory):
     content = "Where is my order?"
 
 
-class TicketFactory(factory.django.DjangoModelFactory):
+class TicketFactory(factory.django.DjangoModelFactory[Ticket]):
     class Meta:
         model = Ticket
 
@@ -70,7 +71,7 @@ class TicketFactory(factory.django.DjangoModelFactory):
     subject = factory.Sequence(lambda n: f"Problem {n}")
 
 
-class KnowledgeEntryFactory(factory.django.DjangoModelFactory):
+class KnowledgeEntryFactory(factory.django.DjangoModelFactory[KnowledgeEntry]):
     class Meta:
         model = KnowledgeEntry
 
@@ -79,7 +80,7 @@ class KnowledgeEntryFactory(factory.django.DjangoModelFactory):
     answer = factory.Sequence(lambda n: f"Answer {n}.")
 
 
-class DocumentFactory(factory.django.DjangoModelFactory):
+class DocumentFactory(factory.django.DjangoModelFactory[Document]):
     class Meta:
         model = Document
 
@@ -88,7 +89,7 @@ class DocumentFactory(factory.django.DjangoModelFactory):
     content = "# Guide\n\nSome text."
 
 
-class ChunkFactory(factory.django.DjangoModelFactory):
+class ChunkFactory(factory.django.DjangoModelFactory[Chunk]):
     class Meta:
         model = Chunk
 
@@ -98,7 +99,7 @@ class ChunkFactory(factory.django.DjangoModelFactory):
     content = "Some text."
 
 
-class SensitiveWordListFactory(factory.django.DjangoModelFactory):
+class SensitiveWordListFactory(factory.django.DjangoModelFactory[SensitiveWordList]):
     class Meta:
         model = SensitiveWordList
 
@@ -107,7 +108,7 @@ class SensitiveWordListFactory(factory.django.DjangoModelFactory):
     words = "badword\nworse word"
 
 
-class LLMProviderFactory(factory.django.DjangoModelFactory):
+class LLMProviderFactory(factory.django.DjangoModelFactory[LLMProvider]):
     class Meta:
         model = LLMProvider
 
@@ -118,7 +119,7 @@ class LLMProviderFactory(factory.django.DjangoModelFactory):
     api_key = "sk-test-secret-value"
 
 
-class ApiKeyFactory(factory.django.DjangoModelFactory):
+class ApiKeyFactory(factory.django.DjangoModelFactory[ApiKey]):
     class Meta:
         model = ApiKey
 

@@ -7,6 +7,7 @@ the cache and the Celery broker to Redis; ``DATABASE_URL`` switches the database
 """
 
 from pathlib import Path
+from typing import Any
 
 import environ
 from django.utils.translation import gettext_lazy as _
@@ -35,7 +36,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "whitenoise.runserver_nostatic",
+    "servestatic.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
     "rest_framework",
@@ -47,7 +48,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -89,7 +90,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-FORMS_URLFIELD_ASSUME_HTTPS = True  # transitional: https is the default from Django 6
 
 REDIS_URL = env.str("REDIS_URL", default="")
 
@@ -144,11 +144,11 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-# Only production collects static files; elsewhere WhiteNoise serves them from the finders.
+# Only production collects static files; elsewhere they are served from the finders.
 STATIC_ROOT = env.str("STATIC_ROOT", default="") or None
 STATICFILES_DIRS = [BASE_DIR / "static"]
-# Without collectstatic (development and the demo) WhiteNoise serves straight from the finders.
-WHITENOISE_USE_FINDERS = True
+# Without collectstatic (development and the demo) ServeStatic serves straight from the finders.
+SERVESTATIC_USE_FINDERS = True
 MEDIA_URL = "media/"
 MEDIA_ROOT = env.str("MEDIA_ROOT", default=str(BASE_DIR / "media"))
 
@@ -177,7 +177,7 @@ KEFU_LLM = {
 }
 KEFU_DEFAULT_FAQ_THRESHOLD = env.float("KEFU_DEFAULT_FAQ_THRESHOLD", default=0.8)
 
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},

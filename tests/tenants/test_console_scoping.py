@@ -4,8 +4,8 @@ import pytest
 from django.contrib import admin
 from django.urls import reverse
 
-from tests import factories
 from tenants.models import Role
+from tests import factories
 
 # Every console page over tenant data, with a factory for a row of a given tenant.
 SCOPED_PAGES = {
@@ -136,7 +136,12 @@ def test_autocomplete_does_not_leak_other_tenants(admin_client_a, tenant_a, tena
     factories.CustomerFactory(tenant=tenant_b, display_name="Alice Other")
     response = admin_client_a.get(
         reverse("admin:autocomplete"),
-        {"app_label": "conversations", "model_name": "ticket", "field_name": "customer", "term": "Alice"},
+        {
+            "app_label": "conversations",
+            "model_name": "ticket",
+            "field_name": "customer",
+            "term": "Alice",
+        },
     )
     assert response.status_code == 200
     assert [item["text"] for item in response.json()["results"]] == ["Alice Own"]

@@ -9,7 +9,9 @@ from tenants.demo import demo_tenant_setup
 def parse_addr(addr: str) -> tuple[str, int]:
     host, sep, port = addr.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise CommandError(f"--addr must look like HOST:PORT, for example 127.0.0.1:8000 (got {addr!r}).")
+        raise CommandError(
+            f"--addr must look like HOST:PORT, for example 127.0.0.1:8000 (got {addr!r})."
+        )
     return host.strip("[]"), int(port)
 
 

@@ -1,0 +1,172 @@
+"""What each role may do in the console: admins run the tenant, agents work conversations."""
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from conversations.models import Conversation
+from tenants.models import Membership, Role
+from tests import factories
+
+
+@pytest.mark.parametrize(
+    "page",
+    ["tenants_llmprovider", "tenants_apikey", "tenants_membership", "knowledge_sensitivewordlist"],
+)
+def test_agents_cannot_open_admin_only_pages(agent_client_a, page: str) -> None:
+    assert agent_client_a.get(reverse(f"admin:{page}_changelist")).status_code == 403
+    assert agent_client_a.get(reverse(f"admin:{page}_add")).status_code == 403
+
+
+def test_agents_read_knowledge_but_cannot_change_it(agent_client_a, tenant_a) -> None:
+    entry = factories.KnowledgeEntryFactory(tenant=tenant_a, answer="Original")
+    url = reverse("admin:knowledge_knowledgeentry_change", args=[entry.pk])
+    page = agent_client_a.get(url)
+    assert page.status_code == 200
+    assert page.context["has_change_permission"] is False
+    response = agent_client_a.post(url, {"question": entry.question, "answer": "Changed"})
+    assert response.status_code == 403
+    entry.refresh_from_db()
+    assert entry.answer == "Original"
+    assert agent_client_a.get(reverse("admin:knowledge_knowledgeentry_add")).status_code == 403
+
+
+def test_agents_work_conversations(agent_client_a, tenant_a) -> None:
+    conversation = factories.ConversationFactory(tenant=tenant_a, status=Conversation.Status.QUEUED)
+    response = agent_client_a.post(
+        reverse("admin:conversations_conversation_change", args=[conversation.pk]),
+        {
+            "status": Conversation.Status.HUMAN,
+            "assignee": str(agent_client_a.user.pk),
+            "resolution_kind": "",
+            "messages-TOTAL_FORMS": "0",
+            "messages-INITIAL_FORMS": "0",
+        },
+    )
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    conversation.refresh_from_db()
+    assert conversation.status == Conversation.Status.HUMAN
+    assert conversation.assignee == agent_client_a.user
+
+
+def test_viewers_only_look(viewer_client_a, tenant_a) -> None:
+    conversation = factories.ConversationFactory(tenant=tenant_a)
+    url = reverse("admin:conversations_conversation_change", args=[conversation.pk])
+    assert viewer_client_a.get(url).status_code == 200
+    assert viewer_client_a.post(url, {"status": "closed"}).status_code == 403
+    delete = reverse("admin:conversations_conversation_delete", args=[conversation.pk])
+    assert viewer_client_a.post(delete, {"post": "yes"}).status_code == 403
+    assert Conversation.objects.filter(pk=conversation.pk).exists()
+
+
+def test_admin_adds_an_agent_with_a_new_login(admin_client_a, tenant_a) -> None:
+    response = admin_client_a.post(
+        reverse("admin:tenants_membership_add"),
+        {
+            "username": "new-agent",
+            "email": "new@example.com",
+            "password": "long-enough-1",
+            "role": "agent",
+        },
+    )
+    assert response.status_code == 302
+    membership = Membership.objects.get(user__username="new-agent")
+    assert membership.tenant == tenant_a
+    assert membership.role == Role.AGENT
+    client = Client()
+    assert client.login(username="new-agent", password="long-enough-1")
+    assert client.get(reverse("admin:index")).status_code == 200
+
+
+def test_admins_cannot_make_owners_but_owners_can(admin_client_a, owner_client_a) -> None:
+    data = {
+        "username": "boss",
+        "email": "boss@example.com",
+        "password": "long-enough-1",
+        "role": "owner",
+    }
+    response = admin_client_a.post(reverse("admin:tenants_membership_add"), data)
+    assert response.status_code == 200
+    assert "role" in response.context["adminform"].form.errors
+    assert not Membership.objects.filter(user__username="boss").exists()
+
+    assert owner_client_a.post(reverse("admin:tenants_membership_add"), data).status_code == 302
+    assert Membership.objects.get(user__username="boss").role == Role.OWNER
+
+
+def test_admins_cannot_change_owners(admin_client_a, tenant_a) -> None:
+    owner = factories.MembershipFactory(tenant=tenant_a, role=Role.OWNER)
+    url = reverse("admin:tenants_membership_change", args=[owner.pk])
+    assert admin_client_a.post(url, {"role": "viewer"}).status_code == 403
+    owner.refresh_from_db()
+    assert owner.role == Role.OWNER
+
+
+def test_people_without_a_membership_cannot_enter_the_console(db) -> None:
+    client = Client()
+    client.force_login(factories.UserFactory())
+    response = client.get(reverse("admin:index"))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_tenant_admins_edit_settings_but_not_identity(admin_client_a, tenant_a) -> None:
+    url = reverse("admin:tenants_tenant_change", args=[tenant_a.pk])
+    response = admin_client_a.post(
+        url,
+        {
+            "name": "Renamed",
+            "default_language": "en",
+            "faq_threshold": "0.9",
+            "persona": "Be kind.",
+            "allowed_origins": "https://shop.example.com/\nhttps://WWW.example.com",
+            "widget_color": "#111111",
+            "widget_position": "left",
+            "widget_greeting": "Hi",
+            "identity_secret": "",
+            # Not editable by members: ignored.
+            "slug": "hijacked",
+            "is_active": "",
+        },
+    )
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    tenant_a.refresh_from_db()
+    assert tenant_a.name == "Renamed"
+    assert tenant_a.faq_threshold == 0.9
+    assert tenant_a.allowed_origins == ["https://shop.example.com", "https://www.example.com"]
+    assert tenant_a.slug == "tenant-a"
+    assert tenant_a.is_active is True
+
+
+def test_invalid_origins_are_refused(admin_client_a, tenant_a) -> None:
+    response = admin_client_a.post(
+        reverse("admin:tenants_tenant_change", args=[tenant_a.pk]),
+        {
+            "name": "A",
+            "default_language": "en",
+            "faq_threshold": "0.8",
+            "allowed_origins": "shop.example.com/path",
+            "widget_color": "#111111",
+            "widget_position": "left",
+        },
+    )
+    assert response.status_code == 200
+    assert "allowed_origins" in response.context["adminform"].form.errors
+
+
+def test_members_of_two_tenants_switch_between_them(tenant_a, tenant_b) -> None:
+    user = factories.UserFactory()
+    factories.MembershipFactory(user=user, tenant=tenant_a, role=Role.ADMIN)
+    factories.MembershipFactory(user=user, tenant=tenant_b, role=Role.ADMIN)
+    entry_b = factories.KnowledgeEntryFactory(tenant=tenant_b)
+    client = Client()
+    client.force_login(user)
+    changelist = reverse("admin:knowledge_knowledgeentry_changelist")
+    assert entry_b.pk not in {e.pk for e in client.get(changelist).context["cl"].result_list}
+
+    client.post(reverse("admin:switch_tenant"), {"tenant": tenant_b.pk})
+    assert entry_b.pk in {e.pk for e in client.get(changelist).context["cl"].result_list}
+
+    stranger = factories.TenantFactory(slug="stranger")
+    client.post(reverse("admin:switch_tenant"), {"tenant": stranger.pk})
+    assert entry_b.pk in {e.pk for e in client.get(changelist).context["cl"].result_list}
