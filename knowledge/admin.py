@@ -17,6 +17,7 @@ from knowledge.selectors import knowledge_entries_csv
 from tenants.console import (
     CommaListField,
     LinesField,
+    MissingObjectIs404,
     RoleGate,
     TenantConsistentForm,
     TenantScopedAdmin,
@@ -203,7 +204,7 @@ class DocumentAdmin(TenantScopedAdmin):
     inlines = [ChunkInline]
 
 
-class SensitiveWordListAdmin(RoleGate, admin.ModelAdmin):
+class SensitiveWordListAdmin(RoleGate, MissingObjectIs404, admin.ModelAdmin):
     """Tenants manage their own lists and see the global ones, which only superusers edit."""
 
     area = Area.MODERATION
@@ -227,14 +228,6 @@ class SensitiveWordListAdmin(RoleGate, admin.ModelAdmin):
         if tenant is None:
             return queryset.none()
         return queryset.filter(Q(tenant=tenant) | Q(tenant__isnull=True))
-
-    def get_object(
-        self, request: HttpRequest, object_id: str, from_field: str | None = None
-    ) -> Any:
-        obj = super().get_object(request, object_id, from_field)
-        if obj is None:
-            raise Http404(_("No such object."))
-        return obj
 
     def get_exclude(self, request: HttpRequest, obj: Any = None) -> Any:
         return [] if request.user.is_superuser else ["tenant"]

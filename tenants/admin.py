@@ -12,7 +12,13 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from tenants import services
-from tenants.console import LinesField, RoleGate, TenantConsistentForm, TenantScopedAdmin
+from tenants.console import (
+    LinesField,
+    MissingObjectIs404,
+    RoleGate,
+    TenantConsistentForm,
+    TenantScopedAdmin,
+)
 from tenants.models import ApiKey, LLMProvider, Membership, Role, Tenant
 from tenants.request import active_membership, active_tenant
 from tenants.roles import Area
@@ -70,7 +76,7 @@ class TenantForm(forms.ModelForm):
 
 
 @admin.register(Tenant)
-class TenantAdmin(RoleGate, admin.ModelAdmin):
+class TenantAdmin(RoleGate, MissingObjectIs404, admin.ModelAdmin):
     area = Area.TENANT
     form = TenantForm
     list_display = ["name", "slug", "public_key", "default_language", "is_active"]
@@ -100,14 +106,6 @@ class TenantAdmin(RoleGate, admin.ModelAdmin):
             return queryset
         tenant = active_tenant(request)
         return queryset.filter(pk=tenant.pk) if tenant else queryset.none()
-
-    def get_object(
-        self, request: HttpRequest, object_id: str, from_field: str | None = None
-    ) -> Any:
-        obj = super().get_object(request, object_id, from_field)
-        if obj is None:
-            raise Http404(_("No such object."))
-        return obj
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         readonly = list(super().get_readonly_fields(request, obj))

@@ -87,6 +87,19 @@ class RoleGate:
         return self._allows(request, Action.DELETE)
 
 
+class MissingObjectIs404:
+    """The stock admin redirects to the index for a missing object; an id outside the user's
+    scope must look exactly like an id that does not exist: 404."""
+
+    def get_object(
+        self, request: HttpRequest, object_id: str, from_field: str | None = None
+    ) -> Any:
+        obj = super().get_object(request, object_id, from_field)  # type: ignore[misc]
+        if obj is None:
+            raise Http404(_("No such object."))
+        return obj
+
+
 class ScopedFormfieldsMixin:
     """Limits foreign-key and many-to-many choices to the active tenant and its members."""
 
@@ -122,7 +135,7 @@ class ScopedFormfieldsMixin:
         return super().formfield_for_manytomany(db_field, request, **kwargs)  # type: ignore[misc]
 
 
-class TenantScopedAdmin(RoleGate, ScopedFormfieldsMixin, admin.ModelAdmin):
+class TenantScopedAdmin(RoleGate, MissingObjectIs404, ScopedFormfieldsMixin, admin.ModelAdmin):
     """A console page over a tenant-owned model."""
 
     form: type[forms.ModelForm] = TenantConsistentForm
@@ -136,16 +149,6 @@ class TenantScopedAdmin(RoleGate, ScopedFormfieldsMixin, admin.ModelAdmin):
         if tenant is None:
             return queryset.none()
         return queryset.filter(**{self.tenant_field: tenant})
-
-    def get_object(
-        self, request: HttpRequest, object_id: str, from_field: str | None = None
-    ) -> Any:
-        # The stock admin redirects to the index for a missing object; an id outside the tenant
-        # must look exactly like an id that does not exist: 404.
-        obj = super().get_object(request, object_id, from_field)
-        if obj is None:
-            raise Http404(_("No such object."))
-        return obj
 
     def get_list_display(self, request: HttpRequest) -> Any:
         columns = list(super().get_list_display(request))

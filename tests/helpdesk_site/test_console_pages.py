@@ -1,0 +1,53 @@
+"""Every console page renders for the people allowed to open it."""
+
+import pytest
+from django.contrib import admin
+from django.urls import reverse
+
+from tests import factories
+
+PAGES = sorted((model._meta.app_label, model._meta.model_name) for model in admin.site._registry)
+
+
+# Customers and conversations arrive through channels; nobody types them in.
+NEVER_ADDED = {("conversations", "conversation"), ("conversations", "customer")}
+
+
+@pytest.mark.parametrize(("app_label", "model_name"), PAGES)
+def test_superuser_pages_render(
+    superuser_client, tenant_a, app_label: str, model_name: str
+) -> None:
+    changelist = superuser_client.get(reverse(f"admin:{app_label}_{model_name}_changelist"))
+    assert changelist.status_code == 200
+    add = superuser_client.get(reverse(f"admin:{app_label}_{model_name}_add"))
+    assert add.status_code == (403 if (app_label, model_name) in NEVER_ADDED else 200)
+
+
+@pytest.mark.parametrize(("app_label", "model_name"), PAGES)
+def test_owner_pages_render_or_are_refused(owner_client_a, app_label: str, model_name: str) -> None:
+    model_admin = next(
+        ma
+        for m, ma in admin.site._registry.items()
+        if (m._meta.app_label, m._meta.model_name) == (app_label, model_name)
+    )
+    changelist = owner_client_a.get(reverse(f"admin:{app_label}_{model_name}_changelist"))
+    add = owner_client_a.get(reverse(f"admin:{app_label}_{model_name}_add"))
+    if app_label == "auth":
+        assert (changelist.status_code, add.status_code) == (403, 403)
+        return
+    assert changelist.status_code == 200
+    expected_add = 200 if model_admin.has_add_permission(add.wsgi_request) else 403
+    assert add.status_code == expected_add
+
+
+def test_console_home_shows_the_overview(owner_client_a, tenant_a) -> None:
+    conversation = factories.ConversationFactory(tenant=tenant_a, resolution_kind="ai")
+    factories.MessageFactory(
+        conversation=conversation, role="assistant", source="faq", tokens_out=12
+    )
+    response = owner_client_a.get(reverse("admin:index"))
+    overview = response.context["kefu_overview"]
+    assert (overview.conversations, overview.resolved_by_ai) == (1, 1)
+    assert overview.answers_by_source == {"faq": 1}
+    assert overview.tokens_out == 12
+    assert b"kefu-overview" in response.content
