@@ -2,7 +2,9 @@
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth.forms import AuthenticationForm
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, URLResolver, path, reverse
@@ -16,7 +18,22 @@ from tenants.request import active_membership, active_tenant, set_active_tenant
 from tenants.selectors import membership_list_for_user
 
 
+class ConsoleAuthenticationForm(AuthenticationForm):
+    """Console sign-in for tenant members and superusers; Django's ``is_staff`` plays no part."""
+
+    error_messages = {
+        **AuthenticationForm.error_messages,
+        "no_tenant": gettext_lazy("This account is not a member of any active tenant."),
+    }
+
+    def confirm_login_allowed(self, user: Any) -> None:
+        super().confirm_login_allowed(user)
+        if not user.is_superuser and not membership_list_for_user(user=user).exists():
+            raise forms.ValidationError(self.error_messages["no_tenant"], code="no_tenant")
+
+
 class ConsoleAdminSite(admin.AdminSite):
+    login_form = ConsoleAuthenticationForm
     site_header = gettext_lazy("Kefu console")
     site_title = gettext_lazy("Kefu")
     index_title = gettext_lazy("Overview")

@@ -46,9 +46,11 @@ def test_setup_only_prepares_the_demo_and_is_idempotent(capsys) -> None:
     assert "http://127.0.0.1:8055/console/" in first
     assert "acme-agent / acme-agent-demo" in first
 
-    client = Client()
-    assert client.login(username="acme-agent", password="acme-agent-demo")
-    assert client.get("/console/").status_code == 200
+    for login in ("acme-admin", "acme-agent"):
+        client = Client()
+        signed_in = client.post("/console/login/", {"username": login, "password": f"{login}-demo"})
+        assert signed_in.status_code == 302, login
+        assert client.get("/console/").status_code == 200
 
 
 def test_bad_addr_is_a_clear_error() -> None:

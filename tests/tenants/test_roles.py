@@ -170,3 +170,24 @@ def test_members_of_two_tenants_switch_between_them(tenant_a, tenant_b) -> None:
     stranger = factories.TenantFactory(slug="stranger")
     client.post(reverse("admin:switch_tenant"), {"tenant": stranger.pk})
     assert entry_b.pk in {e.pk for e in client.get(changelist).context["cl"].result_list}
+
+
+def test_members_sign_in_with_their_password(tenant_a) -> None:
+    user = factories.UserFactory(username="agent-zhang")
+    factories.MembershipFactory(user=user, tenant=tenant_a, role=Role.AGENT)
+    client = Client()
+    login = reverse("admin:login")
+    response = client.post(login, {"username": "agent-zhang", "password": "pass-word-123"})
+    assert response.status_code == 302
+    assert client.get(reverse("admin:index")).status_code == 200
+
+
+def test_people_without_a_tenant_cannot_sign_in(db) -> None:
+    factories.UserFactory(username="drifter")
+    client = Client()
+    response = client.post(
+        reverse("admin:login"), {"username": "drifter", "password": "pass-word-123"}
+    )
+    assert response.status_code == 200
+    assert "not a member of any active tenant" in response.content.decode()
+    assert client.get(reverse("admin:index")).status_code == 302
