@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import QuerySet
+from django.core.cache import cache
+from django.db.models import F, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -147,6 +148,7 @@ def knowledge_entries_import_csv(*, tenant: Tenant, data: bytes) -> ImportResult
         KnowledgeEntry.objects.bulk_update(
             to_update, [*_IMPORTED_FIELDS, "updated_at"], batch_size=500
         )
+        knowledge_changed(tenant_id=tenant.pk)
     result.created, result.updated = len(to_create), len(to_update)
     return result
 
@@ -157,8 +159,31 @@ def knowledge_entries_set_enabled(
     """Enables or disables entries of ``tenant``; returns how many changed."""
     if entries.exclude(tenant=tenant).exists():
         raise ValidationError(_("Entries of another tenant cannot be changed."))
-    return (
-        entries.filter(tenant=tenant)
-        .exclude(enabled=enabled)
-        .update(enabled=enabled, updated_at=timezone.now())
-    )
+    with transaction.atomic():
+        changed = (
+            entries.filter(tenant=tenant)
+            .exclude(enabled=enabled)
+            .update(enabled=enabled, updated_at=timezone.now())
+        )
+        if changed:
+            knowledge_changed(tenant_id=tenant.pk)
+    return changed
+
+
+def knowledge_version_cache_key(tenant_id: int) -> str:
+    return f"kb:version:{tenant_id}"
+
+
+def knowledge_changed(*, tenant_id: int) -> None:
+    """Records that a tenant's knowledge changed, so every process rebuilds its search index.
+
+    The database holds the version; the cache mirrors it (set after commit) so that the search
+    path can check freshness without a query.
+    """
+    Tenant.objects.filter(pk=tenant_id).update(knowledge_version=F("knowledge_version") + 1)
+
+    def publish() -> None:
+        version = Tenant.objects.filter(pk=tenant_id).values_list("knowledge_version", flat=True)
+        cache.set(knowledge_version_cache_key(tenant_id), version.first(), timeout=None)
+
+    transaction.on_commit(publish)

@@ -87,6 +87,12 @@ class Tenant(TimeStampedModel):
         help_text=_("Signs identified visitors (HMAC) so nobody can pose as another customer."),
     )
     is_active = models.BooleanField(_("active"), default=True)
+    knowledge_version = models.PositiveBigIntegerField(
+        _("knowledge version"),
+        default=0,
+        editable=False,
+        help_text=_("Goes up with every change to the knowledge base; search indexes follow it."),
+    )
 
     class Meta:
         verbose_name = _("tenant")
