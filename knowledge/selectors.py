@@ -7,7 +7,8 @@ from collections.abc import Iterable
 from django.db.models import QuerySet
 
 from knowledge.csv_format import CSV_COLUMNS, spreadsheet_safe
-from knowledge.models import KnowledgeEntry
+from knowledge.index import ChunkRecord, EntryRecord
+from knowledge.models import Chunk, Document, KnowledgeEntry
 from tenants.models import Tenant
 
 
@@ -34,3 +35,52 @@ def knowledge_entries_csv(*, entries: Iterable[KnowledgeEntry]) -> str:
             ]
         )
     return buffer.getvalue()
+
+
+def knowledge_index_records(*, tenant_id: int) -> tuple[int, list[EntryRecord], list[ChunkRecord]]:
+    """What a tenant's search index is built from, with the knowledge version it reflects.
+
+    The version is read first: a change that lands while the rows are read bumps the version
+    again, so the index is rebuilt once more rather than kept stale.
+    """
+    version = (
+        Tenant.objects.filter(pk=tenant_id).values_list("knowledge_version", flat=True).first()
+    )
+    entries = [
+        EntryRecord(
+            id=entry_id,
+            question=question,
+            answer=answer,
+            phrasings=tuple(dict.fromkeys([question, *(alternates or [])])),
+        )
+        for entry_id, question, answer, alternates in KnowledgeEntry.objects.filter(
+            tenant_id=tenant_id, enabled=True
+        )
+        .order_by("id")
+        .values_list("id", "question", "answer", "alternate_questions")
+        .iterator(chunk_size=2000)
+    ]
+    chunks = [
+        ChunkRecord(
+            id=chunk_id,
+            document_id=document_id,
+            document_title=title,
+            heading=heading,
+            content=content,
+        )
+        for chunk_id, document_id, title, heading, content in Chunk.objects.filter(
+            tenant_id=tenant_id,
+            document__enabled=True,
+            document__status=Document.Status.READY,
+        )
+        .order_by("document_id", "ordinal")
+        .values_list("id", "document_id", "document__title", "heading", "content")
+        .iterator(chunk_size=2000)
+    ]
+    return version or 0, entries, chunks
+
+
+def knowledge_entry_count(*, tenant_id: int) -> int:
+    return KnowledgeEntry.objects.filter(tenant_id=tenant_id, enabled=True).count() + (
+        Chunk.objects.filter(tenant_id=tenant_id).count()
+    )

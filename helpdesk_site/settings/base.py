@@ -183,5 +183,13 @@ LOGGING: dict[str, Any] = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "bm25s": {"level": "WARNING"},
+    },
 }
+
+# Knowledge search indexes (per process, in memory).
+KNOWLEDGE_INDEX_CHECK_SECONDS = env.float("KNOWLEDGE_INDEX_CHECK_SECONDS", default=1.0)
+KNOWLEDGE_INDEX_SYNC_LIMIT = env.int("KNOWLEDGE_INDEX_SYNC_LIMIT", default=2000)
+KNOWLEDGE_INDEX_BACKGROUND_REBUILD = True

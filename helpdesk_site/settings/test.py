@@ -11,3 +11,6 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 CELERY_TASK_ALWAYS_EAGER = True
 LOGGING["root"]["level"] = "WARNING"
+# Tests see their own writes at once: rebuild in the request that notices the change.
+KNOWLEDGE_INDEX_CHECK_SECONDS = 0.0
+KNOWLEDGE_INDEX_BACKGROUND_REBUILD = False

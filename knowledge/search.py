@@ -1,0 +1,249 @@
+"""The knowledge engine's service API: ``faq_match`` and ``knowledge_search``.
+
+Each process keeps every active tenant's index in memory (``IndexRegistry``). Freshness: at most
+every ``KNOWLEDGE_INDEX_CHECK_SECONDS`` a lookup compares the index's knowledge version with the
+tenant's current one (from the cache, falling back to the database); when it moved, a rebuild
+starts in a background thread, de-duplicated per tenant, and lookups keep using the previous
+index until the new one is ready. Only a small tenant's very first lookup in a process builds
+synchronously; a large tenant's first lookup finds no index (no FAQ answer, no passages) until
+its background build completes.
+"""
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+from django.conf import settings
+from django.core.cache import cache
+from django.db import close_old_connections
+
+from knowledge.confidence import MatchFeatures, match_confidence
+from knowledge.index import FaqScores, TenantIndex, UnitKind
+from knowledge.selectors import knowledge_entry_count, knowledge_index_records
+from knowledge.services import knowledge_version_cache_key
+from knowledge.text import normalize
+from tenants.models import Tenant
+
+logger = logging.getLogger(__name__)
+
+RRF_K = 60  # reciprocal-rank fusion constant (Cormack et al.): damps the very top ranks
+FUSION_DEPTH = 50  # how deep each ranking is read before fusing
+
+
+@dataclass(frozen=True)
+class FaqMatch:
+    entry_id: int
+    question: str
+    answer: str
+    matched_phrasing: str
+    confidence: float
+    score: float
+    threshold: float
+
+    @property
+    def answers_directly(self) -> bool:
+        """Confident enough to answer at once, without the LLM."""
+        return self.confidence >= self.threshold
+
+
+class HitSource(StrEnum):
+    FAQ = UnitKind.FAQ
+    CHUNK = UnitKind.CHUNK
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    kind: HitSource
+    id: int
+    title: str  # the FAQ question, or the document title and heading
+    text: str  # the FAQ answer, or the chunk's text
+    score: float  # fused score: higher is better, comparable within one result list
+    document_id: int | None = None
+
+
+class IndexRegistry:
+    """Per-process cache of tenant indexes, kept fresh against the knowledge version."""
+
+    def __init__(self) -> None:
+        self._indexes: dict[int, TenantIndex] = {}
+        self._checked_at: dict[int, float] = {}
+        self._building: set[int] = set()
+        self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-index")
+
+    def get(self, tenant_id: int) -> TenantIndex | None:
+        index = self._indexes.get(tenant_id)
+        now = time.monotonic()
+        if index is None:
+            if knowledge_entry_count(tenant_id=tenant_id) <= settings.KNOWLEDGE_INDEX_SYNC_LIMIT:
+                return self._build(tenant_id)
+            self._schedule(tenant_id)
+            return None
+        if now - self._checked_at.get(tenant_id, 0.0) >= settings.KNOWLEDGE_INDEX_CHECK_SECONDS:
+            self._checked_at[tenant_id] = now
+            if current_knowledge_version(tenant_id) != index.version:
+                if settings.KNOWLEDGE_INDEX_BACKGROUND_REBUILD:
+                    self._schedule(tenant_id)
+                else:
+                    return self._build(tenant_id)
+        return index
+
+    def forget(self, tenant_id: int | None = None) -> None:
+        with self._lock:
+            if tenant_id is None:
+                self._indexes.clear()
+                self._checked_at.clear()
+            else:
+                self._indexes.pop(tenant_id, None)
+                self._checked_at.pop(tenant_id, None)
+
+    def _build(self, tenant_id: int) -> TenantIndex:
+        version, entries, chunks = knowledge_index_records(tenant_id=tenant_id)
+        index = TenantIndex.build(
+            tenant_id=tenant_id, version=version, entries=entries, chunks=chunks
+        )
+        with self._lock:
+            current = self._indexes.get(tenant_id)
+            if current is None or current.version <= index.version:
+                self._indexes[tenant_id] = index
+            self._checked_at[tenant_id] = time.monotonic()
+        return index
+
+    def _schedule(self, tenant_id: int) -> None:
+        with self._lock:
+            if tenant_id in self._building:
+                return
+            self._building.add(tenant_id)
+        self._executor.submit(self._build_in_background, tenant_id)
+
+    def _build_in_background(self, tenant_id: int) -> None:
+        started = time.monotonic()
+        try:
+            index = self._build(tenant_id)
+            logger.info(
+                "knowledge index rebuilt tenant=%s version=%s units=%s in %.0f ms",
+                tenant_id,
+                index.version,
+                index.size,
+                (time.monotonic() - started) * 1000,
+            )
+        except Exception:  # a failed rebuild keeps the old index; the next check retries
+            logger.exception("knowledge index rebuild failed tenant=%s", tenant_id)
+        finally:
+            with self._lock:
+                self._building.discard(tenant_id)
+            close_old_connections()
+
+
+registry = IndexRegistry()
+
+
+def current_knowledge_version(tenant_id: int) -> int:
+    key = knowledge_version_cache_key(tenant_id)
+    version = cache.get(key)
+    if version is None:
+        version = (
+            Tenant.objects.filter(pk=tenant_id).values_list("knowledge_version", flat=True).first()
+        ) or 0
+        cache.set(key, version, timeout=None)
+    return int(version)
+
+
+def faq_match(*, tenant: Tenant, query: str) -> FaqMatch | None:
+    """The FAQ entry that best answers ``query``, with a calibrated confidence; or None."""
+    candidates = faq_candidates(tenant=tenant, query=query, k=1)
+    return candidates[0] if candidates else None
+
+
+def faq_candidates(*, tenant: Tenant, query: str, k: int = 3) -> list[FaqMatch]:
+    """The ``k`` best FAQ entries for ``query``, best first. Only the first carries a
+    confidence (that it is the right entry); the others carry 0."""
+    index = registry.get(tenant.pk)
+    if index is None or not query.strip():
+        return []
+    scores = index.faq_scores(query)
+    exact = index.exact.get(normalize(query))
+    if exact is not None:
+        entry = index.entries[exact]
+        first = FaqMatch(
+            entry_id=entry.id,
+            question=entry.question,
+            answer=entry.answer,
+            matched_phrasing=query.strip(),
+            confidence=1.0,
+            score=float(scores.entry_scores[0]) if scores is not None else 0.0,
+            threshold=tenant.faq_threshold,
+        )
+        others = [] if scores is None else _matches(index, scores, tenant, 0.0, k + 1)
+        return [first, *[m for m in others if m.entry_id != entry.id]][:k]
+    if scores is None:
+        return []
+    confidence = match_confidence(MatchFeatures.of(index, scores))
+    return _matches(index, scores, tenant, confidence, k)
+
+
+def _matches(
+    index: TenantIndex, scores: FaqScores, tenant: Tenant, confidence: float, k: int
+) -> list[FaqMatch]:
+    matches = []
+    for rank in range(min(k, len(scores.entry_positions))):
+        entry = index.entries[int(scores.entry_positions[rank])]
+        matches.append(
+            FaqMatch(
+                entry_id=entry.id,
+                question=entry.question,
+                answer=entry.answer,
+                matched_phrasing=index_phrasing(index, int(scores.best_phrasing[rank])),
+                confidence=confidence if rank == 0 else 0.0,
+                score=float(scores.entry_scores[rank]),
+                threshold=tenant.faq_threshold,
+            )
+        )
+    return matches
+
+
+def index_phrasing(index: TenantIndex, phrasing_position: int) -> str:
+    entry_position = int(index.phrasing_entry[phrasing_position])
+    offset = phrasing_position - int(index.entry_starts[entry_position])
+    return index.entries[entry_position].phrasings[offset]
+
+
+def knowledge_search(*, tenant: Tenant, query: str, k: int = 5) -> list[SearchHit]:
+    """FAQ entries and document chunks ranked for ``query``: what an LLM answer should draw on.
+
+    Rankings fused with reciprocal-rank fusion: FAQ entries by question similarity, entries and
+    chunks by content similarity.
+    """
+    index = registry.get(tenant.pk)
+    if index is None or not query.strip() or k <= 0:
+        return []
+    fused: dict[int, float] = {}  # unit position (entries first, then chunks) -> RRF score
+
+    faq = index.faq_scores(query)
+    if faq is not None:
+        for rank, position in enumerate(faq.entry_positions[:FUSION_DEPTH]):
+            fused[int(position)] = fused.get(int(position), 0.0) + 1.0 / (RRF_K + rank + 1)
+
+    content = index.content_scores(query)
+    top = np.flatnonzero(content > 0)
+    if len(top):
+        top = top[np.argsort(-content[top], kind="stable")][:FUSION_DEPTH]
+        for rank, position in enumerate(top):
+            fused[int(position)] = fused.get(int(position), 0.0) + 1.0 / (RRF_K + rank + 1)
+
+    hits = []
+    for position, score in sorted(fused.items(), key=lambda item: -item[1])[:k]:
+        if position < len(index.entries):
+            entry = index.entries[position]
+            hits.append(SearchHit(HitSource.FAQ, entry.id, entry.question, entry.answer, score))
+        else:
+            chunk = index.chunks[position - len(index.entries)]
+            title = " · ".join(part for part in (chunk.document_title, chunk.heading) if part)
+            hits.append(
+                SearchHit(HitSource.CHUNK, chunk.id, title, chunk.content, score, chunk.document_id)
+            )
+    return hits
