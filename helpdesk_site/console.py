@@ -1,5 +1,6 @@
 """The tenant console: Django's admin site, scoped to the signed-in member's tenant."""
 
+from functools import partial
 from typing import Any
 
 from django import forms
@@ -14,6 +15,7 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
 
 from analytics.selectors import tenant_overview
+from knowledge.views import hit_test_view
 from tenants.request import active_membership, active_tenant, set_active_tenant
 from tenants.selectors import membership_list_for_user
 
@@ -53,6 +55,11 @@ class ConsoleAdminSite(admin.AdminSite):
 
     def get_urls(self) -> list[URLResolver | URLPattern]:
         custom: list[URLResolver | URLPattern] = [
+            path(
+                "knowledge/hit-test/",
+                self.admin_view(partial(hit_test_view, admin_site=self)),
+                name="knowledge_hit_test",
+            ),
             path(
                 "switch-tenant/",
                 self.admin_view(require_POST(self.switch_tenant_view)),

@@ -149,7 +149,8 @@ def current_knowledge_version(tenant_id: int) -> int:
         version = (
             Tenant.objects.filter(pk=tenant_id).values_list("knowledge_version", flat=True).first()
         ) or 0
-        cache.set(key, version, timeout=None)
+        # ``add``, not ``set``: a version published at commit must win over one read before it.
+        cache.add(key, version, timeout=None)
     return int(version)
 
 
@@ -215,24 +216,19 @@ def index_phrasing(index: TenantIndex, phrasing_position: int) -> str:
 def knowledge_search(*, tenant: Tenant, query: str, k: int = 5) -> list[SearchHit]:
     """FAQ entries and document chunks ranked for ``query``: what an LLM answer should draw on.
 
-    Rankings fused with reciprocal-rank fusion: FAQ entries by question similarity, entries and
-    chunks by content similarity.
+    Entries (question and answer) and chunks are ranked together by BM25; with embeddings on,
+    that ranking and the dense one are fused by reciprocal rank.
     """
     index = registry.get(tenant.pk)
     if index is None or not query.strip() or k <= 0:
         return []
-    fused: dict[int, float] = {}  # unit position (entries first, then chunks) -> RRF score
-
-    faq = index.faq_scores(query)
-    if faq is not None:
-        for rank, position in enumerate(faq.entry_positions[:FUSION_DEPTH]):
-            fused[int(position)] = fused.get(int(position), 0.0) + 1.0 / (RRF_K + rank + 1)
-
     content = index.content_scores(query)
-    top = np.flatnonzero(content > 0)
-    if len(top):
-        top = top[np.argsort(-content[top], kind="stable")][:FUSION_DEPTH]
-        for rank, position in enumerate(top):
+    ranked = np.flatnonzero(content > 0)
+    ranked = ranked[np.argsort(-content[ranked], kind="stable")][: max(k, FUSION_DEPTH)]
+    rankings = [ranked]
+    fused: dict[int, float] = {}  # unit position (entries first, then chunks) -> score
+    for ranking in rankings:
+        for rank, position in enumerate(ranking):
             fused[int(position)] = fused.get(int(position), 0.0) + 1.0 / (RRF_K + rank + 1)
 
     hits = []
