@@ -26,6 +26,10 @@ BM25_B = 0.75
 # all resemble the question are stronger evidence than one, but never more than ~2.2 of them.
 # (On the BANKING77 10-shot split: best phrasing only 0.62 top-1, these weights 0.67.)
 PHRASING_WEIGHTS = np.array([1.0, 0.6, 0.36, 0.2], dtype=np.float32)
+# Entries whose best phrasing ranks below this many others cannot reach the top results.
+CANDIDATE_ENTRIES = 64
+# Phrasings per entry kept in the scoring matrix; the best one always counts in full.
+MATRIX_WIDTH = 32
 
 
 class UnitKind(StrEnum):
@@ -111,6 +115,7 @@ class TenantIndex:
     phrasing_tokens: list[list[str]]
     phrasing_entry: np.ndarray  # phrasing position -> entry position
     entry_starts: np.ndarray  # entry position -> its first phrasing position
+    phrasing_matrix: np.ndarray  # entry position -> its phrasing positions, padded
     phrasings: LexicalIndex
     content: LexicalIndex
     exact: dict[str, int]  # normalised phrasing -> entry position
@@ -139,6 +144,12 @@ class TenantIndex:
                 phrasing_tokens.append(tokenize(phrasing))
                 phrasing_entry.append(position)
                 exact.setdefault(normalize(phrasing), position)
+        width = min(MATRIX_WIDTH, max((len(e.phrasings) for e in entries), default=1))
+        # Padding points one past the last phrasing, where a scoring pass puts a zero.
+        phrasing_matrix = np.full((len(entries), width), len(phrasing_tokens), dtype=np.int64)
+        for position, start in enumerate(entry_starts):
+            count = min(width, len(entries[position].phrasings))
+            phrasing_matrix[position, :count] = np.arange(start, start + count)
         content_tokens = [tokenize(f"{e.question}\n{e.answer}") for e in entries] + [
             tokenize(f"{c.document_title}\n{c.heading}\n{c.content}") for c in chunks
         ]
@@ -150,6 +161,7 @@ class TenantIndex:
             phrasing_tokens=phrasing_tokens,
             phrasing_entry=np.asarray(phrasing_entry, dtype=np.int64),
             entry_starts=np.asarray(entry_starts, dtype=np.int64),
+            phrasing_matrix=phrasing_matrix,
             phrasings=LexicalIndex.build(phrasing_tokens),
             content=LexicalIndex.build(content_tokens),
             exact=exact,
@@ -172,29 +184,45 @@ class TenantIndex:
         if not token_ids:
             return None
         phrasing_scores = self.phrasings.scores(token_ids, len(self.phrasing_tokens))
-        # Work on the phrasings that matched at all: a handful to a few thousand, not all.
+        # Only phrasings that share a token with the query matter. They come in position
+        # order, so each entry's phrasings are contiguous.
         matched = np.flatnonzero(phrasing_scores > 0)
         if not len(matched):
             return None
-        # Order by entry, then by score descending, to rank each entry's phrasings.
-        matched_scores = phrasing_scores[matched]
         owners = self.phrasing_entry[matched]
-        order = np.lexsort((-matched_scores, owners))
-        matched, matched_scores, owners = matched[order], matched_scores[order], owners[order]
         starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
-        rank = np.arange(len(owners)) - np.repeat(starts, np.diff(np.r_[starts, len(owners)]))
-        weights = np.where(rank < len(PHRASING_WEIGHTS), PHRASING_WEIGHTS[np.minimum(rank, 3)], 0)
-        entry_scores = np.add.reduceat(matched_scores * weights, starts)
-        best = np.argsort(-entry_scores, kind="stable")
+        touched = owners[starts]
+        touched_best = np.maximum.reduceat(phrasing_scores[matched], starts)
+        if len(touched) > CANDIDATE_ENTRIES:
+            # The weighted sum is at most PHRASING_WEIGHTS.sum() times an entry's best
+            # phrasing, so the entries ranked by best phrasing are a safe shortlist.
+            keep = np.argpartition(-touched_best, CANDIDATE_ENTRIES - 1)[:CANDIDATE_ENTRIES]
+            touched, touched_best = touched[keep], touched_best[keep]
+        # Each candidate's phrasing scores in a row (padding scores 0), best first.
+        padded = np.append(phrasing_scores, np.float32(0))[self.phrasing_matrix[touched]]
+        columns = np.argsort(-padded, axis=1, kind="stable")[:, : len(PHRASING_WEIGHTS)]
+        ranked = np.take_along_axis(padded, columns, axis=1)
+        ranked[:, 0] = touched_best  # an entry with more phrasings than the matrix holds
+        entry_scores = ranked @ PHRASING_WEIGHTS[: ranked.shape[1]]
+        best_phrasing = self.phrasing_matrix[touched, columns[:, 0]]
+        for row in np.flatnonzero(padded[np.arange(len(touched)), columns[:, 0]] < touched_best):
+            start = int(self.entry_starts[touched[row]])
+            best_phrasing[row] = start + int(
+                np.argmax(phrasing_scores[start:][: self._width(touched[row])])
+            )
+        order = np.argsort(-entry_scores, kind="stable")
         return FaqScores(
-            entry_positions=owners[starts][best],
-            entry_scores=entry_scores[best],
-            best_phrasing=matched[starts][best],
-            best_phrasing_score=matched_scores[starts][best],
+            entry_positions=touched[order],
+            entry_scores=entry_scores[order],
+            best_phrasing=best_phrasing[order],
+            best_phrasing_score=touched_best[order],
             query_tokens=tokens,
             known_token_ids=token_ids,
             ceiling=self.phrasings.ceiling(token_ids),
         )
+
+    def _width(self, entry_position: int) -> int:
+        return len(self.entries[entry_position].phrasings)
 
     def content_scores(self, query: str) -> np.ndarray:
         size = len(self.entries) + len(self.chunks)
