@@ -7,6 +7,8 @@ from django.test import Client
 from tenants.models import Role
 from tests.factories import MembershipFactory, TenantFactory, UserFactory
 
+pytest_plugins = ["tests.mockllm"]
+
 REQUIRE_SERVICES = os.environ.get("KEFU_REQUIRE_SERVICES") == "1"
 
 

@@ -1,0 +1,31 @@
+"""Fixtures that serve the mock OpenAI-compatible LLM (``conversations.mockllm``) over real HTTP.
+
+A test module pulls them in with ``from tests.mockllm import mock_llm  # noqa: F401`` (the
+module-scoped server comes along through the dependency), then points the code under test at
+``mock_llm.base_url``.
+"""
+
+from collections.abc import Iterator
+
+import pytest
+
+from conversations.mockllm import MockLLMServer
+
+
+@pytest.fixture(scope="module")
+def mock_llm_server() -> Iterator[MockLLMServer]:
+    """One mock server on a free 127.0.0.1 port per test module, always stopped afterwards.
+
+    Starting a server per test would cost a fraction of a second each; tests share this one
+    through :func:`mock_llm`, which resets it.
+    """
+    with MockLLMServer() as server:
+        yield server
+
+
+@pytest.fixture
+def mock_llm(mock_llm_server: MockLLMServer) -> MockLLMServer:
+    """The module's mock server with the start-up config (echo answers, no delays, no fault) and
+    no recorded requests, whatever the previous test did to it."""
+    mock_llm_server.reset()
+    return mock_llm_server
