@@ -89,9 +89,7 @@ def read_queries(path: Path = QUERIES_CSV) -> list[tuple[str, str]]:
         return [(row["question"], row["expected_key"]) for row in reader]
 
 
-def validate(
-    faq: list[FaqEntry], rows: list[KbRow], queries: list[tuple[str, str]]
-) -> list[str]:
+def validate(faq: list[FaqEntry], rows: list[KbRow], queries: list[tuple[str, str]]) -> list[str]:
     """Problems with the queries; prints per-language and per-entry counts."""
     problems: list[str] = []
     keys = {key for key, _, _ in rows}
@@ -105,9 +103,7 @@ def validate(
         if not norm:
             problems.append(f"line {line}: empty question")
         if norm in phrasings:
-            problems.append(
-                f"line {line}: {question!r} copies a KB phrasing of {phrasings[norm]}"
-            )
+            problems.append(f"line {line}: {question!r} copies a KB phrasing of {phrasings[norm]}")
         if norm in seen:
             problems.append(f"line {line}: duplicate of line {seen[norm]}")
         seen.setdefault(norm, line)
@@ -138,9 +134,7 @@ def main() -> int:
     per_language = Counter(entry["language"] for entry in faq)
     print(f"wrote {KB_CSV.relative_to(ROOT)}: {len(rows)} phrasings of {len(faq)} entries")
     for lang, count in sorted(per_language.items()):
-        phrasing_count = sum(
-            1 for key, _, _ in rows if faq[int(key[5:])]["language"] == lang
-        )
+        phrasing_count = sum(1 for key, _, _ in rows if faq[int(key[5:])]["language"] == lang)
         print(f"  {lang}: {count} entries, {phrasing_count} phrasings")
     if not QUERIES_CSV.exists():
         return 0

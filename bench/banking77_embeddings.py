@@ -13,48 +13,17 @@ Run from the repository root, with the local-embeddings extra installed:
 from __future__ import annotations
 
 import argparse
-import csv
-import random
+import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.banking77 import DEFAULT_CSV, banking77_split
 from knowledge.embeddings import LocalEmbedder
-
-# shared/ sits beside the repository, on developer machines and in CI alike.
-DEFAULT_CSV = Path(__file__).resolve().parents[2] / "shared/datasets/banking77/train.csv"
-
-Pair = tuple[str, str]  # (text, intent)
-
-
-def banking77_split(
-    path: str | Path, shots: int = 10, seed: int = 77
-) -> tuple[list[Pair], list[Pair]]:
-    """Splits BANKING77 (`text,category` CSV) into knowledge-base and query pairs.
-
-    Intents are visited in sorted order; each one's phrasings are sorted, then shuffled by one
-    `random.Random(seed)` shared across intents, so the split depends only on the file and the
-    arguments. The first `shots` phrasings of an intent go to the knowledge base, the rest are
-    queries. Both lists come grouped by intent, in that order.
-    """
-    if shots < 1:
-        raise ValueError("shots must be at least 1")
-    by_intent: dict[str, list[str]] = defaultdict(list)
-    with open(path, newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            by_intent[row["category"]].append(row["text"])
-    rng = random.Random(seed)  # noqa: S311 - a reproducible split, not a secret
-    knowledge_base: list[Pair] = []
-    queries: list[Pair] = []
-    for intent in sorted(by_intent):
-        phrasings = sorted(by_intent[intent])
-        rng.shuffle(phrasings)
-        knowledge_base += [(text, intent) for text in phrasings[:shots]]
-        queries += [(text, intent) for text in phrasings[shots:]]
-    return knowledge_base, queries
 
 
 def _top_k_accuracy(scores: npt.NDArray[np.float32], truth: npt.NDArray[np.int64], k: int) -> float:

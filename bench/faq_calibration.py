@@ -23,18 +23,24 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helpdesk_site.settings.base")
 
-from bench.banking77_embeddings import banking77_split  # noqa: E402
+from bench.banking77 import DEFAULT_CSV, banking77_split  # noqa: E402
 from knowledge.confidence import MatchFeatures  # noqa: E402
 from knowledge.index import EntryRecord, TenantIndex  # noqa: E402
 
-DATASET = ROOT.parent / "shared" / "datasets" / "banking77" / "train.csv"
 TENANT_SIZES = (5, 10, 15, 20, 30, 40, 60, 77, 77, 77)
 PHRASING_COUNTS = (1, 2, 3, 4, 5, 10)
 QUERIES_PER_TENANT = 1500
 
 
-def simulate(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    knowledge_base, queries = banking77_split(DATASET)
+def embed_all(texts: list[str]) -> dict[str, np.ndarray]:
+    from knowledge.embeddings import LocalEmbedder
+
+    unique = list(dict.fromkeys(texts))
+    return dict(zip(unique, LocalEmbedder().embed(unique), strict=True))
+
+
+def simulate(seed: int, vectors: dict[str, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+    knowledge_base, queries = banking77_split(DEFAULT_CSV)
     phrasings: dict[str, list[str]] = defaultdict(list)
     for text, intent in knowledge_base:
         phrasings[intent].append(text)
@@ -52,12 +58,25 @@ def simulate(seed: int) -> tuple[np.ndarray, np.ndarray]:
             )
             for n, intent in enumerate(chosen)
         ]
-        index = TenantIndex.build(tenant_id=0, version=0, entries=entries, chunks=[])
+        index = TenantIndex.build(
+            tenant_id=0,
+            version=0,
+            entries=entries,
+            chunks=[],
+            vectors=None
+            if vectors is None
+            else lambda texts, _chunks: (
+                "local",
+                np.stack([vectors[t] for t in texts]),
+                np.zeros((0, 384), dtype=np.float32),
+            ),
+        )
         for text, intent in rng.sample(queries, QUERIES_PER_TENANT):
-            scores = index.faq_scores(text)
+            scores = index.faq_scores(text, None if vectors is None else vectors[text])
             if scores is None:
                 continue
-            rows.append(MatchFeatures.of(index, scores).lexical_vector())
+            features = MatchFeatures.of(index, scores)
+            rows.append(features.lexical_vector() if vectors is None else features.dense_vector())
             labels.append(chosen[int(scores.entry_positions[0])] == intent)
     return np.array(rows), np.array(labels, dtype=np.float64)
 
@@ -77,8 +96,12 @@ def predict(weights: np.ndarray, features: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    fit_x, fit_y = simulate(seed=1)
-    check_x, check_y = simulate(seed=2)
+    vectors = None
+    if "--dense" in sys.argv:
+        knowledge_base, queries = banking77_split(DEFAULT_CSV)
+        vectors = embed_all([text for text, _intent in knowledge_base + queries])
+    fit_x, fit_y = simulate(seed=1, vectors=vectors)
+    check_x, check_y = simulate(seed=2, vectors=vectors)
     weights = fit(fit_x, fit_y)
     confidence = predict(weights, check_x)
     print(f"held-out simulated tenants: {len(check_y)} questions, top-1 right {check_y.mean():.3f}")
@@ -88,7 +111,8 @@ def main() -> None:
         precision = check_y[chosen].mean() if chosen.any() else float("nan")
         print(f"{threshold:9.2f}  {precision:9.3f}  {chosen.mean():8.3f}")
     final = fit(np.r_[fit_x, check_x], np.r_[fit_y, check_y])
-    print("LEXICAL_WEIGHTS =", np.round(final, 4).tolist())
+    name = "LEXICAL_WEIGHTS" if vectors is None else "DENSE_WEIGHTS"
+    print(f"{name} =", np.round(final, 4).tolist())
 
 
 if __name__ == "__main__":

@@ -1,17 +1,20 @@
+from pathlib import PurePosixPath
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
-from django.db.models import Q, QuerySet
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.files.uploadedfile import UploadedFile
+from django.db.models import Count, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from knowledge import services
+from knowledge import ingest, services
 from knowledge.models import Chunk, Document, KnowledgeEntry, SensitiveWordList
 from knowledge.selectors import knowledge_entries_csv
 from tenants.console import (
@@ -96,6 +99,23 @@ class KnowledgeEntryAdmin(TenantScopedAdmin):
     def tag_list(self, obj: KnowledgeEntry) -> str:
         return ", ".join(obj.tags)
 
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if not change and not request.user.is_superuser:
+            tenant = active_tenant(request)
+            if tenant is None:
+                raise Http404(_("No active tenant."))
+            obj.tenant = tenant
+        services.knowledge_entry_save(entry=obj)
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        services.knowledge_entries_delete(
+            tenant=obj.tenant, entries=KnowledgeEntry.objects.filter(pk=obj.pk)
+        )
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for tenant in Tenant.objects.filter(pk__in=queryset.values("tenant_id")):
+            services.knowledge_entries_delete(tenant=tenant, entries=queryset.filter(tenant=tenant))
+
     def get_urls(self) -> list[URLPattern]:
         return [
             path(
@@ -178,9 +198,25 @@ class KnowledgeEntryAdmin(TenantScopedAdmin):
         return TemplateResponse(request, "admin/knowledge/knowledgeentry/import_csv.html", context)
 
 
+CHUNKS_SHOWN = 200
+
+
+class FirstChunksFormSet(forms.BaseInlineFormSet):
+    """Only a document's first chunks: a long one has thousands, too many for one page."""
+
+    def get_queryset(self) -> QuerySet:
+        # Kept: the formset asks for its queryset once per form.
+        if not hasattr(self, "_first_chunks"):
+            self._first_chunks = super().get_queryset()[:CHUNKS_SHOWN]
+            for chunk in self._first_chunks:  # each row shows str(chunk), which names the document
+                chunk.document = self.instance
+        return self._first_chunks
+
+
 class ChunkInline(TenantScopedInline):
     model = Chunk
     area = Area.KNOWLEDGE
+    formset = FirstChunksFormSet
     fields = ["ordinal", "heading", "content"]
     readonly_fields = ["ordinal", "heading", "content"]
     extra = 0
@@ -193,15 +229,203 @@ class ChunkInline(TenantScopedInline):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class DocumentForm(TenantConsistentForm):
+    """A file to upload or text to paste; the format is read from the file name unless chosen."""
+
+    title = forms.CharField(
+        label=gettext_lazy("Title"),
+        max_length=200,
+        required=False,
+        help_text=gettext_lazy("Leave empty to use the file name."),
+    )
+    format = forms.ChoiceField(
+        label=gettext_lazy("Format"),
+        required=False,
+        choices=[("", gettext_lazy("Detect from the file name")), *Document.Format.choices],
+        help_text=gettext_lazy(
+            ".md, .markdown, .txt, .html, .htm or .pdf; pasted text is Markdown."
+        ),
+    )
+
+    class Meta:
+        model = Document
+        fields = ["title", "format", "source_file", "content", "enabled"]
+        help_texts = {
+            "source_file": gettext_lazy("Markdown, plain text, HTML or PDF, at most 20 MB."),
+            "content": gettext_lazy("Or paste the text here instead of uploading a file."),
+        }
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        value = cleaned.get("source_file")
+        upload = value if isinstance(value, UploadedFile) else None
+        # ``False`` means the "clear" box was ticked; otherwise the stored file stays.
+        keeps_file = upload is None and value is not False and bool(self.instance.source_file)
+        file_name = upload.name if upload else self.instance.source_file.name if keeps_file else ""
+        file_name = file_name or ""
+        if not cleaned.get("format"):
+            guessed = (
+                ingest.format_for_filename(file_name) if file_name else Document.Format.MARKDOWN
+            )
+            if guessed is None:
+                self.add_error(
+                    "format", _("The format cannot be told from the file name; choose it.")
+                )
+                return cleaned
+            cleaned["format"] = guessed
+        if not cleaned.get("title") and file_name:
+            cleaned["title"] = PurePosixPath(file_name).stem[:200]
+        try:
+            services.document_source_validate(
+                format=cleaned["format"],
+                content=cleaned.get("content") or "",
+                uploaded_file=upload,
+                has_stored_file=keeps_file,
+            )
+        except ValidationError as error:
+            self.add_error(None, error)  # keyed by field, so each lands next to its field
+        return cleaned
+
 
 @admin.register(Document)
 class DocumentAdmin(TenantScopedAdmin):
+    """Documents are written through the services: saving queues processing, and the chunks
+    appear (read-only) when it is done."""
+
     area = Area.KNOWLEDGE
-    list_display = ["title", "format", "status", "progress", "enabled", "updated_at"]
+    form = DocumentForm
+    list_display = [
+        "title",
+        "format",
+        "status_label",
+        "progress_bar",
+        "chunk_count",
+        "enabled",
+        "updated_at",
+    ]
     list_filter = ["status", "format", "enabled"]
     search_fields = ["title"]
-    readonly_fields = ["status", "progress", "error", "created_at", "updated_at"]
+    fields = [
+        "title",
+        "format",
+        "source_file",
+        "content",
+        "enabled",
+        "status",
+        "progress_bar",
+        "error",
+    ]
+    readonly_fields = ["status", "progress_bar", "error"]
     inlines = [ChunkInline]
+    actions = ["reprocess_documents"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).annotate(chunk_total=Count("chunks"))
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = super().get_fields(request, obj)
+        if obj is None:  # nothing to report on before the first save
+            return [name for name in fields if name not in self.readonly_fields]
+        return fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        readonly = list(super().get_readonly_fields(request, obj))
+        # Moving a document to another tenant would strand its chunks in the old one.
+        if obj is not None and request.user.is_superuser:
+            readonly.append(self.tenant_field)
+        return readonly
+
+    def get_inlines(self, request: HttpRequest, obj: Any) -> Any:
+        return self.inlines if obj is not None else []
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        extra = {**(extra_context or {}), "kefu_chunks_shown": CHUNKS_SHOWN}
+        return super().change_view(request, object_id, form_url, extra)
+
+    @admin.display(description=gettext_lazy("Status"), ordering="status")
+    def status_label(self, obj: Document) -> str:
+        if obj.status == Document.Status.FAILED and obj.error:
+            return format_html('<span title="{}">{} ⚠</span>', obj.error, obj.get_status_display())
+        return obj.get_status_display()
+
+    @admin.display(description=gettext_lazy("Progress"), ordering="progress")
+    def progress_bar(self, obj: Document) -> str:
+        return format_html(
+            '<progress max="100" value="{}">{}%</progress> {}%',
+            obj.progress,
+            obj.progress,
+            obj.progress,
+        )
+
+    @admin.display(description=gettext_lazy("Chunks"), ordering="chunk_total")
+    def chunk_count(self, obj: Document) -> int:
+        return getattr(obj, "chunk_total", 0)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        data = form.cleaned_data
+        upload = data["source_file"] if isinstance(data.get("source_file"), UploadedFile) else None
+        if change:
+            # The form has copied its values onto ``obj``; the service compares with the stored
+            # row to tell whether the source changed.
+            obj.refresh_from_db()
+            services.document_update(
+                document=obj,
+                title=data["title"],
+                format=data["format"],
+                content=data["content"],
+                enabled=data["enabled"],
+                uploaded_file=upload,
+                clear_file=data.get("source_file") is False,
+            )
+            return
+        tenant = (
+            data.get(self.tenant_field) if request.user.is_superuser else active_tenant(request)
+        )
+        if tenant is None:
+            raise Http404(_("No active tenant."))
+        document = services.document_create(
+            tenant=tenant,
+            title=data["title"],
+            format=data["format"],
+            content=data["content"],
+            uploaded_file=upload,
+        )
+        # The admin goes on to log the addition and redirect with ``obj``.
+        vars(obj).update(vars(document))
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        if formset.model is Chunk:
+            # Chunks are only ever written by processing; their inline is for reading. Saving
+            # without committing writes nothing but fills in what the change message reads.
+            formset.save(commit=False)
+            return
+        super().save_formset(request, form, formset, change)
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        services.document_delete(document=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for document in queryset:
+            services.document_delete(document=document)
+
+    @admin.action(description=gettext_lazy("Re-process selected documents"), permissions=["change"])
+    def reprocess_documents(self, request: HttpRequest, queryset: QuerySet) -> None:
+        documents = list(queryset)
+        for document in documents:
+            services.document_reprocess(document=document)
+        messages.success(
+            request, _("Documents queued for processing: %(count)d.") % {"count": len(documents)}
+        )
 
 
 class SensitiveWordListAdmin(RoleGate, MissingObjectIs404, admin.ModelAdmin):

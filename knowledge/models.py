@@ -130,3 +130,25 @@ class SensitiveWordList(TimeStampedModel):
             if word:
                 seen.setdefault(word, None)
         return list(seen)
+
+
+class EmbeddingVector(TenantOwnedModel):
+    """A text's embedding under one model, cached by the text's digest.
+
+    Keyed by text, not by entry or chunk: editing an answer does not re-embed its unchanged
+    questions, and a rebuilt index finds every vector it needs in one query.
+    """
+
+    model = models.CharField(_("model"), max_length=150)
+    text_hash = models.CharField(_("text digest"), max_length=64)
+    dimensions = models.PositiveSmallIntegerField(_("dimensions"))
+    vector = models.BinaryField(_("vector"))  # float32, little-endian
+
+    class Meta:
+        verbose_name = _("embedding")
+        verbose_name_plural = _("embeddings")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "model", "text_hash"], name="embedding_unique_text"
+            )
+        ]

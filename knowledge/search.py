@@ -15,6 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 
 import numpy as np
 from django.conf import settings
@@ -22,6 +23,7 @@ from django.core.cache import cache
 from django.db import close_old_connections
 
 from knowledge.confidence import MatchFeatures, match_confidence
+from knowledge.dense import mostly_chinese, stored_vectors
 from knowledge.index import FaqScores, TenantIndex, UnitKind
 from knowledge.selectors import knowledge_entry_count, knowledge_index_records
 from knowledge.services import knowledge_version_cache_key
@@ -104,7 +106,11 @@ class IndexRegistry:
     def _build(self, tenant_id: int) -> TenantIndex:
         version, entries, chunks = knowledge_index_records(tenant_id=tenant_id)
         index = TenantIndex.build(
-            tenant_id=tenant_id, version=version, entries=entries, chunks=chunks
+            tenant_id=tenant_id,
+            version=version,
+            entries=entries,
+            chunks=chunks,
+            vectors=partial(stored_vectors, tenant_id),
         )
         with self._lock:
             current = self._indexes.get(tenant_id)
@@ -166,8 +172,8 @@ def faq_candidates(*, tenant: Tenant, query: str, k: int = 3) -> list[FaqMatch]:
     index = registry.get(tenant.pk)
     if index is None or not query.strip():
         return []
-    scores = index.faq_scores(query)
     exact = index.exact.get(normalize(query))
+    scores = index.faq_scores(query, None if exact is not None else query_vector(index, query))
     if exact is not None:
         entry = index.entries[exact]
         first = FaqMatch(
@@ -213,6 +219,19 @@ def index_phrasing(index: TenantIndex, phrasing_position: int) -> str:
     return index.entries[entry_position].phrasings[offset]
 
 
+def query_vector(index: TenantIndex, query: str) -> np.ndarray | None:
+    """The query's embedding in the index's vector space, when the index has one and the
+    embedder reads the query's language."""
+    dense = index.dense
+    if dense is None or (not dense.embedder.multilingual and mostly_chinese(query)):
+        return None
+    try:
+        return dense.embedder.embed([query])[0]
+    except Exception:  # an embedding outage degrades to lexical search, never to an error
+        logger.warning("query embedding failed tenant=%s", index.tenant_id, exc_info=True)
+        return None
+
+
 def knowledge_search(*, tenant: Tenant, query: str, k: int = 5) -> list[SearchHit]:
     """FAQ entries and document chunks ranked for ``query``: what an LLM answer should draw on.
 
@@ -222,24 +241,32 @@ def knowledge_search(*, tenant: Tenant, query: str, k: int = 5) -> list[SearchHi
     index = registry.get(tenant.pk)
     if index is None or not query.strip() or k <= 0:
         return []
-    content = index.content_scores(query)
-    ranked = np.flatnonzero(content > 0)
-    ranked = ranked[np.argsort(-content[ranked], kind="stable")][: max(k, FUSION_DEPTH)]
-    rankings = [ranked]
+    depth = max(k, FUSION_DEPTH)
+    rankings = [_ranking(index.content_scores(query), depth)]
+    vector = query_vector(index, query)
+    if vector is not None:
+        similarity = index.content_similarity(vector)
+        if similarity is not None:
+            rankings.append(_ranking(similarity, depth))
     fused: dict[int, float] = {}  # unit position (entries first, then chunks) -> score
     for ranking in rankings:
-        for rank, position in enumerate(ranking):
-            fused[int(position)] = fused.get(int(position), 0.0) + 1.0 / (RRF_K + rank + 1)
+        for rank, unit in enumerate(ranking):
+            fused[int(unit)] = fused.get(int(unit), 0.0) + 1.0 / (RRF_K + rank + 1)
 
     hits = []
-    for position, score in sorted(fused.items(), key=lambda item: -item[1])[:k]:
-        if position < len(index.entries):
-            entry = index.entries[position]
+    for unit, score in sorted(fused.items(), key=lambda item: -item[1])[:k]:
+        if unit < len(index.entries):
+            entry = index.entries[unit]
             hits.append(SearchHit(HitSource.FAQ, entry.id, entry.question, entry.answer, score))
         else:
-            chunk = index.chunks[position - len(index.entries)]
+            chunk = index.chunks[unit - len(index.entries)]
             title = " · ".join(part for part in (chunk.document_title, chunk.heading) if part)
             hits.append(
                 SearchHit(HitSource.CHUNK, chunk.id, title, chunk.content, score, chunk.document_id)
             )
     return hits
+
+
+def _ranking(scores: np.ndarray, depth: int) -> np.ndarray:
+    positive = np.flatnonzero(scores > 0)
+    return positive[np.argsort(-scores[positive], kind="stable")][:depth]

@@ -8,7 +8,7 @@ from django.db.models import QuerySet
 
 from knowledge.csv_format import CSV_COLUMNS, spreadsheet_safe
 from knowledge.index import ChunkRecord, EntryRecord
-from knowledge.models import Chunk, Document, KnowledgeEntry
+from knowledge.models import Chunk, KnowledgeEntry
 from tenants.models import Tenant
 
 
@@ -68,10 +68,10 @@ def knowledge_index_records(*, tenant_id: int) -> tuple[int, list[EntryRecord], 
             heading=heading,
             content=content,
         )
+        # Any status: a document being re-processed keeps its previous chunks until the new
+        # ones replace them in one transaction.
         for chunk_id, document_id, title, heading, content in Chunk.objects.filter(
-            tenant_id=tenant_id,
-            document__enabled=True,
-            document__status=Document.Status.READY,
+            tenant_id=tenant_id, document__enabled=True
         )
         .order_by("document_id", "ordinal")
         .values_list("id", "document_id", "document__title", "heading", "content")

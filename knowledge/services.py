@@ -2,18 +2,30 @@
 
 import csv
 import io
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 
+import numpy as np
+from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
+from django.core.files import File
 from django.db import transaction
 from django.db.models import F, QuerySet
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.functional import Promise
 from django.utils.translation import gettext as _
 
+# knowledge.tasks imports this module: import the module, not its tasks.
+from knowledge import ingest, tasks
 from knowledge.csv_format import FALSE_WORDS, TRUE_WORDS, spreadsheet_unescape
-from knowledge.models import KnowledgeEntry
-from tenants.models import Tenant
+from knowledge.dense import embeddable, tenant_embedder, text_digest
+from knowledge.index import chunk_text
+from knowledge.models import Chunk, Document, EmbeddingVector, KnowledgeEntry
+from knowledge.selectors import knowledge_index_records
+from tenants.models import LLMProvider, Tenant
 
 MAX_IMPORT_BYTES = 10 * 1024 * 1024
 MAX_IMPORT_ROWS = 50_000
@@ -181,9 +193,403 @@ def knowledge_changed(*, tenant_id: int) -> None:
     path can check freshness without a query.
     """
     Tenant.objects.filter(pk=tenant_id).update(knowledge_version=F("knowledge_version") + 1)
+    # Readers that miss the cache read the database (and ``add`` what they read), so this
+    # process sees its own change at once and others see it at commit at the latest.
+    cache.delete(knowledge_version_cache_key(tenant_id))
 
     def publish() -> None:
         version = Tenant.objects.filter(pk=tenant_id).values_list("knowledge_version", flat=True)
         cache.set(knowledge_version_cache_key(tenant_id), version.first(), timeout=None)
+        if dense_retrieval_possible(tenant_id=tenant_id):
+            tasks.knowledge_embed_task.delay(tenant_id)
 
-    transaction.on_commit(publish)
+    # Robust: a cache or broker outage must not turn a saved change into an error page; the
+    # database already holds the version, and the next change schedules embedding again.
+    transaction.on_commit(publish, robust=True)
+
+
+@transaction.atomic
+def knowledge_entry_save(*, entry: KnowledgeEntry) -> KnowledgeEntry:
+    """Saves an entry edited in the console or the API and refreshes the tenant's index."""
+    entry.full_clean(exclude=["tenant"])
+    entry.save()
+    knowledge_changed(tenant_id=entry.tenant_id)
+    return entry
+
+
+@transaction.atomic
+def knowledge_entries_delete(*, tenant: Tenant, entries: QuerySet[KnowledgeEntry]) -> int:
+    deleted, _per_model = entries.filter(tenant=tenant).delete()
+    if deleted:
+        knowledge_changed(tenant_id=tenant.pk)
+    return deleted
+
+
+def knowledge_entry_record_hit(*, tenant: Tenant, entry_id: int) -> None:
+    """Counts a direct answer given from an entry (hit counts are shown in the console)."""
+    KnowledgeEntry.objects.filter(tenant=tenant, pk=entry_id).update(
+        hit_count=F("hit_count") + 1, last_hit_at=timezone.now()
+    )
+
+
+# Documents ---------------------------------------------------------------------------------------
+
+MAX_DOCUMENT_BYTES = 20 * 1024 * 1024
+CHUNK_WRITE_BATCH = 500
+_BUSY = (Document.Status.PENDING, Document.Status.PROCESSING)
+_HEADING_MAX_LENGTH = Chunk._meta.get_field("heading").max_length
+# Share of the progress bar each stage ends at; writing the chunks takes the rest.
+_PROGRESS_EXTRACTED = 60
+_PROGRESS_CHUNKED = 70
+
+
+def document_source_validate(
+    *,
+    format: str,
+    content: str,
+    uploaded_file: File | None,
+    has_stored_file: bool = False,
+) -> None:
+    """Checks that a document has exactly one source (a file or pasted text) that Kefu can read.
+
+    ``has_stored_file`` tells that an edited document keeps the file it already has. Errors are
+    keyed by model field, so that a form shows each next to its field.
+    """
+    errors: dict[str, str] = {}
+    has_file = uploaded_file is not None or has_stored_file
+    has_text = bool(content.strip())
+    if format not in Document.Format.values:
+        errors["format"] = _("Choose one of the listed formats.")
+    elif format == Document.Format.PDF and not has_file:
+        errors["format"] = _("A PDF has to be uploaded as a file.")
+    if has_file and has_text:
+        errors["content"] = _("Upload a file or paste text, not both.")
+    elif not has_file and not has_text:
+        errors["content"] = _("Upload a file or paste the text of the document.")
+    elif len(content.encode()) > MAX_DOCUMENT_BYTES:
+        errors["content"] = _("The text is larger than 20 MB.")
+    if uploaded_file is not None and (uploaded_file.size or 0) > MAX_DOCUMENT_BYTES:
+        errors["source_file"] = _("The file is larger than 20 MB.")
+    if errors:
+        raise ValidationError(errors)
+
+
+def _document_processing_schedule(document: Document) -> None:
+    document_id, tenant_id = document.pk, document.tenant_id
+    transaction.on_commit(lambda: tasks.document_process_task.delay(document_id, tenant_id))
+
+
+def _document_file_delete_on_commit(document: Document, name: str) -> None:
+    storage = document.source_file.storage
+    transaction.on_commit(lambda: storage.delete(name))
+
+
+def _document_file_store(document: Document, uploaded_file: File) -> None:
+    # Only the base name: a File opened from a path carries the whole path as its name.
+    name = PurePosixPath((uploaded_file.name or "document").replace("\\", "/")).name
+    document.source_file.save(name, uploaded_file, save=False)
+
+
+def _document_clean_content(content: str) -> str:
+    # Browsers send text areas with CRLF line ends; stored the same way every time, an
+    # unchanged text compares equal and is not processed again.
+    return content.replace("\r\n", "\n").replace("\r", "\n").strip()
+
+
+def _document_clean_title(title: str) -> str:
+    title = title.strip()
+    if not title:
+        raise ValidationError({"title": _("Give the document a title.")})
+    return title
+
+
+def document_create(
+    *,
+    tenant: Tenant,
+    title: str,
+    format: str,
+    content: str = "",
+    uploaded_file: File | None = None,
+) -> Document:
+    """Stores a new document from an uploaded file or pasted text and queues its processing.
+
+    The document starts as pending; its chunks appear once ``document_process`` has run.
+    """
+    title, content = _document_clean_title(title), _document_clean_content(content)
+    document_source_validate(format=format, content=content, uploaded_file=uploaded_file)
+    document = Document(tenant=tenant, title=title, format=format, content=content)
+    document.full_clean(exclude=["tenant", "source_file"])
+    with transaction.atomic():
+        if uploaded_file is not None:
+            _document_file_store(document, uploaded_file)
+        document.save()
+        _document_processing_schedule(document)
+    return document
+
+
+def document_update(
+    *,
+    document: Document,
+    title: str,
+    format: str,
+    content: str,
+    enabled: bool,
+    uploaded_file: File | None = None,
+    clear_file: bool = False,
+) -> Document:
+    """Saves an edited document; a new source (file, text or format) is processed again.
+
+    ``document`` must hold the stored values: they tell what changed. Until the new chunks are
+    ready the old ones stay.
+    """
+    title, content = _document_clean_title(title), _document_clean_content(content)
+    old_file = document.source_file.name or ""
+    keeps_file = bool(old_file) and not clear_file and uploaded_file is None
+    document_source_validate(
+        format=format, content=content, uploaded_file=uploaded_file, has_stored_file=keeps_file
+    )
+    source_changed = (
+        format != document.format
+        or content != document.content
+        or uploaded_file is not None
+        or (clear_file and bool(old_file))
+    )
+    if not source_changed and (title, enabled) == (document.title, document.enabled):
+        return document
+    document.title, document.format, document.content, document.enabled = (
+        title,
+        format,
+        content,
+        enabled,
+    )
+    document.full_clean(exclude=["tenant", "source_file"])
+    fields = ["title", "format", "content", "enabled", "source_file", "updated_at"]
+    with transaction.atomic():
+        if uploaded_file is not None:
+            _document_file_store(document, uploaded_file)
+        elif clear_file:
+            document.source_file.name = ""
+        if source_changed:
+            document.status, document.progress, document.error = Document.Status.PENDING, 0, ""
+            fields += ["status", "progress", "error"]
+        document.save(update_fields=fields)
+        # The title and the enabled flag are indexed too, and a pending document leaves search
+        # until it is ready again.
+        knowledge_changed(tenant_id=document.tenant_id)
+        if source_changed:
+            _document_processing_schedule(document)
+        if old_file and old_file != document.source_file.name:
+            _document_file_delete_on_commit(document, old_file)
+    return document
+
+
+def document_reprocess(*, document: Document) -> None:
+    """Queues a document to be extracted and chunked again (after a failure, say)."""
+    with transaction.atomic():
+        Document.objects.filter(pk=document.pk, tenant_id=document.tenant_id).update(
+            status=Document.Status.PENDING, progress=0, error="", updated_at=timezone.now()
+        )
+        knowledge_changed(tenant_id=document.tenant_id)
+        _document_processing_schedule(document)
+
+
+def document_delete(*, document: Document) -> None:
+    """Deletes a document with its chunks, and its file once that is committed."""
+    tenant_id, file_name = document.tenant_id, document.source_file.name or ""
+    with transaction.atomic():
+        if file_name:
+            _document_file_delete_on_commit(document, file_name)
+        document.delete()
+        knowledge_changed(tenant_id=tenant_id)
+
+
+def _document_same_source(document: Document) -> QuerySet[Document]:
+    """The document's row, as long as its source is still the one ``document`` was read with.
+
+    Writes go through it, so that a run overtaken by an edit (whose own run is queued) changes
+    nothing.
+    """
+    return Document.objects.filter(
+        pk=document.pk,
+        tenant_id=document.tenant_id,
+        format=document.format,
+        content=document.content,
+        source_file=document.source_file.name or "",
+    )
+
+
+def _document_source(document: Document) -> bytes | str:
+    if not document.source_file:
+        return document.content
+    try:
+        with document.source_file.open("rb") as handle:
+            data = handle.read(MAX_DOCUMENT_BYTES + 1)
+    except OSError as exc:
+        raise ingest.IngestError(
+            _("The uploaded file could not be read. Upload it again.")
+        ) from exc
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise ingest.IngestError(_("The file is larger than 20 MB."))
+    return data
+
+
+def _progress_reporter(documents: QuerySet[Document]) -> Callable[[int], None]:
+    """Records progress on the row with ``update()``, forward only and once per percent."""
+    reached = 0
+
+    def report(percent: int) -> None:
+        nonlocal reached
+        if percent > reached:
+            reached = percent
+            documents.update(progress=percent)
+
+    return report
+
+
+def _chunks_replace(
+    document: Document, pieces: list[ingest.TextChunk], report: Callable[[int], None]
+) -> bool:
+    """Replaces a document's chunks; False when they are already exactly these, in which case
+    the rows (with their ids and embeddings) are kept. Runs inside the caller's transaction."""
+    rows = [(piece.heading[:_HEADING_MAX_LENGTH], piece.content) for piece in pieces]
+    stored = Chunk.objects.filter(document_id=document.pk).order_by("ordinal")
+    if list(stored.values_list("heading", "content")) == rows:
+        return False
+    stored.delete()
+    span = 99 - _PROGRESS_CHUNKED
+    for start in range(0, len(rows), CHUNK_WRITE_BATCH):
+        batch = rows[start : start + CHUNK_WRITE_BATCH]
+        Chunk.objects.bulk_create(
+            Chunk(
+                tenant_id=document.tenant_id,
+                document_id=document.pk,
+                ordinal=start + offset,
+                heading=heading,
+                content=content,
+            )
+            for offset, (heading, content) in enumerate(batch)
+        )
+        report(_PROGRESS_CHUNKED + span * (start + len(batch)) // len(rows))
+    return True
+
+
+def document_process(*, document_id: int, tenant_id: int) -> Document | None:
+    """Extracts a document's text, cuts it into chunks and stores them; safe to run again.
+
+    Status goes processing, then ready (progress 100) or failed with a message for the tenant,
+    written in the tenant's language. The old chunks are replaced in one transaction, so a
+    failure or a crash leaves them as they were; the same source always gives the same chunks.
+    Returns the document, or None when it was edited or deleted meanwhile (the edit queued its
+    own run). Raises ``Document.DoesNotExist`` when the document is not ``tenant_id``'s.
+    """
+    document = Document.objects.select_related("tenant").get(pk=document_id, tenant_id=tenant_id)
+    same_source = _document_same_source(document)
+    started = same_source.update(
+        status=Document.Status.PROCESSING, progress=0, error="", updated_at=timezone.now()
+    )
+    if not started:
+        return None
+    if document.status == Document.Status.READY:
+        knowledge_changed(tenant_id=tenant_id)  # it leaves search until it is ready again
+    report = _progress_reporter(same_source)
+    try:
+        with translation.override(document.tenant.default_language):
+            extracted = ingest.extract_text(
+                _document_source(document),
+                format=document.format,
+                on_page=lambda done, total: report(_PROGRESS_EXTRACTED * done // total),
+            )
+            report(_PROGRESS_EXTRACTED)
+            pieces = ingest.split_into_chunks(extracted.text)
+            if not pieces:
+                raise ingest.IngestError(_("No text was found in this document."))
+    except ingest.IngestError as exc:
+        same_source.update(
+            status=Document.Status.FAILED, progress=0, error=exc.message, updated_at=timezone.now()
+        )
+        document.refresh_from_db()
+        return document
+    report(_PROGRESS_CHUNKED)
+    with transaction.atomic():
+        # Locks the row: two runs of one document write their chunks one after the other.
+        if same_source.select_for_update().first() is None:
+            return None
+        _chunks_replace(document, pieces, report)
+        same_source.update(
+            status=Document.Status.READY, progress=100, error="", updated_at=timezone.now()
+        )
+        knowledge_changed(tenant_id=tenant_id)
+    document.refresh_from_db()
+    return document
+
+
+def document_mark_failed(*, document_id: int, tenant_id: int, error: str | Promise) -> None:
+    """Marks a document whose processing broke off as failed, unless another run finished it.
+
+    A lazy ``error`` is rendered in the tenant's language.
+    """
+    language = (
+        Tenant.objects.filter(pk=tenant_id).values_list("default_language", flat=True).first()
+    )
+    with translation.override(language):
+        message = str(error)
+    Document.objects.filter(pk=document_id, tenant_id=tenant_id, status__in=_BUSY).update(
+        status=Document.Status.FAILED, progress=0, error=message, updated_at=timezone.now()
+    )
+
+
+# Embeddings --------------------------------------------------------------------------------------
+
+EMBEDDING_BATCH = 128
+logger = logging.getLogger(__name__)
+
+
+def dense_retrieval_possible(*, tenant_id: int) -> bool:
+    return settings.KNOWLEDGE_EMBEDDINGS != "off" or (
+        LLMProvider.objects.filter(tenant_id=tenant_id, enabled=True)
+        .exclude(embedding_model="")
+        .exists()
+    )
+
+
+def knowledge_embeddings_refresh(*, tenant_id: int) -> int:
+    """Embeds the tenant's phrasings and chunks that have no vector yet; drops stale vectors.
+
+    Returns how many texts were embedded. When any were, the knowledge version moves on so that
+    search indexes pick the new vectors up. Idempotent: a second run embeds nothing.
+    """
+    embedder = tenant_embedder(tenant_id=tenant_id)
+    if embedder is None:
+        return 0
+    _version, entries, chunks = knowledge_index_records(tenant_id=tenant_id)
+    texts = embeddable(
+        [*(p for entry in entries for p in entry.phrasings), *(chunk_text(c) for c in chunks)],
+        multilingual=embedder.multilingual,
+    )
+    wanted = {text_digest(text): text for text in texts}
+    stored = EmbeddingVector.objects.filter(tenant_id=tenant_id, model=embedder.name)
+    have = set(stored.values_list("text_hash", flat=True))
+    missing = [text for digest, text in wanted.items() if digest not in have]
+    for start in range(0, len(missing), EMBEDDING_BATCH):
+        batch = missing[start : start + EMBEDDING_BATCH]
+        vectors = embedder.embed(batch)
+        EmbeddingVector.objects.bulk_create(
+            [
+                EmbeddingVector(
+                    tenant_id=tenant_id,
+                    model=embedder.name,
+                    text_hash=text_digest(text),
+                    dimensions=len(vector),
+                    vector=np.asarray(vector, dtype="<f4").tobytes(),
+                )
+                for text, vector in zip(batch, vectors, strict=True)
+            ],
+            ignore_conflicts=True,  # a concurrent run embedded the same text
+        )
+    stale = have - set(wanted)
+    if stale:
+        stored.filter(text_hash__in=stale).delete()
+    if missing:
+        logger.info("embedded %s texts tenant=%s model=%s", len(missing), tenant_id, embedder.name)
+        knowledge_changed(tenant_id=tenant_id)
+    return len(missing)

@@ -11,6 +11,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from knowledge.services import knowledge_changed
 from tenants import services
 from tenants.console import (
     LinesField,
@@ -314,3 +315,13 @@ class LLMProviderAdmin(TenantScopedAdmin):
     @admin.display(description=gettext_lazy("API key set"), boolean=True)
     def key_set(self, obj: LLMProvider) -> bool:
         return bool(obj.api_key)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        # The embedding model may have changed: vectors and search indexes follow.
+        knowledge_changed(tenant_id=obj.tenant_id)
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        tenant_id = obj.tenant_id
+        super().delete_model(request, obj)
+        knowledge_changed(tenant_id=tenant_id)

@@ -36,9 +36,9 @@ def tenant_member_user_ids(*, tenant: Tenant) -> QuerySet[Membership, int]:
     return Membership.objects.filter(tenant=tenant).values_list("user_id", flat=True)
 
 
-def llm_provider_chain(*, tenant: Tenant) -> QuerySet[LLMProvider]:
+def llm_provider_chain(*, tenant_id: int) -> QuerySet[LLMProvider]:
     """The tenant's enabled providers in fallback order."""
-    return LLMProvider.objects.filter(tenant=tenant, enabled=True).order_by("priority", "id")
+    return LLMProvider.objects.filter(tenant_id=tenant_id, enabled=True).order_by("priority", "id")
 
 
 def api_key_list(*, tenant: Tenant) -> QuerySet[ApiKey]:

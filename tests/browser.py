@@ -3,6 +3,7 @@
 import os
 import shutil
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -44,7 +45,7 @@ def browser() -> Iterator[object]:
         os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 
 
-def console_login(page, base_url: str, username: str, password: str) -> None:  # type: ignore[no-untyped-def]
+def console_login(page: Any, base_url: str, username: str, password: str) -> None:
     page.goto(f"{base_url}/console/login/")
     page.fill("#id_username", username)
     page.fill("#id_password", password)

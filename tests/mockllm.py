@@ -1,8 +1,7 @@
 """Fixtures that serve the mock OpenAI-compatible LLM (``conversations.mockllm``) over real HTTP.
 
-A test module pulls them in with ``from tests.mockllm import mock_llm  # noqa: F401`` (the
-module-scoped server comes along through the dependency), then points the code under test at
-``mock_llm.base_url``.
+Registered for every test by ``pytest_plugins`` in ``tests/conftest.py``: a test asks for
+``mock_llm`` and points the code under test at ``mock_llm.base_url``.
 """
 
 from collections.abc import Iterator

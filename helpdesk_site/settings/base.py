@@ -193,3 +193,6 @@ LOGGING: dict[str, Any] = {
 KNOWLEDGE_INDEX_CHECK_SECONDS = env.float("KNOWLEDGE_INDEX_CHECK_SECONDS", default=1.0)
 KNOWLEDGE_INDEX_SYNC_LIMIT = env.int("KNOWLEDGE_INDEX_SYNC_LIMIT", default=2000)
 KNOWLEDGE_INDEX_BACKGROUND_REBUILD = True
+# Dense retrieval without a provider embedding model: "local" (needs the local-embeddings
+# extra) or "off".
+KNOWLEDGE_EMBEDDINGS = env.str("KNOWLEDGE_EMBEDDINGS", default="off")

@@ -167,9 +167,16 @@ def test_knowledge_search_ranks_entries_and_chunks(tenant_a, shop_faq) -> None:
     assert knowledge_search(tenant=tenant_a, query="refund", k=0) == []
 
 
-def test_chunks_of_unfinished_or_disabled_documents_are_not_searched(tenant_a) -> None:
-    for status, enabled in ((Document.Status.PROCESSING, True), (Document.Status.READY, False)):
-        document = factories.DocumentFactory(tenant=tenant_a, status=status, enabled=enabled)
-        factories.ChunkFactory(document=document, content="Tibet delivery takes ten days.")
+def test_disabled_documents_are_not_searched_but_reprocessed_ones_are(tenant_a) -> None:
+    disabled = factories.DocumentFactory(tenant=tenant_a, enabled=False)
+    factories.ChunkFactory(document=disabled, content="Tibet delivery takes ten days.")
     services.knowledge_changed(tenant_id=tenant_a.pk)
     assert knowledge_search(tenant=tenant_a, query="Tibet delivery", k=3) == []
+
+    # Being processed again: its current chunks stay searchable until replaced.
+    reprocessing = factories.DocumentFactory(tenant=tenant_a, status=Document.Status.PROCESSING)
+    chunk = factories.ChunkFactory(document=reprocessing, content="Tibet delivery takes ten days.")
+    services.knowledge_changed(tenant_id=tenant_a.pk)
+    assert [hit.id for hit in knowledge_search(tenant=tenant_a, query="Tibet delivery", k=3)] == [
+        chunk.pk
+    ]

@@ -21,6 +21,12 @@ class Command(BaseCommand):
             type=float,
             help="Direct-answer threshold (default: a new tenant's default); a sweep is shown too.",
         )
+        parser.add_argument(
+            "--embeddings",
+            choices=["off", "local"],
+            default="off",
+            help="off: BM25 only (default); local: fuse dense retrieval with the local model.",
+        )
         parser.add_argument("--json", action="store_true", help="Print one JSON object.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -30,7 +36,9 @@ class Command(BaseCommand):
         try:
             kb = read_kb(self._read(options["kb"]))
             queries = read_queries(self._read(options["queries"]))
-            result = evaluate(kb=kb, queries=queries, threshold=threshold)
+            result = evaluate(
+                kb=kb, queries=queries, threshold=threshold, embeddings=options["embeddings"]
+            )
         except EvaluationError as exc:
             raise CommandError(str(exc)) from exc
 
