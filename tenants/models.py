@@ -37,6 +37,10 @@ def new_public_key() -> str:
     return "pk_" + secrets.token_urlsafe(18)
 
 
+def default_faq_threshold() -> float:
+    return settings.KEFU_DEFAULT_FAQ_THRESHOLD
+
+
 class Tenant(TimeStampedModel):
     """A company using Kefu: its knowledge, conversations, people and settings."""
 
@@ -61,7 +65,7 @@ class Tenant(TimeStampedModel):
     )
     faq_threshold = models.FloatField(
         _("FAQ direct-answer threshold"),
-        default=0.8,
+        default=default_faq_threshold,
         validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
         help_text=_("A FAQ entry matched with at least this confidence is answered directly."),
     )
