@@ -18,6 +18,7 @@ from enum import StrEnum
 from functools import partial
 
 import numpy as np
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 from django.db import close_old_connections
@@ -93,6 +94,22 @@ class IndexRegistry:
                 else:
                     return self._build(tenant_id)
         return index
+
+    def peek(self, tenant_id: int) -> TenantIndex | None:
+        """The tenant's index when it needs no freshness check now (no I/O at all); else None."""
+        index = self._indexes.get(tenant_id)
+        if index is None:
+            return None
+        due = time.monotonic() - self._checked_at.get(tenant_id, 0.0)
+        return index if due < settings.KNOWLEDGE_INDEX_CHECK_SECONDS else None
+
+    async def aget(self, tenant_id: int) -> TenantIndex | None:
+        """``get`` for the event loop: the version check and any build run in a worker thread,
+        and only when due (at most once a second per tenant)."""
+        index = self.peek(tenant_id)
+        if index is not None:
+            return index
+        return await sync_to_async(self.get, thread_sensitive=False)(tenant_id)
 
     def forget(self, tenant_id: int | None = None) -> None:
         with self._lock:
@@ -173,7 +190,28 @@ def faq_candidates(*, tenant: Tenant, query: str, k: int = 3) -> list[FaqMatch]:
     if index is None or not query.strip():
         return []
     exact = index.exact.get(normalize(query))
-    scores = index.faq_scores(query, None if exact is not None else query_vector(index, query))
+    vector = None if exact is not None else query_vector(index, query)
+    return _candidates(index, tenant, query, vector, k)
+
+
+async def afaq_match(*, tenant: Tenant, query: str) -> FaqMatch | None:
+    """``faq_match`` for the event loop: embedding a question (CPU or network) runs in a
+    worker thread; the lexical path stays on the loop (well under a millisecond)."""
+    index = await registry.aget(tenant.pk)
+    if index is None or not query.strip():
+        return None
+    vector = None
+    if index.dense is not None and index.exact.get(normalize(query)) is None:
+        vector = await sync_to_async(query_vector, thread_sensitive=False)(index, query)
+    candidates = _candidates(index, tenant, query, vector, 1)
+    return candidates[0] if candidates else None
+
+
+def _candidates(
+    index: TenantIndex, tenant: Tenant, query: str, vector: np.ndarray | None, k: int
+) -> list[FaqMatch]:
+    exact = index.exact.get(normalize(query))
+    scores = index.faq_scores(query, vector)
     if exact is not None:
         entry = index.entries[exact]
         first = FaqMatch(
@@ -241,9 +279,23 @@ def knowledge_search(*, tenant: Tenant, query: str, k: int = 5) -> list[SearchHi
     index = registry.get(tenant.pk)
     if index is None or not query.strip() or k <= 0:
         return []
+    return _search(index, query, query_vector(index, query), k)
+
+
+async def aknowledge_search(*, tenant: Tenant, query: str, k: int = 5) -> list[SearchHit]:
+    """``knowledge_search`` for the event loop (see ``afaq_match``)."""
+    index = await registry.aget(tenant.pk)
+    if index is None or not query.strip() or k <= 0:
+        return []
+    vector = None
+    if index.dense is not None:
+        vector = await sync_to_async(query_vector, thread_sensitive=False)(index, query)
+    return _search(index, query, vector, k)
+
+
+def _search(index: TenantIndex, query: str, vector: np.ndarray | None, k: int) -> list[SearchHit]:
     depth = max(k, FUSION_DEPTH)
     rankings = [_ranking(index.content_scores(query), depth)]
-    vector = query_vector(index, query)
     if vector is not None:
         similarity = index.content_similarity(vector)
         if similarity is not None:

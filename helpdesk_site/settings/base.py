@@ -105,6 +105,8 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "kefu",
+            # No timeout by default: a hung Redis would hold a worker thread forever.
+            "OPTIONS": {"socket_connect_timeout": 1.0, "socket_timeout": 1.0},
         }
     }
     CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
@@ -176,6 +178,18 @@ KEFU_LLM = {
     "TOTAL_TIMEOUT": env.float("LLM_TOTAL_TIMEOUT", default=60.0),
 }
 KEFU_DEFAULT_FAQ_THRESHOLD = env.float("KEFU_DEFAULT_FAQ_THRESHOLD", default=0.8)
+# LLM gateway: retries before the first token, circuit breaker, answer cache.
+LLM_RETRIES = env.int("LLM_RETRIES", default=2)
+LLM_BACKOFF_BASE = env.float("LLM_BACKOFF_BASE", default=0.2)
+LLM_BACKOFF_CAP = env.float("LLM_BACKOFF_CAP", default=2.0)
+LLM_BREAKER_FAILURES = env.int("LLM_BREAKER_FAILURES", default=5)
+LLM_BREAKER_OPEN_SECONDS = env.float("LLM_BREAKER_OPEN_SECONDS", default=30.0)
+LLM_ANSWER_CACHE_SECONDS = env.int("LLM_ANSWER_CACHE_SECONDS", default=3600)
+# Rate limits, "COUNT/SECONDS": per widget visitor and per tenant (sliding windows).
+RATE_LIMIT_VISITOR = env.str("RATE_LIMIT_VISITOR", default="20/60")
+RATE_LIMIT_TENANT = env.str("RATE_LIMIT_TENANT", default="600/60")
+CONVERSATION_MEMORY_TTL_SECONDS = env.int("CONVERSATION_MEMORY_TTL_SECONDS", default=1800)
+MODERATION_CHECK_SECONDS = env.float("MODERATION_CHECK_SECONDS", default=1.0)
 
 LOGGING: dict[str, Any] = {
     "version": 1,

@@ -14,3 +14,4 @@ LOGGING["root"]["level"] = "WARNING"
 # Tests see their own writes at once: rebuild in the request that notices the change.
 KNOWLEDGE_INDEX_CHECK_SECONDS = 0.0
 KNOWLEDGE_INDEX_BACKGROUND_REBUILD = False
+MODERATION_CHECK_SECONDS = 0.0

@@ -1,0 +1,411 @@
+"""The answer pipeline: what happens to a customer's message, from arrival to answer.
+
+1. Moderate and mask it (sensitive words, personal data) — pure CPU, microseconds.
+2. Store it (masked): from here on it is never lost, whatever fails later. A repeated client
+   message id is acknowledged and not answered again.
+3. Rate limits per visitor and per tenant.
+4. A blocked message is refused; a conversation that a person owns gets no AI answer.
+5. FAQ fast path: a confident match is answered at once, with no LLM call.
+6. Otherwise retrieve passages, build the prompt and stream the LLM's answer through output
+   moderation; with no provider configured the offline responder streams the best knowledge;
+   when every provider fails the customer gets the best knowledge answer or an offer of a
+   person, honestly labelled.
+7. Store the answer with its source, provider, model, tokens, cost and timings.
+
+Frames go straight to the customer's socket through ``send``: no token ever crosses the channel
+layer.
+"""
+
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, replace
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.utils import translation
+from django.utils.translation import gettext as _
+
+from conversations import services
+from conversations.gateway import (
+    AllProvidersFailed,
+    ChatUsage,
+    StreamDone,
+    StreamInterrupted,
+    TextDelta,
+    chat_stream,
+)
+from conversations.memory import Turn, memory_append, memory_recent
+from conversations.models import Conversation, Message
+from conversations.moderation import (
+    StreamModerator,
+    aword_filter_for_tenant,
+    moderate_with,
+)
+from conversations.prompt import HistoryTurn, prompt_build, system_prompt
+from conversations.ratelimit import rate_limits_check
+from conversations.selectors import llm_providers_for_tenant
+from knowledge.dense import mostly_chinese
+from knowledge.search import SearchHit, afaq_match, aknowledge_search, registry
+from knowledge.text import normalize
+from tenants.models import Tenant
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE_CHARS = 2000
+PASSAGES = 4
+OFFLINE_CHUNK_CHARS = 24
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ChatContext:
+    """Who is talking: fixed for the life of one widget socket."""
+
+    tenant: Tenant
+    visitor_id: str
+    customer_id: int
+    conversation_id: int
+    language: str  # "zh-hans" or "en": the widget's language until a message says otherwise
+
+
+def message_language(text: str, fallback: str) -> str:
+    if mostly_chinese(text):
+        return "zh-hans"
+    if any(c.isascii() and c.isalpha() for c in text):
+        return "en"
+    return fallback
+
+
+async def answer_customer_message(
+    *, ctx: ChatContext, text: str, client_message_id: str, send: Send
+) -> None:
+    started = time.perf_counter()
+    language = message_language(text, ctx.language)
+    tenant_id = ctx.tenant.pk
+    word_filter = await aword_filter_for_tenant(tenant_id=tenant_id)
+    moderation = moderate_with(word_filter, text[:MAX_MESSAGE_CHARS])
+
+    recorded = await database_sync_to_async(services.customer_message_record)(
+        tenant_id=tenant_id,
+        conversation_id=ctx.conversation_id,
+        client_message_id=client_message_id,
+        content=moderation.text,
+        moderation_flags=list(moderation.flags),
+    )
+    ack = {"type": "ack", "id": client_message_id, "message_id": recorded.id}
+    if not recorded.created:
+        await send({**ack, "duplicate": True})
+        return
+    await send(ack)
+
+    decision = await rate_limits_check(tenant_id=tenant_id, visitor_id=ctx.visitor_id)
+    with translation.override(language):
+        if not decision.allowed:
+            await send(
+                {
+                    "type": "error",
+                    "code": "rate_limited",
+                    "reply_to": client_message_id,
+                    "retry_after": round(decision.retry_after_seconds, 1),
+                    "text": _("You are sending messages too fast. Please wait a moment."),
+                }
+            )
+            return
+        if moderation.blocked:
+            await send(
+                {
+                    "type": "error",
+                    "code": "blocked",
+                    "reply_to": client_message_id,
+                    "text": _("This message cannot be answered. Please rephrase it."),
+                }
+            )
+            return
+    if recorded.conversation_status in (Conversation.Status.QUEUED, Conversation.Status.HUMAN):
+        return  # a person owns the conversation: the assistant stays silent
+
+    question = moderation.text
+    answer = Answerer(ctx=ctx, language=language, reply_to=client_message_id, send=send)
+    await memory_append(
+        tenant_id=tenant_id,
+        conversation_id=ctx.conversation_id,
+        turn=Turn(role="customer", content=question),
+    )
+    match = await afaq_match(tenant=ctx.tenant, query=question)
+    if match is not None and match.answers_directly:
+        await answer.whole(
+            match.answer,
+            services.AnswerRecord(
+                content=match.answer,
+                source=Message.Source.FAQ,
+                confidence=match.confidence,
+                knowledge_refs=(f"faq-{match.entry_id}",),
+            ),
+            started=started,
+            faq_entry_id=match.entry_id,
+        )
+        return
+
+    hits = await aknowledge_search(tenant=ctx.tenant, query=question, k=PASSAGES)
+    providers = await database_sync_to_async(llm_providers_for_tenant)(tenant_id=tenant_id)
+    if not providers:
+        await answer.offline(hits, started=started)
+        return
+    history = await memory_recent(tenant_id=tenant_id, conversation_id=ctx.conversation_id)
+    await answer.generate(
+        question=question,
+        hits=hits,
+        history=[HistoryTurn(t.role, t.content) for t in history[:-1]],
+        providers=providers,
+        word_filter=word_filter,
+        confidence=match.confidence if match is not None else None,
+        started=started,
+    )
+
+
+@dataclass
+class Answerer:
+    """Streams one answer to the customer and records it."""
+
+    ctx: ChatContext
+    language: str
+    reply_to: str
+    send: Send
+
+    async def _delta(self, text: str) -> None:
+        if text:
+            await self.send({"type": "delta", "reply_to": self.reply_to, "text": text})
+
+    async def _finish(
+        self, record: services.AnswerRecord, *, faq_entry_id: int | None = None, **extra: Any
+    ) -> None:
+        message_id = await database_sync_to_async(services.assistant_message_record)(
+            tenant_id=self.ctx.tenant.pk,
+            conversation_id=self.ctx.conversation_id,
+            answer=record,
+            faq_entry_id=faq_entry_id,
+        )
+        await memory_append(
+            tenant_id=self.ctx.tenant.pk,
+            conversation_id=self.ctx.conversation_id,
+            turn=Turn(role="assistant", content=record.content),
+        )
+        await self.send(
+            {
+                "type": "done",
+                "reply_to": self.reply_to,
+                "message_id": message_id,
+                "source": record.source,
+                "latency_ms": record.latency_ms,
+                "first_token_ms": record.first_token_ms,
+                **extra,
+            }
+        )
+
+    async def whole(
+        self,
+        text: str,
+        record: services.AnswerRecord,
+        *,
+        started: float,
+        faq_entry_id: int | None = None,
+    ) -> None:
+        await self._delta(text)
+        elapsed = _ms(started)
+        await self._finish(
+            replace(record, first_token_ms=elapsed, latency_ms=elapsed), faq_entry_id=faq_entry_id
+        )
+
+    def _knowledge_text(self, hits: list[SearchHit]) -> tuple[str, tuple[str, ...]]:
+        with translation.override(self.language):
+            if not hits:
+                return (
+                    _(
+                        "Sorry, I could not find an answer to that. Would you like to talk to "
+                        "a person?"
+                    ),
+                    (),
+                )
+            best = hits[0]
+            return (
+                _("Here is what our help center says:") + "\n\n" + best.text,
+                (f"{best.kind}-{best.id}",),
+            )
+
+    async def offline(self, hits: list[SearchHit], *, started: float) -> None:
+        """No LLM configured: stream the best knowledge, labelled as such."""
+        text, refs = self._knowledge_text(hits)
+        first_token_ms = _ms(started)
+        for start in range(0, len(text), OFFLINE_CHUNK_CHARS):
+            await self._delta(text[start : start + OFFLINE_CHUNK_CHARS])
+        await self._finish(
+            services.AnswerRecord(
+                content=text,
+                source=Message.Source.OFFLINE,
+                knowledge_refs=refs,
+                first_token_ms=first_token_ms,
+                latency_ms=_ms(started),
+            )
+        )
+
+    async def generate(
+        self,
+        *,
+        question: str,
+        hits: list[SearchHit],
+        history: list[HistoryTurn],
+        providers: list[Any],
+        word_filter: Any,
+        confidence: float | None,
+        started: float,
+    ) -> None:
+        tenant = self.ctx.tenant
+        messages = prompt_build(
+            persona=tenant.persona,
+            language=self.language,
+            hits=hits,
+            history=history,
+            question=question,
+        )
+        guard = StreamModerator(
+            word_filter, system_prompt=system_prompt(persona=tenant.persona, language=self.language)
+        )
+        refs = tuple(f"{hit.kind}-{hit.id}" for hit in hits)
+        shown: list[str] = []
+        first_token_ms: int | None = None
+        usage: ChatUsage | None = None
+        withheld = False
+        cache_key = None if history else await _answer_cache_key(tenant, self.language, question)
+        events = chat_stream(
+            tenant_id=tenant.pk, providers=providers, messages=messages, cache_key=cache_key
+        )
+        try:
+            # aclosing: leaving early (withheld output) closes the provider's stream at once.
+            async with aclosing(events):
+                async for event in events:
+                    if isinstance(event, TextDelta):
+                        verdict = guard.feed(event.text)
+                        if verdict.emit and first_token_ms is None:
+                            first_token_ms = _ms(started)
+                        shown.append(verdict.emit)
+                        await self._delta(verdict.emit)
+                        if verdict.blocked:
+                            withheld = True
+                            break
+                    elif isinstance(event, StreamDone):
+                        usage = event.usage
+            if not withheld:
+                verdict = guard.finish()
+                shown.append(verdict.emit)
+                await self._delta(verdict.emit)
+                withheld = verdict.blocked
+        except StreamInterrupted as interrupted:
+            with translation.override(self.language):
+                note = "\n\n" + _("(The answer was cut off. Please ask again.)")
+            await self._delta(note)
+            await self._finish(
+                _llm_record(
+                    "".join(shown) + note,
+                    interrupted.usage,
+                    refs,
+                    confidence,
+                    first_token_ms,
+                    started,
+                    error_code="interrupted",
+                ),
+                interrupted=True,
+            )
+            return
+        except AllProvidersFailed as failed:
+            logger.warning(
+                "all providers failed tenant=%s attempts=%s",
+                tenant.pk,
+                [(a.provider, a.kind) for a in failed.attempts],
+            )
+            await self._fallback(hits, started=started)
+            return
+
+        if withheld:
+            with translation.override(self.language):
+                note = _("[The rest of this answer was withheld.]")
+            await self._delta("\n\n" + note)
+            shown.append("\n\n" + note)
+        if usage is None:  # chat_stream always ends a complete stream with StreamDone
+            raise RuntimeError("the LLM stream ended without its usage record")
+        await self._finish(
+            _llm_record(
+                "".join(shown),
+                usage,
+                refs,
+                confidence,
+                first_token_ms,
+                started,
+                moderation_flags=("output_withheld",) if withheld else (),
+            )
+        )
+
+    async def _fallback(self, hits: list[SearchHit], *, started: float) -> None:
+        """Every provider failed before the first token: the best knowledge, honestly."""
+        with translation.override(self.language):
+            notice = _("Our AI assistant is unavailable right now.")
+        text, refs = self._knowledge_text(hits)
+        content = f"{notice} {text}"
+        await self._delta(content)
+        elapsed = _ms(started)
+        await self._finish(
+            services.AnswerRecord(
+                content=content,
+                source=Message.Source.FALLBACK,
+                knowledge_refs=refs,
+                first_token_ms=elapsed,
+                latency_ms=elapsed,
+                error_code="provider_failure",
+            ),
+            offer_handoff=True,
+        )
+
+
+def _llm_record(
+    content: str,
+    usage: ChatUsage,
+    refs: tuple[str, ...],
+    confidence: float | None,
+    first_token_ms: int | None,
+    started: float,
+    *,
+    error_code: str = "",
+    moderation_flags: tuple[str, ...] = (),
+) -> services.AnswerRecord:
+    return services.AnswerRecord(
+        content=content,
+        source=Message.Source.RAG if refs else Message.Source.LLM,
+        provider=usage.provider,
+        model=usage.model,
+        tokens_in=usage.tokens_in,
+        tokens_out=usage.tokens_out,
+        cost=usage.cost,
+        first_token_ms=first_token_ms,
+        latency_ms=_ms(started),
+        confidence=confidence,
+        knowledge_refs=refs,
+        moderation_flags=moderation_flags,
+        error_code=error_code,
+    )
+
+
+async def _answer_cache_key(tenant: Tenant, language: str, question: str) -> str:
+    """Identical first questions get the cached answer until the knowledge or persona changes."""
+    index = await registry.aget(tenant.pk)
+    version = index.version if index is not None else 0
+    digest = hashlib.sha256(
+        "\x1f".join([language, tenant.persona, normalize(question)]).encode()
+    ).hexdigest()
+    return f"llm:answer:{tenant.pk}:{version}:{digest}"
+
+
+def _ms(started: float) -> int:
+    return int((time.perf_counter() - started) * 1000)

@@ -1,0 +1,449 @@
+"""The answer pipeline end to end over the widget socket, in Chinese and English.
+
+Every LLM call goes to the mock OpenAI-compatible server over real HTTP with the real client.
+"""
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.core.cache import cache
+
+from conversations.memory import memory_local_reset
+from conversations.mockllm import MockLLMServer, stream_tokens
+from conversations.models import Conversation, Message
+from conversations.pii import luhn_is_valid
+from conversations.ratelimit import rate_limit_local_reset
+from conversations.selectors import llm_providers_forget
+from helpdesk_site.asgi import application
+from knowledge import services as knowledge_services
+from knowledge.models import KnowledgeEntry
+from knowledge.search import registry
+from tests import factories
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = "https://shop.example.com"
+
+
+@pytest.fixture(autouse=True)
+def _clean_state(settings):
+    settings.RATE_LIMIT_VISITOR = "100/60"
+    settings.LLM_BACKOFF_BASE = 0.01
+    settings.LLM_BACKOFF_CAP = 0.02
+    for reset in (
+        registry.forget,
+        llm_providers_forget,
+        rate_limit_local_reset,
+        memory_local_reset,
+    ):
+        reset()
+    cache.clear()
+    yield
+    registry.forget()
+    llm_providers_forget()
+
+
+@pytest.fixture
+def shop(db):
+    tenant = factories.TenantFactory(
+        slug="shop",
+        allowed_origins=[ORIGIN],
+        default_language="en",
+        persona="You are Acme's helper.",
+    )
+    factories.KnowledgeEntryFactory(
+        tenant=tenant,
+        question="How long does delivery take?",
+        alternate_questions=["when will my order arrive"],
+        answer="Delivery takes 3–5 working days.",
+    )
+    factories.KnowledgeEntryFactory(
+        tenant=tenant,
+        question="快递多久能到？",
+        alternate_questions=["包裹几天到"],
+        answer="一般 3–5 个工作日送达。",
+    )
+    factories.KnowledgeEntryFactory(
+        tenant=tenant,
+        question="What is the warranty on headphones?",
+        answer="Headphones have a 12-month warranty covering manufacturing defects.",
+    )
+    guide = factories.DocumentFactory(tenant=tenant, title="保修政策", status="ready")
+    factories.ChunkFactory(
+        document=guide,
+        heading="耳机",
+        content="耳机享有 12 个月保修，涵盖制造缺陷，线材损坏也在保修范围内。",
+    )
+    factories.SensitiveWordListFactory(tenant=tenant, words="casino\n赌博", action="block")
+    knowledge_services.knowledge_changed(tenant_id=tenant.pk)
+    return tenant
+
+
+def provider(tenant, server: MockLLMServer, **fields: Any):
+    defaults = {"base_url": server.base_url, "model": "kefu-mock", "first_token_timeout": 2.0}
+    return factories.LLMProviderFactory(tenant=tenant, **(defaults | fields))
+
+
+@pytest.fixture
+async def second_llm() -> AsyncIterator[MockLLMServer]:
+    server = MockLLMServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+class Widget:
+    def __init__(self, tenant) -> None:
+        self.communicator = WebsocketCommunicator(
+            application,
+            f"/ws/widget/{tenant.public_key}/",
+            headers=[(b"origin", ORIGIN.encode()), (b"host", b"kefu.example.com")],
+        )
+
+    async def open(self, **hello: Any) -> dict[str, Any]:
+        connected, _ = await self.communicator.connect()
+        assert connected
+        await self.send({"type": "hello", **hello})
+        welcome = await self.receive()
+        assert welcome["type"] == "welcome"
+        return welcome
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.communicator.send_to(text_data=json.dumps(frame))
+
+    async def receive(self, wait: float = 10) -> dict[str, Any]:
+        return json.loads(await self.communicator.receive_from(timeout=wait))
+
+    async def ask(self, text: str, message_id: str) -> list[dict[str, Any]]:
+        """Sends a message; returns every frame up to its `done` or `error`."""
+        await self.send({"type": "message", "id": message_id, "text": text})
+        frames = []
+        while True:
+            frame = await self.receive()
+            frames.append(frame)
+            if frame["type"] in ("done", "error") or frame.get("duplicate"):
+                return frames
+
+    async def close(self) -> None:
+        await self.communicator.disconnect()
+
+
+def text_of(frames: list[dict[str, Any]]) -> str:
+    return "".join(f["text"] for f in frames if f["type"] == "delta")
+
+
+@database_sync_to_async
+def stored(conversation_id: int) -> list[Message]:
+    return list(Message.objects.filter(conversation_id=conversation_id).order_by("id"))
+
+
+@pytest.mark.parametrize(
+    ("question", "answer"),
+    [
+        ("When will my order arrive", "Delivery takes 3–5 working days."),
+        ("包裹几天到", "一般 3–5 个工作日送达。"),
+    ],
+)
+async def test_faq_questions_are_answered_without_the_llm(
+    shop, mock_llm, question: str, answer: str
+) -> None:
+    await database_sync_to_async(provider)(shop, mock_llm)
+    widget = Widget(shop)
+    try:
+        welcome = await widget.open()
+        frames = await widget.ask(question, "m1")
+    finally:
+        await widget.close()
+    assert [f["type"] for f in frames] == ["ack", "delta", "done"]
+    assert text_of(frames) == answer
+    assert frames[-1]["source"] == "faq"
+    assert mock_llm.requests() == []  # no LLM call
+    customer, assistant = await stored(welcome["conversation_id"])
+    assert (customer.role, customer.content, customer.client_message_id) == (
+        "customer",
+        question,
+        "m1",
+    )
+    assert (assistant.source, assistant.content, assistant.confidence) == ("faq", answer, 1.0)
+    entry = await KnowledgeEntry.objects.aget(tenant=shop, answer=answer)
+    assert entry.hit_count == 1
+
+
+@pytest.mark.parametrize(
+    ("question", "llm_text"),
+    [
+        (
+            "Does the warranty cover a broken cable?",
+            "Yes, manufacturing defects are covered for 12 months.",
+        ),
+        ("耳机坏了保修吗？", "耳机享有12个月保修，涵盖制造缺陷。"),
+    ],
+)
+async def test_other_questions_stream_from_the_llm_with_retrieved_knowledge(
+    shop, mock_llm, question: str, llm_text: str
+) -> None:
+    await database_sync_to_async(provider)(
+        shop, mock_llm, price_input_per_1k="0.002", price_output_per_1k="0.004"
+    )
+    mock_llm.configure(text=llm_text, token_ms=5)
+    widget = Widget(shop)
+    try:
+        welcome = await widget.open()
+        frames = await widget.ask(question, "m1")
+    finally:
+        await widget.close()
+    deltas = [f for f in frames if f["type"] == "delta"]
+    assert len(deltas) > 3  # streamed in steps
+    assert text_of(frames) == llm_text
+    done = frames[-1]
+    assert done["type"] == "done" and done["source"] == "rag"
+    assert done["first_token_ms"] is not None and done["latency_ms"] >= done["first_token_ms"]
+
+    (request,) = mock_llm.requests()
+    system, user = request["body"]["messages"][0], request["body"]["messages"][-1]
+    assert system["role"] == "system" and "You are Acme's helper." in system["content"]
+    assert "12" in system["content"] and "<knowledge id=" in system["content"]  # passages
+    assert user == {"role": "user", "content": question}
+
+    _customer, answer = await stored(welcome["conversation_id"])
+    assert (answer.source, answer.content, answer.provider, answer.model) == (
+        "rag",
+        llm_text,
+        "Primary",
+        "kefu-mock",
+    )
+    assert answer.tokens_out == len(stream_tokens(llm_text))  # the mock's usage record
+    assert answer.tokens_in > 0
+    assert answer.cost > 0
+    assert answer.first_token_ms is not None and answer.latency_ms is not None
+
+
+def unionpay_card() -> str:
+    """A 19-digit UnionPay number with a valid Luhn check digit."""
+    stem = "622202123456789012"
+    return next(stem + d for d in "0123456789" if luhn_is_valid(stem + d))
+
+
+async def test_personal_data_is_masked_in_storage_and_in_the_prompt(shop, mock_llm) -> None:
+    await database_sync_to_async(provider)(shop, mock_llm)
+    card = unionpay_card()
+    widget = Widget(shop)
+    try:
+        welcome = await widget.open()
+        await widget.ask(f"My phone is 13800138000 and my card {card} was charged", "m1")
+    finally:
+        await widget.close()
+    customer = (await stored(welcome["conversation_id"]))[0]
+    assert "13800138000" not in customer.content and "138****8000" in customer.content
+    assert card not in customer.content and card[-4:] in customer.content
+    assert {"pii:phone", "pii:bank_card"} <= set(customer.moderation_flags)
+    prompt = json.dumps(mock_llm.requests()[0]["body"], ensure_ascii=False)
+    assert "13800138000" not in prompt and "138****8000" in prompt
+    assert card not in prompt
+
+
+@pytest.mark.parametrize(
+    ("text", "language_word"), [("where is the casino", "rephrase"), ("哪里可以赌博", "换")]
+)
+async def test_blocked_messages_are_stored_but_not_answered(
+    shop, mock_llm, text: str, language_word: str
+) -> None:
+    await database_sync_to_async(provider)(shop, mock_llm)
+    widget = Widget(shop)
+    try:
+        welcome = await widget.open()
+        frames = await widget.ask(text, "m1")
+    finally:
+        await widget.close()
+    assert [f["type"] for f in frames] == ["ack", "error"]
+    assert frames[-1]["code"] == "blocked"
+    assert language_word in frames[-1]["text"]
+    (customer,) = await stored(welcome["conversation_id"])
+    assert "blocked_word" in customer.moderation_flags
+    assert mock_llm.requests() == []
+
+
+async def test_rate_limited_visitors_get_a_clear_error(shop, mock_llm, settings) -> None:
+    settings.RATE_LIMIT_VISITOR = "2/60"
+    widget = Widget(shop)
+    try:
+        await widget.open()
+        assert (await widget.ask("How long does delivery take?", "m1"))[-1]["type"] == "done"
+        assert (await widget.ask("How long does delivery take?", "m2"))[-1]["type"] == "done"
+        limited = await widget.ask("How long does delivery take?", "m3")
+    finally:
+        await widget.close()
+    assert limited[-1]["code"] == "rate_limited"
+    assert 0 < limited[-1]["retry_after"] <= 60
+    assert await Message.objects.filter(client_message_id="m3").aexists()  # stored all the same
+
+
+async def test_a_429_falls_back_to_the_second_provider(shop, mock_llm, second_llm) -> None:
+    await database_sync_to_async(provider)(shop, mock_llm, name="First", priority=1)
+    await database_sync_to_async(provider)(shop, second_llm, name="Second", priority=2)
+    mock_llm.configure(fault="429", retry_after_ms=1)
+    second_llm.configure(text="Answer from the second provider.")
+    widget = Widget(shop)
+    try:
+        welcome = await widget.open()
+        frames = await widget.ask("Can I pay with bitcoin?", "m1")
+    finally:
+        await widget.close()
+    assert text_of(frames) == "Answer from the second provider."
+    assert len(mock_llm.requests()) >= 1
+    answer = (await stored(welcome["conversation_id"]))[-1]
+    assert answer.provider == "Second"
+
+
+async def test_a_provider_that_hangs_before_the_first_token_times_out(
+    shop, mock_llm, second_llm
+) -> None:
+    await database_sync_to_async(provider)(
+        shop, mock_llm, name="Slow", priority=1, first_token_timeout=0.3
+    )
+    await database_sync_to_async(provider)(shop, second_llm, name="Backup", priority=2)
+    mock_llm.configure(fault="hang")
+    second_llm.configure(text="Backup answer.")
+    widget = Widget(shop)
+    try:
+        await widget.open()
+        frames = await widget.ask("Can I pay with bitcoin?", "m1")
+    finally:
+        await widget.close()
+    assert text_of(frames) == "Backup answer."
+
+
+async def test_a_disconnect_mid_stream_is_reported_not_retried(shop, mock_llm) -> None:
+    await database_sync_to_async(provider)(shop, mock_llm)
+    mock_llm.configure(fault="disconnect", text="one two three four five six seven eight")
+    widget = Widget(shop)
+    try:
+        welcome = await widget.open()
+        frames = await widget.ask("Can I pay with bitcoin?", "m1")
+    finally:
+        await widget.close()
+    done = frames[-1]
+    assert done["type"] == "done" and done["interrupted"] is True
+    assert text_of(frames).startswith("one two")
+    assert len(mock_llm.requests()) == 1
+    answer = (await stored(welcome["conversation_id"]))[-1]
+    assert answer.error_code == "interrupted"
+
+
+async def test_when_every_provider_fails_the_customer_gets_knowledge_and_a_person(
+    shop, mock_llm, second_llm
+) -> None:
+    await database_sync_to_async(provider)(shop, mock_llm, name="A", priority=1)
+    await database_sync_to_async(provider)(shop, second_llm, name="B", priority=2)
+    mock_llm.configure(fault="500")
+    second_llm.configure(fault="500")
+    widget = Widget(shop)
+    try:
+        welcome = await widget.open(language="zh-CN")
+        frames = await widget.ask("耳机保修多久", "m1")
+    finally:
+        await widget.close()
+    done = frames[-1]
+    assert done["source"] == "fallback" and done["offer_handoff"] is True
+    assert "暂时无法使用" in text_of(frames)
+    answer = (await stored(welcome["conversation_id"]))[-1]
+    assert answer.error_code == "provider_failure"
+
+
+async def test_without_a_provider_the_offline_responder_answers(shop) -> None:
+    widget = Widget(shop)
+    try:
+        welcome = await widget.open()
+        frames = await widget.ask("headphones warranty broken cable", "m1")
+    finally:
+        await widget.close()
+    assert frames[-1]["source"] == "offline"
+    assert "12-month warranty" in text_of(frames)
+    assert len([f for f in frames if f["type"] == "delta"]) > 1
+    answer = (await stored(welcome["conversation_id"]))[-1]
+    assert answer.source == "offline"
+
+
+async def test_a_visitor_token_resumes_the_conversation(shop) -> None:
+    widget = Widget(shop)
+    try:
+        first = await widget.open()
+        await widget.ask("How long does delivery take?", "m1")
+    finally:
+        await widget.close()
+    again = Widget(shop)
+    try:
+        second = await again.open(visitor_token=first["visitor_token"])
+    finally:
+        await again.close()
+    assert second["resumed"] is True
+    assert second["conversation_id"] == first["conversation_id"]
+    assert [(h["role"], h["text"]) for h in second["history"]] == [
+        ("customer", "How long does delivery take?"),
+        ("assistant", "Delivery takes 3–5 working days."),
+    ]
+
+    forged = Widget(shop)
+    try:
+        third = await forged.open(visitor_token=first["visitor_token"] + "x")
+    finally:
+        await forged.close()
+    assert third["resumed"] is False and third["conversation_id"] != first["conversation_id"]
+
+
+async def test_a_repeated_client_message_id_is_not_answered_twice(shop) -> None:
+    widget = Widget(shop)
+    try:
+        welcome = await widget.open()
+        first = await widget.ask("How long does delivery take?", "same-id")
+        again = await widget.ask("How long does delivery take?", "same-id")
+    finally:
+        await widget.close()
+    assert first[-1]["type"] == "done"
+    assert again == [
+        {
+            "v": 1,
+            "type": "ack",
+            "id": "same-id",
+            "message_id": first[0]["message_id"],
+            "duplicate": True,
+        }
+    ]
+    assert len(await stored(welcome["conversation_id"])) == 2
+
+
+async def test_feedback_and_handoff(shop) -> None:
+    widget = Widget(shop)
+    try:
+        welcome = await widget.open()
+        frames = await widget.ask("How long does delivery take?", "m1")
+        answer_id = frames[-1]["message_id"]
+        await widget.send({"type": "feedback", "message_id": answer_id, "value": "down"})
+        assert (await widget.receive())["type"] == "ack"
+        await widget.send({"type": "handoff"})
+        status = await widget.receive()
+        assert status["type"] == "status" and status["status"] == "queued"
+        # While a person owns the conversation the assistant stays silent.
+        await widget.send({"type": "message", "id": "m2", "text": "How long does delivery take?"})
+        assert (await widget.receive())["type"] == "ack"
+        assert await widget.communicator.receive_nothing(timeout=0.3)
+    finally:
+        await widget.close()
+    assert (await Message.objects.aget(pk=answer_id)).feedback == "down"
+    conversation = await Conversation.objects.aget(pk=welcome["conversation_id"])
+    assert (conversation.status, conversation.handoff_reason) == ("queued", "customer_request")
+
+
+async def test_messages_before_hello_are_refused(shop) -> None:
+    widget = Widget(shop)
+    try:
+        await widget.communicator.connect()
+        await widget.send({"type": "message", "id": "m1", "text": "hi"})
+        frame = await widget.receive()
+    finally:
+        await widget.close()
+    assert frame["code"] == "hello_first"
