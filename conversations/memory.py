@@ -21,9 +21,11 @@ How turns never get lost or doubled:
   also never overwrites a memory that appeared meanwhile (two concurrent rebuilds store once).
 - One window is left: a message written to the database just before another request's rebuild
   reads it, and appended just after that rebuild stores. The append then skips a turn equal to
-  the memory's last turn, which covers that window for the newest message. The price is that a
-  turn repeated word for word by the same role right after itself is remembered once; the
-  database keeps both and a prompt loses nothing by the repeat.
+  the memory's last turn, which covers that window for the newest message (and makes a client
+  retry after a lost reply harmless). Only two messages both caught in that window of a few
+  milliseconds could still double the older one; closing it fully would need message ids in
+  the memory. The price of the check is that a turn repeated word for word by the same role
+  right after itself is remembered once; the database keeps both and a prompt loses nothing.
 - A memory can only be created by a rebuild scoped by tenant and conversation, so a
   conversation id paired with another tenant's id reads nothing and can never be appended to.
 

@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -44,7 +45,7 @@ from conversations.moderation import (
     aword_filter_for_tenant,
     moderate_with,
 )
-from conversations.prompt import HistoryTurn, prompt_build, system_prompt
+from conversations.prompt import HistoryTurn, estimate_tokens, prompt_build, system_prompt
 from conversations.ratelimit import rate_limits_check
 from conversations.selectors import llm_providers_for_tenant
 from knowledge.dense import mostly_chinese
@@ -334,8 +335,20 @@ class Answerer:
                 note = _("[The rest of this answer was withheld.]")
             await self._delta("\n\n" + note)
             shown.append("\n\n" + note)
-        if usage is None:  # chat_stream always ends a complete stream with StreamDone
-            raise RuntimeError("the LLM stream ended without its usage record")
+        if usage is None:
+            # Cut short by output moderation before the provider's usage record arrived: the
+            # tokens are estimated (the provider still bills them).
+            usage = ChatUsage(
+                provider_id=None,
+                provider="",
+                model="",
+                tokens_in=sum(estimate_tokens(m.content) for m in messages),
+                tokens_out=estimate_tokens("".join(shown)),
+                cost=Decimal("0"),
+                first_token_ms=first_token_ms,
+                total_ms=_ms(started),
+                attempts=(),
+            )
         await self._finish(
             _llm_record(
                 "".join(shown),

@@ -19,6 +19,7 @@ from functools import partial
 
 import numpy as np
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 from django.db import close_old_connections
@@ -109,7 +110,8 @@ class IndexRegistry:
         index = self.peek(tenant_id)
         if index is not None:
             return index
-        return await sync_to_async(self.get, thread_sensitive=False)(tenant_id)
+        # database_sync_to_async: the worker thread's connection is closed like a request's.
+        return await database_sync_to_async(self.get, thread_sensitive=False)(tenant_id)
 
     def forget(self, tenant_id: int | None = None) -> None:
         with self._lock:

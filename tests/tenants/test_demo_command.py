@@ -110,6 +110,25 @@ def test_demo_serves_http_and_websocket(tmp_path: Path) -> None:
         ) as ws:
             ws.send('{"type": "ping", "id": "x"}')
             assert json.loads(ws.recv(timeout=5)) == {"v": 1, "type": "pong", "id": "x"}
+            ws.send('{"type": "hello", "language": "zh-CN"}')
+            assert json.loads(ws.recv(timeout=5))["type"] == "welcome"
+            demo_faq = json.loads((ROOT / "knowledge" / "demo_data.json").read_text())["faq"]
+            questions = [
+                # FAQ questions as the demo data phrases them: answered from the FAQ.
+                (next(e["question"] for e in demo_faq if e["language"] == "zh-hans"), "faq"),
+                (next(e["question"] for e in demo_faq if e["language"] == "en"), "faq"),
+                # Not in the FAQ: with no LLM configured, the offline responder answers.
+                ("你们的仓库在哪个城市，可以自提吗？", "offline"),
+                ("Do you sell gift cards for birthdays?", "offline"),
+            ]
+            for number, (question, source) in enumerate(questions):
+                ws.send(json.dumps({"type": "message", "id": f"q{number}", "text": question}))
+                frames = []
+                while not frames or frames[-1]["type"] not in ("done", "error"):
+                    frames.append(json.loads(ws.recv(timeout=10)))
+                assert frames[-1]["type"] == "done", frames
+                assert frames[-1]["source"] == source, (question, frames)
+                assert "".join(f["text"] for f in frames if f["type"] == "delta")
     finally:
         process.terminate()
         process.wait(timeout=10)
