@@ -123,7 +123,7 @@ def test_demo_serves_http_and_websocket(tmp_path: Path) -> None:
             ]
             for number, (question, source) in enumerate(questions):
                 ws.send(json.dumps({"type": "message", "id": f"q{number}", "text": question}))
-                frames = []
+                frames: list[dict] = []
                 while not frames or frames[-1]["type"] not in ("done", "error"):
                     frames.append(json.loads(ws.recv(timeout=10)))
                 assert frames[-1]["type"] == "done", frames
