@@ -36,6 +36,21 @@ def origin_allowed(*, origin: str, host: str, allowed_origins: list[str]) -> boo
     return bool(host) and urlsplit(normalised).netloc == host.lower()
 
 
+def visitor_identity(raw: Any) -> services.VisitorIdentity | None:
+    """The ``identity`` of a hello frame: ``{external_id, signature, name?, email?}``."""
+    if not isinstance(raw, dict):
+        return None
+    fields = {key: raw.get(key) for key in ("external_id", "signature", "name", "email")}
+    if not all(isinstance(value, str) for value in fields.values() if value is not None):
+        return None
+    return services.VisitorIdentity(
+        external_id=fields["external_id"] or "",
+        signature=fields["signature"] or "",
+        name=fields["name"] or "",
+        email=fields["email"] or "",
+    )
+
+
 def widget_language(requested: Any, fallback: str) -> str:
     if isinstance(requested, str):
         code = requested.lower()
@@ -111,6 +126,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             tenant=self.tenant,
             visitor_token=token if isinstance(token, str) else None,
             language=self.language,
+            identity=visitor_identity(frame.get("identity")),
         )
         self.chat = ChatContext(
             tenant=self.tenant,
@@ -139,6 +155,10 @@ class WidgetConsumer(AsyncWebsocketConsumer):
                 ],
             }
         )
+        if session.identity_rejected:
+            await self.send_error(
+                "identity_rejected", _("The visitor's identity could not be verified.")
+            )
 
     async def on_message(self, frame: dict[str, Any]) -> None:
         if self.chat is None:

@@ -1,6 +1,8 @@
 """Writes for customers, conversations and messages. Sync ORM code: async callers wrap these
 in ``database_sync_to_async`` (one thread hop per call, so each function does one job whole)."""
 
+import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from decimal import Decimal
@@ -27,6 +29,28 @@ class HistoryItem:
 
 
 @dataclass(frozen=True)
+class VisitorIdentity:
+    """Who the tenant's site says the visitor is, vouched for by an HMAC of ``external_id``."""
+
+    external_id: str
+    signature: str
+    name: str = ""
+    email: str = ""
+
+
+def identity_signature(*, secret: str, external_id: str) -> str:
+    """What the tenant's server computes: hex HMAC-SHA256 of the user id with the secret."""
+    return hmac.new(secret.encode(), external_id.encode(), hashlib.sha256).hexdigest()
+
+
+def identity_verified(*, tenant: Tenant, identity: VisitorIdentity) -> bool:
+    if not tenant.identity_secret or not identity.external_id or len(identity.external_id) > 100:
+        return False
+    expected = identity_signature(secret=tenant.identity_secret, external_id=identity.external_id)
+    return hmac.compare_digest(expected, identity.signature.lower())
+
+
+@dataclass(frozen=True)
 class WidgetSession:
     customer_id: int
     external_id: str
@@ -35,6 +59,7 @@ class WidgetSession:
     visitor_token: str
     resumed: bool
     history: list[HistoryItem]
+    identity_rejected: bool = False
 
 
 def visitor_token_issue(*, tenant_id: int, external_id: str) -> str:
@@ -70,19 +95,35 @@ def _history(conversation: Conversation) -> list[HistoryItem]:
 
 @transaction.atomic
 def widget_session_start(
-    *, tenant: Tenant, visitor_token: str | None, language: str
+    *,
+    tenant: Tenant,
+    visitor_token: str | None,
+    language: str,
+    identity: VisitorIdentity | None = None,
 ) -> WidgetSession:
     """Resumes the visitor of ``visitor_token`` (with their open conversation and its history)
-    or starts a new visitor and conversation."""
+    or starts a new visitor and conversation. A verified ``identity`` picks the tenant's own
+    customer record instead (the same person on every device); a forged one is ignored."""
     now = timezone.now()
-    external_id = (
-        visitor_token_read(tenant_id=tenant.pk, token=visitor_token) if visitor_token else None
-    )
-    customer = None
-    if external_id is not None:
-        customer = Customer.objects.filter(
-            tenant=tenant, channel=Channel.WIDGET, external_id=external_id
-        ).first()
+    rejected = identity is not None and not identity_verified(tenant=tenant, identity=identity)
+    customer: Customer | None = None
+    if identity is not None and not rejected:
+        customer, _created = Customer.objects.update_or_create(
+            tenant=tenant,
+            channel=Channel.WIDGET,
+            external_id=f"user:{identity.external_id}",
+            defaults={
+                "identified": True,
+                **({"display_name": identity.name[:120]} if identity.name else {}),
+                **({"email": identity.email[:254]} if identity.email else {}),
+            },
+        )
+    elif visitor_token:
+        external_id = visitor_token_read(tenant_id=tenant.pk, token=visitor_token)
+        if external_id is not None:
+            customer = Customer.objects.filter(
+                tenant=tenant, channel=Channel.WIDGET, external_id=external_id
+            ).first()
     resumed = customer is not None
     if customer is None:
         customer = Customer.objects.create(
@@ -107,6 +148,7 @@ def widget_session_start(
         visitor_token=visitor_token_issue(tenant_id=tenant.pk, external_id=customer.external_id),
         resumed=resumed,
         history=_history(conversation) if resumed else [],
+        identity_rejected=rejected,
     )
 
 

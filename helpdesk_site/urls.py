@@ -4,6 +4,7 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from conversations.views import demo_shop, widget_config
 from tenants.apis import TenantCurrentApi
 
 
@@ -24,4 +25,6 @@ urlpatterns = [
     path("i18n/", include("django.conf.urls.i18n")),
     path("api/v1/", include((api_v1, "api"), namespace="api")),
     path("healthz", healthz, name="healthz"),
+    path("widget/<str:public_key>/config", widget_config, name="widget-config"),
+    path("demo/", demo_shop, name="demo"),
 ]

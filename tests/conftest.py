@@ -19,6 +19,19 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
+@pytest.fixture(autouse=True)
+def _process_state_reset() -> None:
+    """Test databases reuse ids: in-process memories and rate-limit windows of one test must
+    not leak into the next."""
+    from conversations.memory import memory_local_reset
+    from conversations.ratelimit import rate_limit_local_reset
+    from conversations.selectors import llm_providers_forget
+
+    memory_local_reset()
+    rate_limit_local_reset()
+    llm_providers_forget()
+
+
 @pytest.fixture
 def redis_url() -> str:
     if not settings.REDIS_URL:

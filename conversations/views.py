@@ -1,0 +1,60 @@
+"""Public HTTP endpoints of the customer widget and the demo shop page."""
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_GET
+
+from conversations.consumers import origin_allowed
+from tenants.models import Tenant
+from tenants.selectors import tenant_get_by_public_key
+
+
+@require_GET
+def widget_config(request: HttpRequest, public_key: str) -> HttpResponse:
+    """What the widget needs before it connects: appearance, greeting, language, socket path.
+
+    Readable cross-origin by the tenant's allowed origins only (the same rule as the socket).
+    """
+    tenant = tenant_get_by_public_key(public_key=public_key)
+    origin = request.headers.get("Origin", "")
+    if tenant is None:
+        return JsonResponse({"error": "unknown_key"}, status=404)
+    if origin and not origin_allowed(
+        origin=origin, host=request.get_host(), allowed_origins=tenant.allowed_origins
+    ):
+        return JsonResponse({"error": "origin_not_allowed"}, status=403)
+    response = JsonResponse(
+        {
+            "name": tenant.name,
+            "color": tenant.widget_color,
+            "position": tenant.widget_position,
+            "greeting": tenant.widget_greeting,
+            "language": tenant.default_language,
+            "identity": bool(tenant.identity_secret),
+            "socket_path": f"/ws/widget/{tenant.public_key}/",
+        }
+    )
+    if origin:
+        response["Access-Control-Allow-Origin"] = origin
+        response["Vary"] = "Origin"
+    response["Cache-Control"] = "public, max-age=60"
+    return response
+
+
+@require_GET
+def demo_shop(request: HttpRequest) -> HttpResponse:
+    """A fake shop page with the demo tenant's widget on it (``manage.py demo`` creates it)."""
+    tenant = (
+        Tenant.objects.filter(slug="acme", is_active=True).first()
+        or Tenant.objects.filter(is_active=True).order_by("id").first()
+    )
+    return render(
+        request,
+        "demo/shop.html",
+        {
+            "tenant": tenant,
+            "widget_src": request.build_absolute_uri("/static/kefu/widget.js"),
+            "console_url": reverse("admin:index"),
+        },
+    )
