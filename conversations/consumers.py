@@ -3,17 +3,28 @@
 import asyncio
 import json
 import logging
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.utils import translation
 from django.utils.translation import gettext_lazy as _
 
 from conversations import services
+from conversations.handoff import agents_group, conversation_group
 from conversations.models import Conversation
-from conversations.pipeline import MAX_MESSAGE_CHARS, ChatContext, answer_customer_message
+from conversations.pii import pii_mask
+from conversations.pipeline import (
+    MAX_MESSAGE_CHARS,
+    ChatContext,
+    answer_customer_message,
+    hand_off,
+)
+from conversations.tickets import ticket_from_conversation, tickets_for_customer
 from tenants.models import Language, Tenant
 
 if TYPE_CHECKING:
@@ -71,6 +82,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
     tenant: Tenant
     language: str
     chat: ChatContext | None = None
+    group: str = ""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -97,6 +109,8 @@ class WidgetConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         for task in self.tasks:
             task.cancel()
+        if self.chat is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if text_data is None or len(text_data.encode()) > MAX_FRAME_BYTES:
@@ -128,12 +142,19 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             language=self.language,
             identity=visitor_identity(frame.get("identity")),
         )
+        if self.chat is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
         self.chat = ChatContext(
             tenant=self.tenant,
             visitor_id=session.external_id,
             customer_id=session.customer_id,
             conversation_id=session.conversation_id,
             language=self.language,
+        )
+        self.group = conversation_group(self.tenant.pk, session.conversation_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        tickets = await database_sync_to_async(tickets_for_customer)(
+            tenant_id=self.tenant.pk, customer_id=session.customer_id
         )
         await self.send_frame(
             {
@@ -153,6 +174,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
                     }
                     for item in session.history
                 ],
+                "tickets": [asdict(ticket) for ticket in tickets],
             }
         )
         if session.identity_rejected:
@@ -212,19 +234,110 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             await self.send_error("bad_frame", _("No such answer to rate."))
             return
         await self.send_frame({"type": "ack", "feedback": message_id, "value": value})
+        if value == "down" and self.tenant.handoff_on_negative_feedback:
+            await hand_off(
+                self.chat,
+                Conversation.HandoffReason.NEGATIVE_FEEDBACK,
+                self.send_frame,
+                self.language,
+            )
 
     async def on_handoff(self, frame: dict[str, Any]) -> None:
         if self.chat is None:
             await self.send_error("hello_first", _("Say hello first."))
             return
-        status = await database_sync_to_async(services.conversation_handoff_request)(
-            tenant_id=self.tenant.pk,
+        await hand_off(
+            self.chat,
+            Conversation.HandoffReason.CUSTOMER_REQUEST,
+            self.send_frame,
+            self.language,
+            by_customer=True,
+        )
+
+    async def on_contact(self, frame: dict[str, Any]) -> None:
+        """Nobody could take the conversation: the customer leaves details for a ticket."""
+        if self.chat is None:
+            await self.send_error("hello_first", _("Say hello first."))
+            return
+        fields = {key: frame.get(key) or "" for key in ("name", "email", "phone", "text")}
+        if not all(isinstance(value, str) for value in fields.values()):
+            await self.send_error("bad_frame", _("Contact details must be text."))
+            return
+        email, phone = fields["email"].strip(), fields["phone"].strip()
+        try:
+            if email:
+                validate_email(email)
+        except ValidationError:
+            await self.send_error("bad_contact", _("Please enter a valid e-mail address."))
+            return
+        if not email and not phone:
+            await self.send_error(
+                "bad_contact", _("Please leave an e-mail address or a phone number.")
+            )
+            return
+        ticket = await database_sync_to_async(ticket_from_conversation)(
+            tenant=self.tenant,
             conversation_id=self.chat.conversation_id,
-            reason=Conversation.HandoffReason.CUSTOMER_REQUEST,
+            name=fields["name"].strip()[:120],
+            email=email,
+            phone=phone,
+            note=pii_mask(fields["text"].strip()[:MAX_MESSAGE_CHARS]).text,
         )
         with translation.override(self.language):
-            text = str(_("A person will be with you shortly."))
-        await self.send_frame({"type": "status", "status": status, "text": text})
+            text = str(
+                _("Thank you! We received your request (#%(id)d) and will get back to you.")
+                % {"id": ticket.pk}
+            )
+        await self.send_frame({"type": "ticket", "id": ticket.pk, "text": text})
+
+    async def on_rating(self, frame: dict[str, Any]) -> None:
+        value, comment = frame.get("value"), frame.get("comment", "")
+        if self.chat is None or not isinstance(value, int) or not isinstance(comment, str):
+            await self.send_error("bad_frame", _("A rating is a number from 1 to 5."))
+            return
+        rated = await database_sync_to_async(services.conversation_rate)(
+            tenant_id=self.tenant.pk,
+            conversation_id=self.chat.conversation_id,
+            rating=value,
+            comment=pii_mask(comment[:1000]).text,
+        )
+        if not rated:
+            await self.send_error("bad_frame", _("A rating is a number from 1 to 5."))
+            return
+        await self.send_frame({"type": "ack", "rating": value})
+
+    async def on_typing(self, frame: dict[str, Any]) -> None:
+        if self.chat is not None:
+            await self.channel_layer.group_send(
+                agents_group(self.tenant.pk),
+                {"type": "customer.typing", "conversation_id": self.chat.conversation_id},
+            )
+
+    # Events from the channel layer (agents, handoff) ------------------------------------------
+
+    async def conversation_status(self, event: dict[str, Any]) -> None:
+        with translation.override(self.language):
+            await self.send_frame(
+                {"type": "status", "status": event["status"], "text": str(event.get("text", ""))}
+            )
+
+    async def agent_message(self, event: dict[str, Any]) -> None:
+        await self.send_frame(
+            {
+                "type": "agent_message",
+                "message_id": event["message_id"],
+                "text": event["text"],
+                "author": event["author"],
+            }
+        )
+
+    async def agent_typing(self, event: dict[str, Any]) -> None:
+        await self.send_frame({"type": "typing", "role": "agent", "author": event["author"]})
+
+    async def rating_request(self, event: dict[str, Any]) -> None:
+        with translation.override(self.language):
+            text = str(_("How did we do? Please rate this conversation from 1 to 5."))
+        await self.send_frame({"type": "rating_request", "text": text})
 
     async def send_frame(self, frame: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps({"v": PROTOCOL_VERSION, **frame}, ensure_ascii=False))

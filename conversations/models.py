@@ -268,3 +268,56 @@ class Ticket(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.subject}"
+
+
+class TicketReply(TenantOwnedModel):
+    """A reply on a ticket, by an agent (e-mailed to the customer) or by the customer."""
+
+    ticket = models.ForeignKey(
+        Ticket, on_delete=models.CASCADE, related_name="replies", verbose_name=_("ticket")
+    )
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("author"),
+    )
+    from_customer = models.BooleanField(_("from the customer"), default=False)
+    content = models.TextField(_("reply"))
+    emailed_at = models.DateTimeField(_("e-mailed at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("ticket reply")
+        verbose_name_plural = _("ticket replies")
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return self.content[:60]
+
+
+class AgentPresence(TenantOwnedModel):
+    """Whether an agent is taking conversations, kept fresh by the agent console's heartbeat."""
+
+    class Status(models.TextChoices):
+        ONLINE = "online", _("Online")
+        AWAY = "away", _("Away")
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="+",
+        verbose_name=_("agent"),
+    )
+    status = models.CharField(
+        _("status"), max_length=10, choices=Status.choices, default=Status.ONLINE
+    )
+    last_seen_at = models.DateTimeField(_("last seen at"))
+
+    class Meta:
+        verbose_name = _("agent presence")
+        verbose_name_plural = _("agent presence")
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "user"], name="presence_unique_agent")
+        ]

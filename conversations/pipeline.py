@@ -26,6 +26,7 @@ from decimal import Decimal
 from typing import Any
 
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from django.utils import translation
 from django.utils.translation import gettext as _
 
@@ -37,6 +38,14 @@ from conversations.gateway import (
     StreamInterrupted,
     TextDelta,
     chat_stream,
+)
+from conversations.handoff import (
+    HandoffOutcome,
+    agents_group,
+    asks_for_person,
+    conversation_handoff,
+    repeated_question,
+    unanswered_streak,
 )
 from conversations.memory import Turn, memory_append, memory_recent
 from conversations.models import Conversation, Message
@@ -71,6 +80,61 @@ class ChatContext:
     customer_id: int
     conversation_id: int
     language: str  # "zh-hans" or "en": the widget's language until a message says otherwise
+
+
+def handoff_text(outcome: HandoffOutcome, language: str) -> str:
+    with translation.override(language):
+        if outcome.status == Conversation.Status.HUMAN:
+            return _("%(name)s has joined the conversation.") % {"name": outcome.assignee_name}
+        if not outcome.agents_available:
+            return _(
+                "Nobody is available right now. Leave your contact details and we will get "
+                "back to you."
+            )
+        if outcome.position:
+            return _(
+                "A person will be with you shortly. You are number %(position)d in the queue."
+            ) % {"position": outcome.position}
+        return _("A person will be with you shortly.")
+
+
+async def hand_off(
+    ctx: "ChatContext", reason: str, send: Send, language: str, *, by_customer: bool = False
+) -> HandoffOutcome:
+    """Hands the conversation to the people and tells the customer: never silently."""
+    outcome = await database_sync_to_async(conversation_handoff)(
+        tenant=ctx.tenant,
+        conversation_id=ctx.conversation_id,
+        reason=reason,
+        by_customer=by_customer,
+    )
+    await send(status_frame(outcome, language))
+    return outcome
+
+
+def status_frame(outcome: HandoffOutcome, language: str) -> dict[str, Any]:
+    return {
+        "type": "status",
+        "status": outcome.status,
+        "position": outcome.position,
+        "agents_available": outcome.agents_available,
+        "collect_contact": not outcome.agents_available,
+        "text": handoff_text(outcome, language),
+    }
+
+
+async def notify_agents_of_customer_message(ctx: "ChatContext", message_id: int, text: str) -> None:
+    layer = get_channel_layer()
+    if layer is not None:
+        await layer.group_send(
+            agents_group(ctx.tenant.pk),
+            {
+                "type": "customer.message",
+                "conversation_id": ctx.conversation_id,
+                "message_id": message_id,
+                "text": text,
+            },
+        )
 
 
 def message_language(text: str, fallback: str) -> str:
@@ -127,9 +191,22 @@ async def answer_customer_message(
             )
             return
     if recorded.conversation_status in (Conversation.Status.QUEUED, Conversation.Status.HUMAN):
-        return  # a person owns the conversation: the assistant stays silent
+        # A person owns the conversation: the assistant stays silent, the agents hear it.
+        await notify_agents_of_customer_message(ctx, recorded.id, moderation.text)
+        return
 
     question = moderation.text
+    tenant = ctx.tenant
+    if asks_for_person(tenant=tenant, text=question):
+        await hand_off(
+            ctx, Conversation.HandoffReason.CUSTOMER_REQUEST, send, language, by_customer=True
+        )
+        return
+    if tenant.handoff_on_repeated_question and await database_sync_to_async(repeated_question)(
+        tenant_id=tenant_id, conversation_id=ctx.conversation_id, text=question
+    ):
+        await hand_off(ctx, Conversation.HandoffReason.REPEATED_QUESTION, send, language)
+        return
     answer = Answerer(ctx=ctx, language=language, reply_to=client_message_id, send=send)
     await memory_append(
         tenant_id=tenant_id,
@@ -206,6 +283,19 @@ class Answerer:
                 **extra,
             }
         )
+        tenant = self.ctx.tenant
+        if record.error_code == "provider_failure" and tenant.handoff_on_provider_failure:
+            await hand_off(
+                self.ctx, Conversation.HandoffReason.PROVIDER_FAILURE, self.send, self.language
+            )
+        elif not record.knowledge_refs and await database_sync_to_async(unanswered_streak)(
+            tenant_id=tenant.pk,
+            conversation_id=self.ctx.conversation_id,
+            limit=tenant.handoff_after_unanswered,
+        ):
+            await hand_off(
+                self.ctx, Conversation.HandoffReason.LOW_CONFIDENCE, self.send, self.language
+            )
 
     async def whole(
         self,

@@ -282,3 +282,14 @@ def conversation_handoff_request(*, tenant_id: int, conversation_id: int, reason
         .values_list("status", flat=True)
         .get()
     )
+
+
+def conversation_rate(*, tenant_id: int, conversation_id: int, rating: int, comment: str) -> bool:
+    """The customer's 1–5 rating of a conversation a person resolved."""
+    if not 1 <= rating <= 5:
+        return False
+    return bool(
+        Conversation.objects.filter(
+            pk=conversation_id, tenant_id=tenant_id, status=Conversation.Status.RESOLVED
+        ).update(csat_rating=rating, csat_comment=comment)
+    )

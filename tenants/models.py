@@ -41,6 +41,10 @@ def default_faq_threshold() -> float:
     return settings.KEFU_DEFAULT_FAQ_THRESHOLD
 
 
+def default_handoff_phrases() -> list[str]:
+    return ["人工", "转人工", "人工客服", "找客服", "真人", "human", "agent", "real person"]
+
+
 class Tenant(TimeStampedModel):
     """A company using Kefu: its knowledge, conversations, people and settings."""
 
@@ -90,6 +94,44 @@ class Tenant(TimeStampedModel):
         blank=True,
         help_text=_("Signs identified visitors (HMAC) so nobody can pose as another customer."),
     )
+    handoff_phrases = models.JSONField(
+        _("phrases that ask for a person"),
+        default=default_handoff_phrases,
+        blank=True,
+        help_text=_("A customer message containing one of these goes to a person."),
+    )
+    handoff_after_unanswered = models.PositiveSmallIntegerField(
+        _("hand off after unanswered questions"),
+        default=2,
+        help_text=_(
+            "Answers in a row that found nothing in the knowledge base before a person takes "
+            "over; 0 turns this off."
+        ),
+    )
+    handoff_on_negative_feedback = models.BooleanField(
+        _("hand off on negative feedback"), default=True
+    )
+    handoff_on_repeated_question = models.BooleanField(
+        _("hand off when a question is repeated"), default=True
+    )
+    handoff_on_provider_failure = models.BooleanField(
+        _("hand off when the AI is unavailable"), default=True
+    )
+    auto_assign = models.BooleanField(
+        _("assign automatically"),
+        default=False,
+        help_text=_("Give queued conversations to the least busy online agent."),
+    )
+    business_hours = models.JSONField(
+        _("business hours"),
+        default=dict,
+        blank=True,
+        help_text=_(
+            'Empty: always open. For example {"timezone": "Asia/Shanghai", "days": [0, 1, 2, 3, '
+            '4], "open": "09:00", "close": "18:00"} (days: 0 = Monday).'
+        ),
+    )
+    ticket_sla_hours = models.PositiveSmallIntegerField(_("ticket SLA (hours)"), default=24)
     is_active = models.BooleanField(_("active"), default=True)
     knowledge_version = models.PositiveBigIntegerField(
         _("knowledge version"),

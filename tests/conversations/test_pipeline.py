@@ -119,13 +119,13 @@ class Widget:
         return json.loads(await self.communicator.receive_from(timeout=wait))
 
     async def ask(self, text: str, message_id: str) -> list[dict[str, Any]]:
-        """Sends a message; returns every frame up to its `done` or `error`."""
+        """Sends a message; returns every frame up to its `done`, `error` or `status`."""
         await self.send({"type": "message", "id": message_id, "text": text})
         frames = []
         while True:
             frame = await self.receive()
             frames.append(frame)
-            if frame["type"] in ("done", "error") or frame.get("duplicate"):
+            if frame["type"] in ("done", "error", "status") or frame.get("duplicate"):
                 return frames
 
     async def close(self) -> None:
@@ -273,8 +273,8 @@ async def test_rate_limited_visitors_get_a_clear_error(shop, mock_llm, settings)
     try:
         await widget.open()
         assert (await widget.ask("How long does delivery take?", "m1"))[-1]["type"] == "done"
-        assert (await widget.ask("How long does delivery take?", "m2"))[-1]["type"] == "done"
-        limited = await widget.ask("How long does delivery take?", "m3")
+        assert (await widget.ask("包裹几天到", "m2"))[-1]["type"] == "done"
+        limited = await widget.ask("When will my order arrive", "m3")
     finally:
         await widget.close()
     assert limited[-1]["code"] == "rate_limited"
@@ -416,7 +416,7 @@ async def test_a_repeated_client_message_id_is_not_answered_twice(shop) -> None:
     assert len(await stored(welcome["conversation_id"])) == 2
 
 
-async def test_feedback_and_handoff(shop) -> None:
+async def test_feedback_is_stored_and_a_thumbs_down_brings_a_person(shop) -> None:
     widget = Widget(shop)
     try:
         welcome = await widget.open()
@@ -424,9 +424,9 @@ async def test_feedback_and_handoff(shop) -> None:
         answer_id = frames[-1]["message_id"]
         await widget.send({"type": "feedback", "message_id": answer_id, "value": "down"})
         assert (await widget.receive())["type"] == "ack"
-        await widget.send({"type": "handoff"})
         status = await widget.receive()
-        assert status["type"] == "status" and status["status"] == "queued"
+        assert (status["type"], status["status"]) == ("status", "queued")
+        assert status["collect_contact"] is True  # no agent online: offer to leave details
         # While a person owns the conversation the assistant stays silent.
         await widget.send({"type": "message", "id": "m2", "text": "How long does delivery take?"})
         assert (await widget.receive())["type"] == "ack"
@@ -435,7 +435,7 @@ async def test_feedback_and_handoff(shop) -> None:
         await widget.close()
     assert (await Message.objects.aget(pk=answer_id)).feedback == "down"
     conversation = await Conversation.objects.aget(pk=welcome["conversation_id"])
-    assert (conversation.status, conversation.handoff_reason) == ("queued", "customer_request")
+    assert (conversation.status, conversation.handoff_reason) == ("queued", "negative_feedback")
 
 
 async def test_messages_before_hello_are_refused(shop) -> None:

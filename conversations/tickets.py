@@ -1,0 +1,168 @@
+"""Tickets: follow-up work when nobody could take a conversation live."""
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.mail import send_mail
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import override
+
+from conversations.handoff import AGENT_ROLES
+from conversations.models import Conversation, Customer, Message, Ticket, TicketReply
+from tenants.models import Tenant
+
+logger = logging.getLogger(__name__)
+
+TRANSCRIPT_MESSAGES = 100
+
+
+def _transcript(conversation_id: int) -> str:
+    lines = []
+    for message in Message.objects.filter(conversation_id=conversation_id, internal=False).order_by(
+        "created_at", "id"
+    )[:TRANSCRIPT_MESSAGES]:
+        lines.append(
+            f"[{message.created_at:%Y-%m-%d %H:%M}] {message.get_role_display()}: {message.content}"
+        )
+    return "\n".join(lines)
+
+
+@transaction.atomic
+def ticket_from_conversation(
+    *,
+    tenant: Tenant,
+    conversation_id: int,
+    name: str,
+    email: str,
+    phone: str,
+    note: str,
+) -> Ticket:
+    """Turns a conversation nobody could take into a ticket with its transcript, tells the
+    tenant's agents by e-mail, and closes the live conversation (the ticket carries on)."""
+    conversation = Conversation.objects.select_for_update().get(pk=conversation_id, tenant=tenant)
+    first_question = (
+        Message.objects.filter(conversation=conversation, role=Message.Role.CUSTOMER)
+        .order_by("created_at", "id")
+        .values_list("content", flat=True)
+        .first()
+    )
+    subject = (note or first_question or _("Conversation")).strip().splitlines()[0][:200]
+    customer_fields = {"display_name": name[:120]} if name else {}
+    if email:
+        customer_fields["email"] = email
+    if phone:
+        customer_fields["phone"] = phone[:40]
+    if customer_fields:
+        Customer.objects.filter(pk=conversation.customer_id, tenant=tenant).update(
+            **customer_fields
+        )
+    ticket = Ticket.objects.create(
+        tenant=tenant,
+        customer_id=conversation.customer_id,
+        conversation=conversation,
+        subject=subject,
+        description=(note + "\n\n" if note else "") + _transcript(conversation.pk),
+        contact_email=email,
+        contact_phone=phone[:40],
+        sla_due_at=timezone.now() + timedelta(hours=tenant.ticket_sla_hours),
+    )
+    conversation.status = Conversation.Status.RESOLVED
+    conversation.resolution_kind = Conversation.ResolutionKind.TICKET
+    conversation.resolved_at = timezone.now()
+    conversation.save(update_fields=["status", "resolution_kind", "resolved_at", "updated_at"])
+    recipients = list(
+        get_user_model()
+        .objects.filter(
+            memberships__tenant=tenant, memberships__role__in=AGENT_ROLES, is_active=True
+        )
+        .exclude(email="")
+        .values_list("email", flat=True)
+    )
+    ticket_id, ticket_subject = ticket.pk, ticket.subject
+
+    def notify() -> None:
+        if recipients:
+            send_mail(
+                f"[{tenant.name}] New ticket #{ticket_id}: {ticket_subject}",
+                f"A customer left a request while nobody was available.\n\n"
+                f"Ticket #{ticket_id}: {ticket_subject}\n"
+                f"Open it in the console: /console/conversations/ticket/{ticket_id}/change/\n",
+                settings.DEFAULT_FROM_EMAIL,
+                recipients,
+                fail_silently=True,
+            )
+
+    transaction.on_commit(notify, robust=True)
+    return ticket
+
+
+@transaction.atomic
+def ticket_reply_send(*, ticket: Ticket, author_id: int | None, content: str) -> TicketReply:
+    """An agent's reply: stored, e-mailed to the customer after commit, shown in the widget."""
+    reply = TicketReply.objects.create(
+        tenant_id=ticket.tenant_id, ticket=ticket, author_id=author_id, content=content
+    )
+    if ticket.status == Ticket.Status.OPEN:
+        Ticket.objects.filter(pk=ticket.pk).update(status=Ticket.Status.PENDING)
+    address = ticket.contact_email or ticket.customer.email
+    if address:
+        tenant = ticket.tenant
+
+        def deliver() -> None:
+            with override(tenant.default_language):
+                subject = _("Re: %(subject)s") % {"subject": ticket.subject}
+            sent = send_mail(
+                f"[{tenant.name}] {subject}",
+                content,
+                settings.DEFAULT_FROM_EMAIL,
+                [address],
+                fail_silently=True,
+            )
+            if sent:
+                TicketReply.objects.filter(pk=reply.pk).update(emailed_at=timezone.now())
+
+        transaction.on_commit(deliver, robust=True)
+    return reply
+
+
+def ticket_status_set(*, ticket: Ticket, status: str) -> Ticket:
+    ticket.status = status
+    ticket.solved_at = timezone.now() if status == Ticket.Status.SOLVED else None
+    ticket.save(update_fields=["status", "solved_at", "updated_at"])
+    return ticket
+
+
+@dataclass(frozen=True)
+class TicketView:
+    id: int
+    subject: str
+    status: str
+    replies: list[dict[str, str | bool]]
+
+
+def tickets_for_customer(*, tenant_id: int, customer_id: int) -> list[TicketView]:
+    """The customer's tickets with their replies, for the widget (newest first, at most 5)."""
+    tickets = Ticket.objects.filter(tenant_id=tenant_id, customer_id=customer_id).order_by(
+        "-created_at"
+    )[:5]
+    return [
+        TicketView(
+            id=ticket.pk,
+            subject=ticket.subject,
+            status=ticket.status,
+            replies=[
+                {
+                    "text": r.content,
+                    "at": r.created_at.isoformat(),
+                    "from_customer": r.from_customer,
+                }
+                for r in ticket.replies.order_by("created_at", "id")
+            ],
+        )
+        for ticket in tickets
+    ]

@@ -1,0 +1,238 @@
+"""Handoff triggers, the queue, tickets when nobody is there, ratings."""
+
+from datetime import timedelta
+
+import pytest
+from channels.db import database_sync_to_async
+from django.core import mail
+from django.utils import timezone
+
+from conversations.models import AgentPresence, Conversation, Ticket
+from conversations.services import conversation_rate
+from conversations.tickets import ticket_reply_send
+from knowledge import services as knowledge_services
+from tenants.models import Role
+from tests import factories
+from tests.conversations.test_pipeline import Widget, provider
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def shop(db):
+    tenant = factories.TenantFactory(
+        slug="shop", allowed_origins=["https://shop.example.com"], default_language="en"
+    )
+    factories.KnowledgeEntryFactory(
+        tenant=tenant, question="How long does delivery take?", answer="3–5 working days."
+    )
+    knowledge_services.knowledge_changed(tenant_id=tenant.pk)
+    return tenant
+
+
+def online_agent(tenant, username: str = "agent-li"):
+    user = factories.UserFactory(username=username, email=f"{username}@example.com")
+    factories.MembershipFactory(user=user, tenant=tenant, role=Role.AGENT)
+    AgentPresence.objects.create(
+        tenant=tenant, user=user, status="online", last_seen_at=timezone.now()
+    )
+    return user
+
+
+async def conversation(conversation_id: int) -> Conversation:
+    return await Conversation.objects.select_related("assignee").aget(pk=conversation_id)
+
+
+@pytest.mark.parametrize(
+    "text", ["转人工", "我要找客服！", "Can I talk to a human please", "AGENT"]
+)
+async def test_asking_for_a_person_queues_the_conversation(shop, text: str) -> None:
+    await database_sync_to_async(online_agent)(shop)
+    widget = Widget(shop)
+    try:
+        welcome = await widget.open()
+        await widget.send({"type": "message", "id": "m1", "text": text})
+        assert (await widget.receive())["type"] == "ack"
+        status = await widget.receive()
+    finally:
+        await widget.close()
+    assert status["status"] == "queued" and status["position"] == 1
+    assert status["agents_available"] is True and status["collect_contact"] is False
+    assert "number 1 in the queue" in status["text"] or "第 1 位" in status["text"]
+    handed = await conversation(welcome["conversation_id"])
+    assert handed.handoff_reason == "customer_request" and handed.queued_at is not None
+
+
+async def test_the_queue_position_counts_earlier_customers(shop) -> None:
+    await database_sync_to_async(online_agent)(shop)
+    positions = []
+    for _ in range(2):
+        widget = Widget(shop)
+        try:
+            await widget.open()
+            await widget.send({"type": "handoff"})
+            positions.append((await widget.receive())["position"])
+        finally:
+            await widget.close()
+    assert positions == [1, 2]
+
+
+async def test_a_repeated_question_brings_a_person(shop) -> None:
+    widget = Widget(shop)
+    try:
+        welcome = await widget.open()
+        await widget.ask("Where is the nearest store?", "m1")
+        frames = await widget.ask("where is the nearest store", "m2")
+    finally:
+        await widget.close()
+    assert frames[-1]["type"] == "status"
+    assert (await conversation(welcome["conversation_id"])).handoff_reason == "repeated_question"
+
+
+async def test_unanswered_questions_in_a_row_bring_a_person(shop) -> None:
+    widget = Widget(shop)
+    try:
+        welcome = await widget.open()
+        first = await widget.ask("Do you sell garden gnomes?", "m1")
+        assert first[-1]["type"] == "done"
+        frames = await widget.ask("What about bird houses?", "m2")
+        if frames[-1]["type"] == "done":  # the answer first, then the handoff
+            frames.append(await widget.receive())
+    finally:
+        await widget.close()
+    assert frames[-2]["type"] == "done" and frames[-1]["type"] == "status"
+    assert (await conversation(welcome["conversation_id"])).handoff_reason == "low_confidence"
+
+
+async def test_provider_failure_brings_a_person(shop, mock_llm) -> None:
+    await database_sync_to_async(provider)(shop, mock_llm)
+    mock_llm.configure(fault="500")
+    widget = Widget(shop)
+    try:
+        welcome = await widget.open()
+        frames = await widget.ask("Can I pay with bitcoin?", "m1")
+        status = await widget.receive()
+    finally:
+        await widget.close()
+    assert frames[-1]["source"] == "fallback"
+    assert status["type"] == "status" and status["status"] == "queued"
+    assert (await conversation(welcome["conversation_id"])).handoff_reason == "provider_failure"
+
+
+async def test_auto_assignment_picks_the_least_busy_online_agent(shop) -> None:
+    await database_sync_to_async(setattr)(shop, "auto_assign", True)
+    await shop.asave(update_fields=["auto_assign"])
+    busy = await database_sync_to_async(online_agent)(shop, "busy")
+    free = await database_sync_to_async(online_agent)(shop, "free")
+    await database_sync_to_async(factories.ConversationFactory)(
+        tenant=shop, status="human", assignee=busy
+    )
+    widget = Widget(shop)
+    try:
+        welcome = await widget.open()
+        await widget.send({"type": "handoff"})
+        status = await widget.receive()
+    finally:
+        await widget.close()
+    assert status["status"] == "human" and status["text"] == "free has joined the conversation."
+    assert (await conversation(welcome["conversation_id"])).assignee_id == free.pk
+
+
+async def test_stale_or_away_agents_do_not_count_as_online(shop) -> None:
+    user = await database_sync_to_async(online_agent)(shop)
+    await AgentPresence.objects.filter(user=user).aupdate(
+        last_seen_at=timezone.now() - timedelta(minutes=5)
+    )
+    widget = Widget(shop)
+    try:
+        await widget.open()
+        await widget.send({"type": "handoff"})
+        status = await widget.receive()
+    finally:
+        await widget.close()
+    assert status["agents_available"] is False and status["collect_contact"] is True
+
+
+async def test_nobody_online_the_customer_leaves_details_and_a_ticket_is_made(shop) -> None:
+    await database_sync_to_async(factories.MembershipFactory)(
+        tenant=shop,
+        role=Role.AGENT,
+        user=await database_sync_to_async(factories.UserFactory)(
+            username="offline", email="offline@example.com"
+        ),
+    )
+    widget = Widget(shop)
+    try:
+        welcome = await widget.open()
+        await widget.ask("My kettle leaks", "m1")
+        await widget.send({"type": "handoff"})
+        assert (await widget.receive())["collect_contact"] is True
+        await widget.send({"type": "contact", "email": "bad", "text": "x"})
+        assert (await widget.receive())["code"] == "bad_contact"
+        await widget.send(
+            {
+                "type": "contact",
+                "name": "Wang",
+                "email": "wang@example.com",
+                "text": "Please call me at 13800138000",
+            }
+        )
+        confirmation = await widget.receive()
+    finally:
+        await widget.close()
+    assert confirmation["type"] == "ticket"
+    ticket = await Ticket.objects.select_related("conversation").aget(pk=confirmation["id"])
+    assert ticket.contact_email == "wang@example.com"
+    assert "My kettle leaks" in ticket.description and "13800138000" not in ticket.description
+    assert ticket.sla_due_at is not None and ticket.status == "open"
+    assert (ticket.conversation.status, ticket.conversation.resolution_kind) == (
+        "resolved",
+        "ticket",
+    )
+    assert mail.outbox[-1].to == ["offline@example.com"]
+    assert f"#{ticket.pk}" in mail.outbox[-1].subject
+
+    # An agent replies: the customer gets it by e-mail and sees it in the widget next time.
+    await database_sync_to_async(ticket_reply_send)(
+        ticket=ticket, author_id=None, content="We will send a new kettle."
+    )
+    assert mail.outbox[-1].to == ["wang@example.com"]
+    again = Widget(shop)
+    try:
+        resumed = await again.open(visitor_token=welcome["visitor_token"])
+    finally:
+        await again.close()
+    assert resumed["tickets"][0]["replies"][0]["text"] == "We will send a new kettle."
+
+
+async def test_automatic_triggers_never_reopen_a_resolved_conversation(shop) -> None:
+    widget = Widget(shop)
+    try:
+        welcome = await widget.open()
+        frames = await widget.ask("How long does delivery take?", "m1")
+        await Conversation.objects.filter(pk=welcome["conversation_id"]).aupdate(status="resolved")
+        await widget.send(
+            {"type": "feedback", "message_id": frames[-1]["message_id"], "value": "down"}
+        )
+        assert (await widget.receive())["type"] == "ack"
+        status = await widget.receive()
+    finally:
+        await widget.close()
+    assert status["status"] == "resolved"
+    assert (await conversation(welcome["conversation_id"])).status == "resolved"
+
+
+async def test_ratings_only_for_resolved_conversations(shop) -> None:
+    item = await database_sync_to_async(factories.ConversationFactory)(tenant=shop, status="human")
+    assert not await database_sync_to_async(conversation_rate)(
+        tenant_id=shop.pk, conversation_id=item.pk, rating=5, comment=""
+    )
+    await Conversation.objects.filter(pk=item.pk).aupdate(status="resolved")
+    for bad in (0, 6):
+        assert not await database_sync_to_async(conversation_rate)(
+            tenant_id=shop.pk, conversation_id=item.pk, rating=bad, comment=""
+        )
+    assert await database_sync_to_async(conversation_rate)(
+        tenant_id=shop.pk, conversation_id=item.pk, rating=4, comment="Quick"
+    )
+    assert (await conversation(item.pk)).csat_rating == 4
