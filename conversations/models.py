@@ -321,3 +321,18 @@ class AgentPresence(TenantOwnedModel):
         constraints = [
             models.UniqueConstraint(fields=["tenant", "user"], name="presence_unique_agent")
         ]
+
+
+class CannedResponse(TenantOwnedModel):
+    """A ready-made reply agents insert with one click."""
+
+    title = models.CharField(_("title"), max_length=100)
+    text = models.TextField(_("text"))
+
+    class Meta:
+        verbose_name = _("canned response")
+        verbose_name_plural = _("canned responses")
+        ordering = ["title"]
+
+    def __str__(self) -> str:
+        return self.title

@@ -512,3 +512,28 @@ async def _answer_cache_key(tenant: Tenant, language: str, question: str) -> str
 
 def _ms(started: float) -> int:
     return int((time.perf_counter() - started) * 1000)
+
+
+async def draft_reply(*, tenant: Tenant, question: str) -> str:
+    """An AI-suggested reply for an agent to edit: the LLM with the knowledge when a provider
+    is configured, else the best knowledge answer. Never sent to the customer by itself."""
+    if not question.strip():
+        return ""
+    language = message_language(question, tenant.default_language)
+    hits = await aknowledge_search(tenant=tenant, query=question, k=PASSAGES)
+    providers = await database_sync_to_async(llm_providers_for_tenant)(tenant_id=tenant.pk)
+    if providers:
+        messages = prompt_build(
+            persona=tenant.persona, language=language, hits=hits, history=[], question=question
+        )
+        parts: list[str] = []
+        events = chat_stream(tenant_id=tenant.pk, providers=providers, messages=messages)
+        try:
+            async with aclosing(events):
+                async for event in events:
+                    if isinstance(event, TextDelta):
+                        parts.append(event.text)
+            return "".join(parts)
+        except (AllProvidersFailed, StreamInterrupted):
+            logger.warning("draft reply: providers failed tenant=%s", tenant.pk)
+    return hits[0].text if hits else ""
