@@ -34,7 +34,7 @@ def online_agent(tenant, username: str = "agent-li"):
     user = factories.UserFactory(username=username, email=f"{username}@example.com")
     factories.MembershipFactory(user=user, tenant=tenant, role=Role.AGENT)
     AgentPresence.objects.create(
-        tenant=tenant, user=user, status="online", last_seen_at=timezone.now()
+        tenant=tenant, user_id=user.pk, status="online", last_seen_at=timezone.now()
     )
     return user
 
