@@ -4,9 +4,17 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy
 
-from conversations.models import Conversation, Customer, Message, Ticket
+from conversations.models import (
+    CannedResponse,
+    Conversation,
+    Customer,
+    Message,
+    Ticket,
+    TicketReply,
+)
+from conversations.tickets import ticket_reply_send, ticket_status_set
 from tenants.console import TenantScopedAdmin, TenantScopedInline
-from tenants.roles import Area
+from tenants.roles import Action, Area
 
 
 @admin.register(Customer)
@@ -119,9 +127,28 @@ class ConversationAdmin(TenantScopedAdmin):
         return False
 
 
+class TicketReplyInline(TenantScopedInline):
+    """Replies on a ticket. A new one is e-mailed to the customer; sent ones are never edited."""
+
+    model = TicketReply
+    area = Area.TICKETS
+    fields = ["created_at", "author", "from_customer", "content", "emailed_at"]
+    readonly_fields = ["created_at", "author", "from_customer", "emailed_at"]
+    extra = 1
+    can_delete = False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._allows(request, Action.CHANGE)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.readonly_fields
+
+
 @admin.register(Ticket)
 class TicketAdmin(TenantScopedAdmin):
     area = Area.TICKETS
+    inlines = [TicketReplyInline]
+    actions = ["mark_pending", "mark_solved"]
     list_display = ["__str__", "status", "priority", "assignee", "sla_due_at", "created_at"]
     list_filter = ["status", "priority", ("assignee", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["subject", "description", "contact_email"]
@@ -142,3 +169,36 @@ class TicketAdmin(TenantScopedAdmin):
         "solved_at",
         "created_at",
     ]
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        if formset.model is not TicketReply:
+            super().save_formset(request, form, formset, change)
+            return
+        for reply in formset.save(commit=False):
+            if reply.pk is None and reply.content.strip():
+                ticket_reply_send(
+                    ticket=form.instance, author_id=request.user.pk, content=reply.content.strip()
+                )
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if "status" in form.changed_data:
+            ticket_status_set(ticket=obj, status=obj.status)
+
+    @admin.action(description=gettext_lazy("Mark as pending"), permissions=["change"])
+    def mark_pending(self, request: HttpRequest, queryset: Any) -> None:
+        for ticket in queryset:
+            ticket_status_set(ticket=ticket, status=Ticket.Status.PENDING)
+
+    @admin.action(description=gettext_lazy("Mark as solved"), permissions=["change"])
+    def mark_solved(self, request: HttpRequest, queryset: Any) -> None:
+        for ticket in queryset:
+            ticket_status_set(ticket=ticket, status=Ticket.Status.SOLVED)
+
+
+@admin.register(CannedResponse)
+class CannedResponseAdmin(TenantScopedAdmin):
+    area = Area.KNOWLEDGE
+    list_display = ["title", "updated_at"]
+    search_fields = ["title", "text"]
+    fields = ["title", "text"]

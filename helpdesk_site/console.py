@@ -6,6 +6,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.forms import AuthenticationForm
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, URLResolver, path, reverse
@@ -15,6 +16,8 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
 
 from analytics.selectors import tenant_overview
+from conversations.handoff import AGENT_ROLES
+from conversations.models import Conversation
 from knowledge.views import hit_test_view
 from tenants.request import active_membership, active_tenant, set_active_tenant
 from tenants.selectors import membership_list_for_user
@@ -60,6 +63,7 @@ class ConsoleAdminSite(admin.AdminSite):
                 self.admin_view(partial(hit_test_view, admin_site=self)),
                 name="knowledge_hit_test",
             ),
+            path("agent/", self.admin_view(self.agent_console_view), name="agent_console"),
             path(
                 "switch-tenant/",
                 self.admin_view(require_POST(self.switch_tenant_view)),
@@ -76,6 +80,32 @@ class ConsoleAdminSite(admin.AdminSite):
         if tenant is not None:
             extra["kefu_overview"] = tenant_overview(tenant=tenant)
         return super().index(request, extra)
+
+    def agent_console_view(self, request: HttpRequest) -> HttpResponse:
+        """The live agent console (the page; the work happens over ``/ws/agent/``)."""
+        membership = active_membership(request)
+        if membership is None or membership.role not in AGENT_ROLES:
+            raise PermissionDenied
+        strings = {
+            "queueEmpty": _("Nobody is waiting."),
+            "mineEmpty": _("No conversations yet."),
+            "note": _("Internal note"),
+            "canned": _("Canned responses…"),
+            "roles": {
+                "customer": _("Customer"),
+                "assistant": _("Assistant"),
+                "agent": _("Agent"),
+                "system": _("System"),
+            },
+            "statuses": dict(Conversation.Status.choices),
+            "reasons": dict(Conversation.HandoffReason.choices),
+        }
+        context = {
+            **self.each_context(request),
+            "title": _("Agent console"),
+            "strings": {key: value for key, value in strings.items()},
+        }
+        return TemplateResponse(request, "admin/agent_console.html", context)
 
     def switch_tenant_view(self, request: HttpRequest) -> HttpResponse:
         try:

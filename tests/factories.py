@@ -2,7 +2,14 @@ import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 
-from conversations.models import Channel, Conversation, Customer, Message, Ticket
+from conversations.models import (
+    CannedResponse,
+    Channel,
+    Conversation,
+    Customer,
+    Message,
+    Ticket,
+)
 from knowledge.models import Chunk, Document, KnowledgeEntry, SensitiveWordList
 from tenants.models import ApiKey, LLMProvider, Membership, Role, Tenant
 
@@ -127,3 +134,12 @@ class ApiKeyFactory(factory.django.DjangoModelFactory[ApiKey]):
     name = "Integration"
     prefix = factory.Sequence(lambda n: f"p{n:07d}")
     key_hash = factory.Sequence(lambda n: f"{n:064d}")
+
+
+class CannedResponseFactory(factory.django.DjangoModelFactory[CannedResponse]):
+    class Meta:
+        model = CannedResponse
+
+    tenant = factory.SubFactory(TenantFactory)
+    title = factory.Sequence(lambda n: f"Greeting {n}")
+    text = "Hello! How can I help?"

@@ -1,6 +1,5 @@
 """The agent console's socket: queue, accept, replies both ways, notes, transfer, resolve."""
 
-
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator

@@ -16,11 +16,13 @@ SCOPED_PAGES = {
     "conversations.customer": lambda t: factories.CustomerFactory(tenant=t),
     "conversations.conversation": lambda t: factories.ConversationFactory(tenant=t),
     "conversations.ticket": lambda t: factories.TicketFactory(tenant=t),
+    "conversations.cannedresponse": lambda t: factories.CannedResponseFactory(tenant=t),
     "knowledge.knowledgeentry": lambda t: factories.KnowledgeEntryFactory(tenant=t),
     "knowledge.document": lambda t: factories.DocumentFactory(tenant=t),
     "knowledge.sensitivewordlist": lambda t: factories.SensitiveWordListFactory(tenant=t),
 }
 GLOBAL_PAGES = {"auth.user", "auth.group"}  # superusers only
+NO_REPLIES = {"replies-TOTAL_FORMS": "0", "replies-INITIAL_FORMS": "0"}  # the ticket's inline
 
 
 def _url(label: str, view: str, *args: object) -> str:
@@ -108,6 +110,7 @@ def test_foreign_key_choices_are_limited_to_the_tenant(admin_client_a, tenant_a,
         _url("conversations.ticket", "add"),
         {
             "subject": "Broken kettle",
+            **NO_REPLIES,
             "customer": str(other_customer.pk),
             "status": "open",
             "priority": "normal",
@@ -122,6 +125,7 @@ def test_foreign_key_choices_are_limited_to_the_tenant(admin_client_a, tenant_a,
         _url("conversations.ticket", "add"),
         {
             "subject": "Broken kettle",
+            **NO_REPLIES,
             "customer": str(own_customer.pk),
             "status": "open",
             "priority": "normal",
