@@ -40,8 +40,10 @@
  *   (textContent / append(string)); nothing here uses innerHTML. Answers are rendered from a
  *   small Markdown subset into elements built one by one; links are limited to http(s)/mailto.
  * - Protocol: docs/widget-protocol.md (hello/welcome, message/ack/delta/done, status, error,
- *   feedback, handoff, ping/pong). Messages carry a client id until acknowledged, so a resend
- *   after a reconnect is deduplicated by the server and reconciled here.
+ *   feedback, handoff, ping/pong) and the handoff frames of conversations/consumers.py
+ *   (agent_message, typing, status.collect_contact → contact/ticket, rating_request → rating,
+ *   welcome.tickets). Messages carry a client id until acknowledged, so a resend after a
+ *   reconnect is deduplicated by the server and reconciled here.
  * - No request goes anywhere but the Kefu host the script was loaded from.
  */
 (() => {
@@ -55,6 +57,8 @@
   const PONG_TIMEOUT_MS = 10000;
   const CLOSE_FORBIDDEN = 4403; // the page's origin is not allowed: retrying will not help
   const DEFAULT_COLOR = "#2563eb";
+  const AGENT_TYPING = "agent"; // typing-indicator key (client ids are UUIDs, never this)
+  const CUSTOMER_TYPING_EVERY_MS = 3000;
 
   if (window.__kefuWidgetLoaded) return; // pasted twice: the first copy wins
   window.__kefuWidgetLoaded = true;
@@ -112,6 +116,18 @@
       bot: "You are chatting with our assistant again.",
       interrupted: "This answer was cut off.",
       error: "Something went wrong. Please try again.",
+      agentTyping: "{name} is typing…",
+      contactName: "Name",
+      contactEmail: "Email",
+      contactPhone: "Phone",
+      contactNote: "How can we help? (optional)",
+      contactSend: "Send my details",
+      contactNeeded: "Please leave an e-mail address or a phone number.",
+      rate: "How did we do?",
+      stars: "{n} out of 5",
+      rated: "Thank you for your rating!",
+      request: "Request #{id}",
+      support: "Support:",
     },
     zh: {
       openChat: "打开在线客服",
@@ -139,6 +155,18 @@
       bot: "您正在与智能助手对话。",
       interrupted: "回答被中断了。",
       error: "出了点问题，请重试。",
+      agentTyping: "{name}正在输入…",
+      contactName: "姓名",
+      contactEmail: "邮箱",
+      contactPhone: "电话",
+      contactNote: "请描述您的问题（选填）",
+      contactSend: "提交联系方式",
+      contactNeeded: "请留下邮箱或电话。",
+      rate: "请为本次服务评分",
+      stars: "{n} 星（满分 5 星）",
+      rated: "感谢您的评价！",
+      request: "工单 #{id}",
+      support: "客服：",
     },
   };
 
@@ -424,7 +452,8 @@ button { font: inherit; color: inherit; cursor: pointer; margin: 0; }
 .feedback button:hover, .feedback button[aria-pressed="true"] { filter: none; opacity: 1; }
 .feedback button[aria-pressed="true"] { border-color: var(--accent); background: #f1f5ff; }
 
-.typing { display: flex; gap: 4px; padding: 12px 14px; }
+.typing { display: flex; align-items: center; gap: 4px; padding: 12px 14px; }
+.typing span { margin-right: 4px; font-size: 12px; color: #6b7280; }
 .typing i { width: 7px; height: 7px; border-radius: 50%; background: #9ca3af;
   animation: kefu-dot 1.2s infinite ease-in-out; }
 .typing i:nth-child(2) { animation-delay: .15s; }
@@ -432,17 +461,35 @@ button { font: inherit; color: inherit; cursor: pointer; margin: 0; }
 @keyframes kefu-dot { 0%, 60%, 100% { opacity: .3; transform: none; }
   30% { opacity: 1; transform: translateY(-3px); } }
 
+.card { align-self: stretch; max-width: none; background: #fff; border: 1px solid #e5e7eb; }
+.contact { display: flex; flex-direction: column; gap: 8px; }
+.contact label { display: flex; flex-direction: column; gap: 2px; font-size: 12px;
+  color: #4b5563; }
+.contact input, .contact textarea { padding: 7px 10px; border-radius: 8px; font-size: 14px;
+  resize: vertical; }
+.primary { padding: 8px 12px; border: 0; border-radius: 8px; font-weight: 600;
+  background: var(--accent); color: var(--on-accent); }
+.stars { display: flex; gap: 4px; margin-top: 6px; }
+.stars button { width: 36px; height: 36px; padding: 0; font-size: 22px; line-height: 1;
+  border: 0; border-radius: 8px; background: transparent; color: #d1d5db; }
+.stars button:hover, .stars button.on { color: #f59e0b; }
+.ticket .meta { color: #6b7280; }
+.ticket .reply { margin-top: 6px; padding-top: 6px; border-top: 1px solid #f1f5f9;
+  white-space: pre-wrap; }
+
 .footer { padding: 8px 10px 10px; border-top: 1px solid #e5e7eb; background: #fff; }
 .human { display: block; margin: 0 0 8px auto; padding: 3px 10px; font-size: 12px;
   background: #fff; border: 1px solid #d1d5db; border-radius: 999px; color: #374151; }
 .human.prominent { margin: 0 auto 8px; padding: 6px 16px; font-size: 14px; font-weight: 600;
   background: var(--accent); color: var(--on-accent); border-color: var(--accent); }
 .composer { display: flex; gap: 8px; align-items: flex-end; }
-textarea { flex: 1; min-width: 0; height: 40px; max-height: 120px; margin: 0;
-  padding: 9px 12px; resize: none; font: inherit; color: #111827; background: #fff;
+textarea, input { min-width: 0; margin: 0; font: inherit; color: #111827; background: #fff;
   border: 1px solid #d1d5db; border-radius: 12px; }
-textarea:focus { border-color: var(--accent); }
-textarea:focus-visible { outline: 2px solid var(--accent); outline-offset: 0; }
+textarea:focus, input:focus { border-color: var(--accent); }
+textarea:focus-visible, input:focus-visible { outline: 2px solid var(--accent);
+  outline-offset: 0; }
+.composer textarea { flex: 1; height: 40px; max-height: 120px; padding: 9px 12px;
+  resize: none; }
 .send { width: 40px; height: 40px; flex: none; padding: 8px; border: 0; border-radius: 12px;
   background: var(--accent); color: var(--on-accent); }
 .send svg { width: 22px; height: 22px; fill: currentColor; display: block; }
@@ -477,7 +524,9 @@ textarea:focus-visible { outline: 2px solid var(--accent); outline-offset: 0; }
     // Customer messages not yet acknowledged, in the order typed: {id, text, el, sentOn}.
     outbox: [],
     answers: new Map(), // reply_to -> {el, body, text} of answers streaming now
-    typing: new Map(), // reply_to -> the typing indicator element
+    typing: new Map(), // reply_to (or AGENT_TYPING) -> the typing indicator element
+    typingTimers: new Map(),
+    customerTypingSentAt: 0,
     whenReady: [], // API calls made before the UI exists
   };
   let ui = null;
@@ -590,7 +639,10 @@ textarea:focus-visible { outline: 2px solid var(--accent); outline-offset: 0; }
         submitInput();
       }
     });
-    input.addEventListener("input", fitInput);
+    input.addEventListener("input", () => {
+      fitInput();
+      noteCustomerTyping();
+    });
     human.addEventListener("click", requestHandoff);
 
     return { host, root, frame, panel, notice, list, human, input, launcher };
@@ -601,6 +653,15 @@ textarea:focus-visible { outline: 2px solid var(--accent); outline-offset: 0; }
     input.style.height = "";
     input.style.height = `${Math.min(input.scrollHeight + 2, 120)}px`;
   };
+
+  /** Tells the agent the customer is typing (throttled; only while a person has the chat). */
+  const noteCustomerTyping = () => {
+    const now = Date.now();
+    if (!withPerson() || now - state.customerTypingSentAt < CUSTOMER_TYPING_EVERY_MS) return;
+    if (sendFrame({ type: "typing" })) state.customerTypingSentAt = now;
+  };
+
+  const withPerson = () => state.status === "queued" || state.status === "human";
 
   const mount = () => {
     const attach = () => document.body.appendChild(ui.host);
@@ -672,10 +733,10 @@ textarea:focus-visible { outline: 2px solid var(--accent); outline-offset: 0; }
     if (messageId != null) node.dataset.mid = String(messageId);
   };
 
-  const answerElement = (role, { messageId, source } = {}) => {
+  const answerElement = (role, { messageId, source, author } = {}) => {
     const node = el("div", `msg ${role}`);
     el("span", "sr", t(role === "agent" ? "agent" : "assistant"), node);
-    if (role === "agent") el("span", "who", t("agent").replace(/[:：]$/, ""), node);
+    if (role === "agent") el("span", "who", author || t("agent").replace(/[:：]$/, ""), node);
     const body = el("div", "body", null, node);
     if (source) node.dataset.source = source;
     if (messageId != null) {
@@ -709,19 +770,25 @@ textarea:focus-visible { outline: 2px solid var(--accent); outline-offset: 0; }
     return appendToList(node);
   };
 
-  const showTyping = (replyTo) => {
-    if (state.typing.has(replyTo)) return;
+  /** A typing indicator: the assistant's for one question (keyed by its client id), or an
+   * agent's (key AGENT_TYPING, with the agent's name shown). Safety timeout: an indicator never
+   * outlives a lost frame for long. */
+  const showTyping = (key, label) => {
+    clearTimeout(state.typingTimers.get(key));
+    state.typingTimers.set(key, setTimeout(() => hideTyping(key), label ? 6000 : 60000));
+    if (state.typing.has(key)) return;
     const node = el("div", "msg typing");
-    node.setAttribute("aria-label", t("typing"));
     node.setAttribute("role", "img");
+    node.setAttribute("aria-label", label || t("typing"));
+    if (label) el("span", "", label, node);
     for (let i = 0; i < 3; i++) el("i", "", null, node);
-    state.typing.set(replyTo, appendToList(node));
+    state.typing.set(key, appendToList(node));
   };
 
-  const hideTyping = (replyTo) => {
-    const node = state.typing.get(replyTo);
+  const hideTyping = (key) => {
+    const node = state.typing.get(key);
     if (node) node.remove();
-    state.typing.delete(replyTo);
+    state.typing.delete(key);
   };
 
   const hideAllTyping = () => {
@@ -729,11 +796,80 @@ textarea:focus-visible { outline: 2px solid var(--accent); outline-offset: 0; }
     state.typing.clear();
   };
 
+  /** Nobody could take the conversation: a form for the customer's details (→ a ticket). */
+  const showContactForm = () => {
+    if (ui.list.querySelector(".contact")) return;
+    const form = el("form", "msg card contact");
+    const fields = [
+      ["name", "text", "contactName", "name"],
+      ["email", "email", "contactEmail", "email"],
+      ["phone", "tel", "contactPhone", "tel"],
+      ["text", "", "contactNote", "off"],
+    ];
+    for (const [name, type, label, autocomplete] of fields) {
+      const field = el("label", "", null, form);
+      el("span", "", t(label), field);
+      const input = el(type ? "input" : "textarea", "", null, field);
+      input.name = name;
+      if (type) input.type = type;
+      else input.rows = 2;
+      input.autocomplete = autocomplete;
+      input.maxLength = type ? 254 : MAX_CHARS;
+    }
+    el("button", "primary", t("contactSend"), form).type = "submit";
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const details = { type: "contact" };
+      for (const [name] of fields) details[name] = form.elements[name].value.trim();
+      if (!details.email && !details.phone) {
+        systemLine(t("contactNeeded"), true);
+        form.elements.email.focus();
+        return;
+      }
+      if (!sendFrame(details)) systemLine(t("reconnecting"), true);
+    });
+    appendToList(form);
+    scrollToEnd(true);
+  };
+
+  /** The agent resolved the conversation: five stars to rate it. */
+  const showRating = (text) => {
+    if (ui.list.querySelector(".rating")) return;
+    const box = el("div", "msg card rating");
+    el("div", "", text || t("rate"), box);
+    const stars = el("div", "stars", null, box);
+    stars.setAttribute("role", "group");
+    stars.setAttribute("aria-label", t("rate"));
+    for (let n = 1; n <= 5; n++) {
+      const star = el("button", "", "★", stars);
+      star.type = "button";
+      star.setAttribute("aria-label", t("stars").replace("{n}", n));
+      star.addEventListener("click", () => {
+        if (!sendFrame({ type: "rating", value: n })) return;
+        stars.querySelectorAll("button").forEach((b, i) => b.classList.toggle("on", i < n));
+      });
+    }
+    appendToList(box);
+  };
+
+  /** The customer's tickets (left when nobody was there) with the replies they got. */
+  const ticketElement = (ticket) => {
+    const card = el("div", "msg card ticket");
+    el("strong", "", t("request").replace("{id}", ticket.id), card);
+    if (ticket.subject) card.append(` · ${ticket.subject}`);
+    if (ticket.status) el("div", "meta", ticket.status, card);
+    for (const reply of Array.isArray(ticket.replies) ? ticket.replies : []) {
+      const line = el("div", "reply", null, card);
+      el("strong", "", reply.from_customer ? t("you") : t("support"), line);
+      line.append(` ${reply.text}`); // plain text
+    }
+    return card;
+  };
+
   const updateHumanButton = () => {
     if (!ui) return;
-    const withPerson = state.status === "queued" || state.status === "human";
-    ui.human.hidden = withPerson || state.status === "closed";
-    if (withPerson) ui.human.classList.remove("prominent");
+    ui.human.hidden = withPerson() || state.status === "closed";
+    if (withPerson()) ui.human.classList.remove("prominent");
   };
 
   // --- Sending -----------------------------------------------------------------------------------
@@ -883,7 +1019,10 @@ textarea:focus-visible { outline: 2px solid var(--accent); outline-offset: 0; }
       if (typeof frame.visitor_token === "string") storage.set(TOKEN_KEY, frame.visitor_token);
       state.status = frame.status || "bot";
       setNotice(null);
-      renderHistory(Array.isArray(frame.history) ? frame.history : []);
+      renderHistory(
+        Array.isArray(frame.history) ? frame.history : [],
+        Array.isArray(frame.tickets) ? frame.tickets : [],
+      );
       updateHumanButton();
       // Unacknowledged messages go (again) now, in order; the server drops repeats.
       for (const item of state.outbox) if (item.sentOn !== state.ws) transmit(item);
@@ -894,6 +1033,12 @@ textarea:focus-visible { outline: 2px solid var(--accent); outline-offset: 0; }
     },
 
     ack(frame) {
+      if (frame.rating != null) {
+        const box = ui.list.querySelector(".rating");
+        if (box) box.remove();
+        systemLine(t("rated"));
+        return;
+      }
       if (frame.feedback != null) {
         const node = findByMessageId(frame.feedback);
         if (node) {
@@ -919,7 +1064,7 @@ textarea:focus-visible { outline: 2px solid var(--accent); outline-offset: 0; }
         item.el = appendToList(customerElement(item.text));
       }
       markSent(item.el, frame.message_id);
-      if (state.status !== "queued" && state.status !== "human") showTyping(item.id);
+      if (!withPerson()) showTyping(item.id);
     },
 
     delta(frame) {
@@ -963,13 +1108,42 @@ textarea:focus-visible { outline: 2px solid var(--accent); outline-offset: 0; }
 
     status(frame) {
       if (typeof frame.status !== "string") return;
-      const changed = frame.status !== state.status;
       state.status = frame.status;
       updateHumanButton();
-      if (frame.status === "queued" || frame.status === "human") hideAllTyping();
+      if (withPerson()) hideAllTyping();
+      // The server's text says more (queue position, the agent's name) and is already in the
+      // customer's language; ours is the fallback.
       const key = frame.status === "human" ? "human_joined" : frame.status;
-      const text = STRINGS.en[key] ? t(key) : frame.text;
-      if (text && (changed || frame.status === "queued")) systemLine(text);
+      const text = frame.text || (STRINGS.en[key] ? t(key) : "");
+      if (text) systemLine(text);
+      if (frame.collect_contact) showContactForm();
+    },
+
+    agent_message(frame) {
+      hideTyping(AGENT_TYPING);
+      if (typeof frame.text !== "string" || findByMessageId(frame.message_id)) return;
+      const { node, body } = answerElement("agent", {
+        messageId: frame.message_id,
+        author: typeof frame.author === "string" ? frame.author : "",
+      });
+      renderMarkdown(body, frame.text);
+      appendToList(node);
+    },
+
+    typing(frame) {
+      if (frame.role !== "agent") return;
+      const name = typeof frame.author === "string" && frame.author ? frame.author : t("agent");
+      showTyping(AGENT_TYPING, t("agentTyping").replace("{name}", name.replace(/[:：]$/, "")));
+    },
+
+    ticket(frame) {
+      const form = ui.list.querySelector(".contact");
+      if (form) form.remove();
+      if (typeof frame.text === "string") systemLine(frame.text);
+    },
+
+    rating_request(frame) {
+      showRating(typeof frame.text === "string" ? frame.text : "");
     },
 
     error(frame) {
@@ -998,11 +1172,12 @@ textarea:focus-visible { outline: 2px solid var(--accent); outline-offset: 0; }
    * Replaces the list with the server's history (on every welcome: first load, reconnect,
    * identify), then shows the still-unacknowledged messages after it, so nothing appears twice.
    */
-  const renderHistory = (history) => {
+  const renderHistory = (history, tickets) => {
     const { list } = ui;
     for (const node of Array.from(list.children)) {
       if (!node.classList.contains("greeting")) node.remove();
     }
+    for (const ticket of tickets) if (ticket && ticket.id != null) list.appendChild(ticketElement(ticket));
     state.answers.clear();
     state.typing.clear();
     list.removeAttribute("aria-busy");

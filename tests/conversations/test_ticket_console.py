@@ -29,7 +29,7 @@ def test_a_reply_in_the_console_is_emailed_to_the_customer(
             },
         )
     assert response.status_code == 302, response.context["adminform"].form.errors
-    reply = TicketReply.objects.get(ticket=ticket)
+    reply = TicketReply.objects.get(ticket_id=ticket.pk)
     assert (reply.content, reply.author, reply.emailed_at is not None) == (
         "A new kettle is on its way.",
         agent_client_a.user,
