@@ -11,6 +11,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -114,7 +115,7 @@ def _login(base: str, username: str, password: str) -> str:
     return "; ".join(f"{name}={value}" for name, value in cookies.items())
 
 
-def _until(ws, kind: str) -> dict:  # type: ignore[no-untyped-def]
+def _until(ws: Any, kind: str) -> dict:
     while True:
         frame = json.loads(ws.recv(timeout=10))
         if frame["type"] == kind:
