@@ -44,6 +44,7 @@ def test_setup_only_prepares_the_demo_and_is_idempotent(capsys) -> None:
     roles = dict(Membership.objects.filter(tenant=tenant).values_list("user__username", "role"))
     assert roles == {"acme-admin": Role.OWNER, "acme-agent": Role.AGENT}
     assert "http://127.0.0.1:8055/console/" in first
+    assert "http://127.0.0.1:8055/demo/" in first
     assert "acme-agent / acme-agent-demo" in first
 
     for login in ("acme-admin", "acme-agent"):

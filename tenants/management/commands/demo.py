@@ -36,7 +36,9 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"Demo tenant “{summary.tenant.name}” is ready."))
         self.stdout.write(
             f"  FAQ entries: {summary.faq_total} ({summary.faq_created} added now)\n"
+            f"  Demo shop:   {base_url}/demo/   (the customer widget on a sample page)\n"
             f"  Console:     {base_url}/console/\n"
+            f"  Agents:      {base_url}/console/agent/\n"
             f"  Widget key:  {summary.tenant.public_key}\n"
             f"  Widget WS:   ws://{shown_host}:{port}/ws/widget/{summary.tenant.public_key}/"
         )
