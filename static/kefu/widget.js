@@ -114,7 +114,6 @@
       resolved: "This conversation has been marked as resolved.",
       closed: "This conversation has been closed.",
       bot: "You are chatting with our assistant again.",
-      interrupted: "This answer was cut off.",
       error: "Something went wrong. Please try again.",
       agentTyping: "{name} is typing…",
       contactName: "Name",
@@ -153,7 +152,6 @@
       resolved: "本次对话已标记为已解决。",
       closed: "本次对话已结束。",
       bot: "您正在与智能助手对话。",
-      interrupted: "回答被中断了。",
       error: "出了点问题，请重试。",
       agentTyping: "{name}正在输入…",
       contactName: "姓名",
@@ -169,6 +167,8 @@
       support: "客服：",
     },
   };
+
+  const hasOwn = (object, key) => Object.prototype.hasOwnProperty.call(object, key);
 
   /** "zh" or "en" for a language tag, or "" when it is neither. */
   const languageOf = (tag) => {
@@ -193,6 +193,10 @@
     close:
       "M6.4 5 12 10.6 17.6 5 19 6.4 13.4 12 19 17.6 17.6 19 12 13.4 6.4 19 5 17.6 10.6 12 5 6.4z",
     send: "M3 20.5 21 12 3 3.5v6.6L15 12 3 13.9z",
+    // Thumbs down is this one turned over (CSS): SVG, not emoji, so it looks the same on every
+    // system, including those without an emoji font.
+    thumb:
+      "M1 21h4V9H1v12zm22-11a2 2 0 0 0-2-2h-6.3l1-4.6v-.3c0-.4-.2-.8-.5-1.1L14.2 1 7.6 7.6C7.2 8 7 8.4 7 9v10a2 2 0 0 0 2 2h9c.8 0 1.5-.5 1.8-1.2l3-7c.1-.3.2-.5.2-.8v-2z",
   };
   const icon = (name, className) => {
     const NS = "http://www.w3.org/2000/svg";
@@ -398,7 +402,7 @@ button { font: inherit; color: inherit; cursor: pointer; margin: 0; }
 .left .launcher { right: auto; left: 20px; }
 
 .panel { position: fixed; bottom: 88px; right: 20px; width: 380px;
-  height: min(640px, calc(100vh - 108px)); min-height: 320px; display: flex;
+  height: min(640px, calc(100vh - 108px)); display: flex;
   flex-direction: column; overflow: hidden; background: #fff; border-radius: 16px;
   box-shadow: 0 12px 48px rgba(0,0,0,.22); animation: kefu-in .18s ease-out; }
 .left .panel { right: auto; left: 20px; }
@@ -425,7 +429,9 @@ button { font: inherit; color: inherit; cursor: pointer; margin: 0; }
 .customer { align-self: flex-end; background: var(--accent); color: var(--on-accent);
   border-bottom-right-radius: 4px; }
 .customer .text { white-space: pre-wrap; }
-.customer.pending { opacity: .6; }
+/* Dimmed only when the ack is slow to come, so a normal send does not flicker. */
+.customer.pending { animation: kefu-pending 0s .4s both; }
+@keyframes kefu-pending { to { opacity: .6; } }
 .meta { font-size: 11px; opacity: .85; margin-top: 2px; }
 .assistant, .agent, .greeting, .typing { align-self: flex-start; background: #fff;
   border: 1px solid #e5e7eb; border-bottom-left-radius: 4px; }
@@ -447,10 +453,12 @@ button { font: inherit; color: inherit; cursor: pointer; margin: 0; }
 .interrupted .body { color: #6b7280; }
 
 .feedback { display: flex; gap: 6px; margin-top: 6px; }
-.feedback button { padding: 1px 8px; font-size: 13px; line-height: 20px; background: #fff;
-  border: 1px solid #e5e7eb; border-radius: 999px; filter: grayscale(1); opacity: .75; }
-.feedback button:hover, .feedback button[aria-pressed="true"] { filter: none; opacity: 1; }
-.feedback button[aria-pressed="true"] { border-color: var(--accent); background: #f1f5ff; }
+.feedback button { display: flex; padding: 3px 9px; background: #fff; color: #9ca3af;
+  border: 1px solid #e5e7eb; border-radius: 999px; }
+.feedback svg { width: 14px; height: 14px; fill: currentColor; }
+.feedback .down svg { transform: rotate(180deg); }
+.feedback button:hover { color: #4b5563; }
+.feedback button[aria-pressed="true"] { color: var(--accent); border-color: var(--accent); }
 
 .typing { display: flex; align-items: center; gap: 4px; padding: 12px 14px; }
 .typing span { margin-right: 4px; font-size: 12px; color: #6b7280; }
@@ -498,7 +506,8 @@ textarea:focus-visible, input:focus-visible { outline: 2px solid var(--accent);
   .panel, .left .panel { inset: 0; width: auto; height: auto; min-height: 0;
     border-radius: 0; }
   .open .launcher { display: none; }
-  textarea { font-size: 16px; } /* below 16px, mobile Safari zooms into the page */
+  /* Below 16px, mobile Safari zooms into the page when a field gets focus. */
+  .composer textarea, .contact input, .contact textarea { font-size: 16px; }
 }
 @media (prefers-reduced-motion: reduce) {
   * { animation: none !important; transition: none !important; }
@@ -536,10 +545,7 @@ textarea:focus-visible, input:focus-visible { outline: 2px solid var(--accent);
 
   const accentColors = (color) => {
     const hex = /^#([0-9a-f]{3}|[0-9a-f]{6})$/i.test(color || "") ? color : DEFAULT_COLOR;
-    const full =
-      hex.length === 4
-        ? hex.replace(/^#(.)(.)(.)$/, "#$1$1$2$2$3$3")
-        : hex;
+    const full = hex.length === 4 ? hex.replace(/^#(.)(.)(.)$/, "#$1$1$2$2$3$3") : hex;
     const [r, g, b] = [1, 3, 5].map((i) => parseInt(full.slice(i, i + 2), 16) / 255);
     const lin = (c) => (c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4);
     const luminance = 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
@@ -556,8 +562,7 @@ textarea:focus-visible, input:focus-visible { outline: 2px solid var(--accent);
       " left: 0 !important; width: 0 !important; height: 0 !important;" +
       " display: block !important; z-index: 2147483000 !important;";
     const root = host.attachShadow({ mode: "open" });
-    if (root.adoptedStyleSheets && typeof CSSStyleSheet === "function" && "replaceSync" in
-      CSSStyleSheet.prototype) {
+    if (root.adoptedStyleSheets && window.CSSStyleSheet && CSSStyleSheet.prototype.replaceSync) {
       // Constructed stylesheets also work under a page CSP that forbids inline <style>.
       const sheet = new CSSStyleSheet();
       sheet.replaceSync(STYLESHEET);
@@ -721,9 +726,14 @@ textarea:focus-visible, input:focus-visible { outline: 2px solid var(--accent);
     if (clientId) node.dataset.cid = clientId;
     if (pending) {
       node.classList.add("pending");
-      el("div", "meta", t("pending"), node);
+      if (!ready()) showWaiting(node);
     }
     return node;
+  };
+
+  /** "Waiting to send…" under a message that cannot go out now (offline, reconnecting). */
+  const showWaiting = (node) => {
+    if (!node.querySelector(".meta")) el("div", "meta", t("pending"), node);
   };
 
   const markSent = (node, messageId) => {
@@ -749,11 +759,12 @@ textarea:focus-visible, input:focus-visible { outline: 2px solid var(--accent);
   const addFeedback = (node, messageId) => {
     if (node.querySelector(".feedback")) return;
     const bar = el("div", "feedback", null, node);
-    for (const [value, emoji, label] of [
-      ["up", "👍", "helpful"],
-      ["down", "👎", "notHelpful"],
+    for (const [value, label] of [
+      ["up", "helpful"],
+      ["down", "notHelpful"],
     ]) {
-      const button = el("button", "", emoji, bar);
+      const button = el("button", value, null, bar);
+      button.appendChild(icon("thumb"));
       button.type = "button";
       button.dataset.value = value;
       button.setAttribute("aria-label", t(label));
@@ -968,6 +979,7 @@ textarea:focus-visible, input:focus-visible { outline: 2px solid var(--accent);
     stopPing();
     hideAllTyping();
     ui.list.removeAttribute("aria-busy");
+    for (const item of state.outbox) if (item.el) showWaiting(item.el);
     if (code === CLOSE_FORBIDDEN) {
       state.forbidden = true;
       setNotice("forbidden");
@@ -1095,12 +1107,14 @@ textarea:focus-visible, input:focus-visible { outline: 2px solid var(--accent);
       state.answers.delete(frame.reply_to);
       if (!state.answers.size) ui.list.removeAttribute("aria-busy");
       if (answer) {
+        const follow = nearEnd();
         if (frame.source) answer.node.dataset.source = frame.source;
         if (frame.message_id != null) {
           answer.node.dataset.mid = String(frame.message_id);
           addFeedback(answer.node, frame.message_id);
         }
         if (frame.interrupted) answer.node.classList.add("interrupted");
+        scrollToEnd(follow);
       }
       if (!isOpen()) ui.launcher.classList.add("unread");
       if (frame.offer_handoff && !ui.human.hidden) ui.human.classList.add("prominent");
@@ -1114,7 +1128,7 @@ textarea:focus-visible, input:focus-visible { outline: 2px solid var(--accent);
       // The server's text says more (queue position, the agent's name) and is already in the
       // customer's language; ours is the fallback.
       const key = frame.status === "human" ? "human_joined" : frame.status;
-      const text = frame.text || (STRINGS.en[key] ? t(key) : "");
+      const text = frame.text || (hasOwn(STRINGS.en, key) ? t(key) : "");
       if (text) systemLine(text);
       if (frame.collect_contact) showContactForm();
     },
@@ -1159,8 +1173,7 @@ textarea:focus-visible, input:focus-visible { outline: 2px solid var(--accent);
   };
 
   const handleFrame = (frame) => {
-    const handler = handlers[frame.type];
-    if (handler) handler(frame);
+    if (hasOwn(handlers, frame.type)) handlers[frame.type](frame);
   };
 
   const findByMessageId = (messageId) =>
@@ -1177,7 +1190,9 @@ textarea:focus-visible, input:focus-visible { outline: 2px solid var(--accent);
     for (const node of Array.from(list.children)) {
       if (!node.classList.contains("greeting")) node.remove();
     }
-    for (const ticket of tickets) if (ticket && ticket.id != null) list.appendChild(ticketElement(ticket));
+    for (const ticket of tickets) {
+      if (ticket && ticket.id != null) list.appendChild(ticketElement(ticket));
+    }
     state.answers.clear();
     state.typing.clear();
     list.removeAttribute("aria-busy");

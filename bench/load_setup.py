@@ -1,0 +1,50 @@
+"""Benchmark data: the demo tenant (``manage.py demo --setup-only`` made it) gets an LLM
+provider pointing at the mock LLM. Prints ``{"public_key": ..., "faq_entries": ...}``.
+
+    python bench/load_setup.py --llm-url http://127.0.0.1:PORT/v1
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helpdesk_site.settings.base")
+
+import django  # noqa: E402
+
+django.setup()
+
+from knowledge.models import KnowledgeEntry  # noqa: E402
+from tenants.demo import DEMO_SLUG  # noqa: E402
+from tenants.models import LLMProvider, Tenant  # noqa: E402
+
+PROVIDER_NAME = "bench mock LLM"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--llm-url", required=True)
+    args = parser.parse_args()
+    tenant = Tenant.objects.get(slug=DEMO_SLUG)
+    # The benchmark's provider is the tenant's only one: another would be tried first or after.
+    LLMProvider.objects.filter(tenant=tenant).exclude(name=PROVIDER_NAME).update(enabled=False)
+    LLMProvider.objects.update_or_create(
+        tenant=tenant,
+        name=PROVIDER_NAME,
+        defaults={"base_url": args.llm_url, "model": "kefu-mock", "enabled": True, "priority": 1},
+    )
+    print(
+        json.dumps(
+            {
+                "public_key": tenant.public_key,
+                "faq_entries": KnowledgeEntry.objects.filter(tenant=tenant).count(),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
