@@ -158,7 +158,8 @@ def conversation_handoff(
     left as it is, so handoff never loops.
     """
     conversation = (
-        Conversation.objects.select_for_update()
+        # of=("self",): PostgreSQL cannot lock the nullable side of the assignee join.
+        Conversation.objects.select_for_update(of=("self",))
         .select_related("assignee")
         .get(pk=conversation_id, tenant=tenant)
     )
