@@ -7,7 +7,7 @@ from django.test import Client
 from tenants.models import Role
 from tests.factories import MembershipFactory, TenantFactory, UserFactory
 
-pytest_plugins = ["tests.mockllm"]
+pytest_plugins = ["tests.mockllm", "tests.live_asgi", "tests.browser"]
 
 REQUIRE_SERVICES = os.environ.get("KEFU_REQUIRE_SERVICES") == "1"
 

@@ -1,0 +1,78 @@
+"""Customer and agent in two browser contexts: the widget on the demo page and the agent
+console page, from a request for a person to the customer's rating."""
+
+import pytest
+from playwright.sync_api import expect
+
+from conversations.models import Conversation, Message
+from tenants.models import Role
+from tests import factories
+from tests.browser import console_login
+from tests.widget.test_widget_browser import (  # noqa: F401 - fixtures
+    Widget,
+    _fresh_state,
+    new_page,
+    server,
+    shop,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_request_accept_reply_both_ways_resolve_and_rate(shop, server, new_page) -> None:  # noqa: F811
+    user = factories.UserFactory(username="wang")
+    factories.MembershipFactory(user=user, tenant=shop, role=Role.AGENT)
+    console = new_page()
+    console_login(console, server.url, "wang", "pass-word-123")
+    console.goto(f"{server.url}/console/agent/")
+    expect(console.locator("#kefu-queue")).to_have_text("Nobody is waiting.")
+
+    widget = Widget(new_page()).goto(server.url)
+    widget.open()
+    widget.ask("I want to talk to a real person")
+    expect(widget.root.locator(".sys").last).to_have_text(
+        "A person will be with you shortly. You are number 1 in the queue."
+    )
+
+    queued = console.locator("#kefu-queue button.kefu-open")
+    expect(queued).to_have_count(1)
+    queued.click()
+    expect(console.locator("#kefu-status")).to_have_text("Waiting for an agent")
+    expect(console.locator("#kefu-messages .kefu-customer")).to_have_text(
+        ["Customer" + "I want to talk to a real person"]
+    )
+    console.click("#kefu-accept")
+    expect(console.locator("#kefu-status")).to_have_text("With an agent")
+    expect(console.locator("#kefu-mine button.kefu-open")).to_have_count(1)
+    expect(widget.root.locator(".sys").last).to_have_text("wang has joined the conversation.")
+
+    console.fill("#kefu-reply", "Hello, I am Wang. How can I help?")
+    console.click("#kefu-send")
+    expect(widget.root.locator(".msg.agent .body")).to_have_text(
+        ["Hello, I am Wang. How can I help?"]
+    )
+
+    widget.ask("My order 1234 has not arrived")
+    expect(console.locator("#kefu-messages .kefu-customer").last).to_contain_text(
+        "My order 1234 has not arrived"
+    )
+    console.fill("#kefu-reply", "Checked: it arrives tomorrow.")
+    console.check("#kefu-internal")
+    console.click("#kefu-send")
+    expect(console.locator("#kefu-messages .kefu-note")).to_contain_text(
+        "Checked: it arrives tomorrow."
+    )
+    expect(widget.root.locator(".msg.agent")).to_have_count(1)  # internal notes stay internal
+
+    console.click("#kefu-resolve")
+    expect(widget.root.locator(".sys").last).to_have_text("This conversation has been resolved.")
+    widget.root.locator(".rating").get_by_role("button", name="5 out of 5").click()
+    expect(widget.root.locator(".sys").last).to_have_text("Thank you for your rating!")
+
+    conversation = Conversation.objects.get(tenant=shop)
+    assert (conversation.status, conversation.resolution_kind, conversation.csat_rating) == (
+        "resolved",
+        "agent",
+        5,
+    )
+    assert not Message.objects.filter(conversation=conversation, role="assistant").exists()
