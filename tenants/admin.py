@@ -1,6 +1,8 @@
+from datetime import time
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django import forms
 from django.contrib import admin, messages
@@ -26,6 +28,11 @@ from tenants.roles import Area
 
 
 class TenantForm(forms.ModelForm):
+    handoff_phrases = LinesField(
+        label=gettext_lazy("Phrases that ask for a person"),
+        required=False,
+        help_text=gettext_lazy("One per line, for example 转人工 or human."),
+    )
     allowed_origins = LinesField(
         label=gettext_lazy("Allowed widget origins"),
         required=False,
@@ -52,6 +59,14 @@ class TenantForm(forms.ModelForm):
             "widget_position",
             "widget_greeting",
             "identity_secret",
+            "handoff_phrases",
+            "handoff_after_unanswered",
+            "handoff_on_negative_feedback",
+            "handoff_on_repeated_question",
+            "handoff_on_provider_failure",
+            "auto_assign",
+            "business_hours",
+            "ticket_sla_hours",
         ]
 
     def clean_allowed_origins(self) -> list[str]:
@@ -72,6 +87,28 @@ class TenantForm(forms.ModelForm):
             origins.append(f"{parts.scheme}://{parts.netloc}")
         return list(dict.fromkeys(origins))
 
+    def clean_business_hours(self) -> dict:
+        hours = self.cleaned_data["business_hours"] or {}
+        if not hours:
+            return {}
+        if not isinstance(hours, dict):
+            raise forms.ValidationError(_("Business hours must be a JSON object."))
+        try:
+            ZoneInfo(hours.get("timezone", "UTC"))
+            days = hours.get("days", list(range(7)))
+            valid_days = isinstance(days, list) and all(d in range(7) for d in days)
+            times = [
+                time.fromisoformat(hours.get(k, d))
+                for k, d in (("open", "00:00"), ("close", "23:59"))
+            ]
+        except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
+            raise forms.ValidationError(_("Check the time zone and the HH:MM times.")) from exc
+        if not valid_days or times[0] >= times[1]:
+            raise forms.ValidationError(
+                _("Days are 0 (Monday) to 6; opening comes before closing.")
+            )
+        return hours
+
     def clean_identity_secret(self) -> str:
         return self.cleaned_data["identity_secret"] or self.instance.identity_secret or ""
 
@@ -87,6 +124,21 @@ class TenantAdmin(RoleGate, MissingObjectIs404, admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["name", "slug", "is_active", "public_key", "default_language"]}),
         (gettext_lazy("Answering"), {"fields": ["faq_threshold", "persona"]}),
+        (
+            gettext_lazy("People"),
+            {
+                "fields": [
+                    "handoff_phrases",
+                    "handoff_after_unanswered",
+                    "handoff_on_negative_feedback",
+                    "handoff_on_repeated_question",
+                    "handoff_on_provider_failure",
+                    "auto_assign",
+                    "business_hours",
+                    "ticket_sla_hours",
+                ]
+            },
+        ),
         (
             gettext_lazy("Widget"),
             {

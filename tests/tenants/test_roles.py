@@ -1,5 +1,7 @@
 """What each role may do in the console: admins run the tenant, agents work conversations."""
 
+import json
+
 import pytest
 from django.test import Client
 from django.urls import reverse
@@ -124,6 +126,17 @@ def test_tenant_admins_edit_settings_but_not_identity(admin_client_a, tenant_a) 
             "widget_position": "left",
             "widget_greeting": "Hi",
             "identity_secret": "",
+            "handoff_phrases": "转人工\nhuman",
+            "handoff_after_unanswered": "3",
+            "business_hours": json.dumps(
+                {
+                    "timezone": "Asia/Shanghai",
+                    "days": [0, 1, 2, 3, 4],
+                    "open": "09:00",
+                    "close": "18:00",
+                }
+            ),
+            "ticket_sla_hours": "8",
             # Not editable by members: ignored.
             "slug": "hijacked",
             "is_active": "",
@@ -134,6 +147,9 @@ def test_tenant_admins_edit_settings_but_not_identity(admin_client_a, tenant_a) 
     assert tenant_a.name == "Renamed"
     assert tenant_a.faq_threshold == 0.9
     assert tenant_a.allowed_origins == ["https://shop.example.com", "https://www.example.com"]
+    assert tenant_a.handoff_phrases == ["转人工", "human"]
+    assert (tenant_a.handoff_after_unanswered, tenant_a.ticket_sla_hours) == (3, 8)
+    assert tenant_a.business_hours["open"] == "09:00"
     assert tenant_a.slug == "tenant-a"
     assert tenant_a.is_active is True
 
@@ -146,12 +162,16 @@ def test_invalid_origins_are_refused(admin_client_a, tenant_a) -> None:
             "default_language": "en",
             "faq_threshold": "0.8",
             "allowed_origins": "shop.example.com/path",
+            "handoff_after_unanswered": "2",
+            "ticket_sla_hours": "24",
+            "business_hours": '{"timezone": "Mars/Olympus", "open": "18:00", "close": "09:00"}',
             "widget_color": "#111111",
             "widget_position": "left",
         },
     )
     assert response.status_code == 200
-    assert "allowed_origins" in response.context["adminform"].form.errors
+    errors = response.context["adminform"].form.errors
+    assert "allowed_origins" in errors and "business_hours" in errors
 
 
 def test_members_of_two_tenants_switch_between_them(tenant_a, tenant_b) -> None:
