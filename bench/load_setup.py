@@ -1,5 +1,6 @@
 """Benchmark data: the demo tenant (``manage.py demo --setup-only`` made it) gets an LLM
-provider pointing at the mock LLM. Prints ``{"public_key": ..., "faq_entries": ...}``.
+provider pointing at the mock LLM. Prints ``{"public_key", "faq_entries", "faq_phrasings"}``:
+the FAQ's questions and alternate phrasings as stored, less any that would ask for a person.
 
     python bench/load_setup.py --llm-url http://127.0.0.1:PORT/v1
 """
@@ -17,6 +18,7 @@ import django  # noqa: E402
 
 django.setup()
 
+from conversations.handoff import asks_for_person  # noqa: E402
 from knowledge.models import KnowledgeEntry  # noqa: E402
 from tenants.demo import DEMO_SLUG  # noqa: E402
 from tenants.models import LLMProvider, Tenant  # noqa: E402
@@ -36,12 +38,21 @@ def main() -> None:
         name=PROVIDER_NAME,
         defaults={"base_url": args.llm_url, "model": "kefu-mock", "enabled": True, "priority": 1},
     )
+    entries = KnowledgeEntry.objects.filter(tenant=tenant, enabled=True).order_by("id")
+    phrasings = [
+        phrasing
+        for entry in entries
+        for phrasing in (entry.question, *entry.alternate_questions)
+        if not asks_for_person(tenant=tenant, text=phrasing)
+    ]
     print(
         json.dumps(
             {
                 "public_key": tenant.public_key,
-                "faq_entries": KnowledgeEntry.objects.filter(tenant=tenant).count(),
-            }
+                "faq_entries": len(entries),
+                "faq_phrasings": phrasings,
+            },
+            ensure_ascii=False,
         )
     )
 

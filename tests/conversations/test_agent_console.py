@@ -105,6 +105,9 @@ async def test_the_whole_human_flow(shop) -> None:
         await console.send({"type": "typing", "conversation_id": conversation_id})
         assert (await customer_frame(widget, "typing"))["author"] == "li"  # the note never came
 
+        await widget.send({"type": "typing"})
+        typing = await console.receive("customer_typing")
+        assert typing["conversation_id"] == conversation_id
         await widget.send({"type": "message", "id": "m2", "text": "Why is my delivery late?"})
         forwarded = await console.receive("customer_message")
         assert (forwarded["conversation_id"], forwarded["text"]) == (
