@@ -44,8 +44,6 @@ from conversations.handoff import (
     agents_group,
     asks_for_person,
     conversation_handoff,
-    repeated_question,
-    unanswered_streak,
 )
 from conversations.memory import Turn, memory_append, memory_recent
 from conversations.models import Conversation, Message
@@ -160,6 +158,7 @@ async def answer_customer_message(
         client_message_id=client_message_id,
         content=moderation.text,
         moderation_flags=list(moderation.flags),
+        check_repeat=ctx.tenant.handoff_on_repeated_question,
     )
     ack = {"type": "ack", "id": client_message_id, "message_id": recorded.id}
     if not recorded.created:
@@ -202,9 +201,7 @@ async def answer_customer_message(
             ctx, Conversation.HandoffReason.CUSTOMER_REQUEST, send, language, by_customer=True
         )
         return
-    if tenant.handoff_on_repeated_question and await database_sync_to_async(repeated_question)(
-        tenant_id=tenant_id, conversation_id=ctx.conversation_id, text=question
-    ):
+    if recorded.repeated:
         await hand_off(ctx, Conversation.HandoffReason.REPEATED_QUESTION, send, language)
         return
     answer = Answerer(ctx=ctx, language=language, reply_to=client_message_id, send=send)
@@ -261,12 +258,14 @@ class Answerer:
     async def _finish(
         self, record: services.AnswerRecord, *, faq_entry_id: int | None = None, **extra: Any
     ) -> None:
-        message_id = await database_sync_to_async(services.assistant_message_record)(
+        recorded = await database_sync_to_async(services.assistant_message_record)(
             tenant_id=self.ctx.tenant.pk,
             conversation_id=self.ctx.conversation_id,
             answer=record,
             faq_entry_id=faq_entry_id,
+            unanswered_limit=self.ctx.tenant.handoff_after_unanswered,
         )
+        message_id = recorded.id
         await memory_append(
             tenant_id=self.ctx.tenant.pk,
             conversation_id=self.ctx.conversation_id,
@@ -288,11 +287,7 @@ class Answerer:
             await hand_off(
                 self.ctx, Conversation.HandoffReason.PROVIDER_FAILURE, self.send, self.language
             )
-        elif not record.knowledge_refs and await database_sync_to_async(unanswered_streak)(
-            tenant_id=tenant.pk,
-            conversation_id=self.ctx.conversation_id,
-            limit=tenant.handoff_after_unanswered,
-        ):
+        elif recorded.unanswered_streak:
             await hand_off(
                 self.ctx, Conversation.HandoffReason.LOW_CONFIDENCE, self.send, self.language
             )

@@ -11,6 +11,7 @@ from django.core import signing
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from conversations.handoff import repeated_question, unanswered_streak
 from conversations.models import Channel, Conversation, Customer, Message
 from knowledge.services import knowledge_entry_record_hit
 from tenants.models import Tenant
@@ -157,6 +158,7 @@ class RecordedMessage:
     id: int
     created: bool  # False: this client message id was seen before
     conversation_status: str
+    repeated: bool = False  # the customer asked the same thing moments ago
 
 
 def customer_message_record(
@@ -166,9 +168,13 @@ def customer_message_record(
     client_message_id: str,
     content: str,
     moderation_flags: list[str],
+    check_repeat: bool = False,
 ) -> RecordedMessage:
     """Stores a customer's message before anything else happens to it. A repeated client
-    message id (a resend after a reconnect) returns the stored message instead."""
+    message id (a resend after a reconnect) returns the stored message instead.
+
+    ``check_repeat`` also tells whether the customer asked the same question moments ago (one
+    database round trip for both: this runs for every message)."""
     conversation = Conversation.objects.only("status").get(pk=conversation_id, tenant_id=tenant_id)
     if client_message_id:
         existing = Message.objects.filter(
@@ -193,7 +199,10 @@ def customer_message_record(
         )
         return RecordedMessage(existing.pk, False, conversation.status)
     Conversation.objects.filter(pk=conversation_id).update(last_message_at=now)
-    return RecordedMessage(message.pk, True, conversation.status)
+    repeated = check_repeat and repeated_question(
+        tenant_id=tenant_id, conversation_id=conversation_id, text=content
+    )
+    return RecordedMessage(message.pk, True, conversation.status, repeated)
 
 
 @dataclass(frozen=True)
@@ -213,10 +222,22 @@ class AnswerRecord:
     error_code: str = ""
 
 
+@dataclass(frozen=True)
+class RecordedAnswer:
+    id: int
+    unanswered_streak: bool  # this and the answers before it all found no knowledge
+
+
 def assistant_message_record(
-    *, tenant_id: int, conversation_id: int, answer: AnswerRecord, faq_entry_id: int | None
-) -> int:
-    """Stores the assistant's answer with its accounting; counts a FAQ hit for direct answers."""
+    *,
+    tenant_id: int,
+    conversation_id: int,
+    answer: AnswerRecord,
+    faq_entry_id: int | None,
+    unanswered_limit: int = 0,
+) -> RecordedAnswer:
+    """Stores the assistant's answer with its accounting; counts a FAQ hit for direct answers;
+    tells whether the last ``unanswered_limit`` answers all found nothing."""
     message = Message.objects.create(
         tenant_id=tenant_id,
         conversation_id=conversation_id,
@@ -240,7 +261,10 @@ def assistant_message_record(
     )
     if faq_entry_id is not None:
         knowledge_entry_record_hit(tenant=Tenant(pk=tenant_id), entry_id=faq_entry_id)
-    return message.pk
+    streak = not answer.knowledge_refs and unanswered_streak(
+        tenant_id=tenant_id, conversation_id=conversation_id, limit=unanswered_limit
+    )
+    return RecordedAnswer(message.pk, streak)
 
 
 def message_feedback_record(

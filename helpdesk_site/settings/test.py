@@ -5,8 +5,10 @@ production, so the same suite runs on embedded defaults and on PostgreSQL with R
 """
 
 from helpdesk_site.settings.base import *  # noqa: F403
-from helpdesk_site.settings.base import LOGGING
+from helpdesk_site.settings.base import DATABASES, LOGGING
 
+# Tests create and drop databases: no connection may outlive its test.
+DATABASES["default"]["CONN_MAX_AGE"] = 0
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 CELERY_TASK_ALWAYS_EAGER = True

@@ -56,5 +56,7 @@ class Command(BaseCommand):
             host=host,
             port=port,
             lifespan="off",
+            # Compression costs ~64 KB of zlib state per socket for small JSON frames.
+            ws_per_message_deflate=False,
             log_level="info" if verbosity > 1 else "warning",
         )
