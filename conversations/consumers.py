@@ -25,6 +25,7 @@ from conversations.pipeline import (
     hand_off,
 )
 from conversations.tickets import ticket_from_conversation, tickets_for_customer
+from helpdesk_site.asyncdb import db_parallel
 from tenants.models import Language, Tenant
 
 if TYPE_CHECKING:
@@ -136,7 +137,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
     async def on_hello(self, frame: dict[str, Any]) -> None:
         token = frame.get("visitor_token")
         self.language = widget_language(frame.get("language"), self.tenant.default_language)
-        session = await database_sync_to_async(services.widget_session_start)(
+        session = await db_parallel(services.widget_session_start)(
             tenant=self.tenant,
             visitor_token=token if isinstance(token, str) else None,
             language=self.language,
@@ -153,7 +154,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         )
         self.group = conversation_group(self.tenant.pk, session.conversation_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
-        tickets = await database_sync_to_async(tickets_for_customer)(
+        tickets = await db_parallel(tickets_for_customer)(
             tenant_id=self.tenant.pk, customer_id=session.customer_id
         )
         await self.send_frame(

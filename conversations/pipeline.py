@@ -55,6 +55,7 @@ from conversations.moderation import (
 from conversations.prompt import HistoryTurn, estimate_tokens, prompt_build, system_prompt
 from conversations.ratelimit import rate_limits_check
 from conversations.selectors import llm_providers_for_tenant
+from helpdesk_site.asyncdb import db_parallel
 from knowledge.dense import mostly_chinese
 from knowledge.search import SearchHit, afaq_match, aknowledge_search, registry
 from knowledge.text import normalize
@@ -152,7 +153,7 @@ async def answer_customer_message(
     word_filter = await aword_filter_for_tenant(tenant_id=tenant_id)
     moderation = moderate_with(word_filter, text[:MAX_MESSAGE_CHARS])
 
-    recorded = await database_sync_to_async(services.customer_message_record)(
+    recorded = await db_parallel(services.customer_message_record)(
         tenant_id=tenant_id,
         conversation_id=ctx.conversation_id,
         client_message_id=client_message_id,
@@ -226,7 +227,7 @@ async def answer_customer_message(
         return
 
     hits = await aknowledge_search(tenant=ctx.tenant, query=question, k=PASSAGES)
-    providers = await database_sync_to_async(llm_providers_for_tenant)(tenant_id=tenant_id)
+    providers = await db_parallel(llm_providers_for_tenant)(tenant_id=tenant_id)
     if not providers:
         await answer.offline(hits, started=started)
         return
@@ -258,7 +259,7 @@ class Answerer:
     async def _finish(
         self, record: services.AnswerRecord, *, faq_entry_id: int | None = None, **extra: Any
     ) -> None:
-        recorded = await database_sync_to_async(services.assistant_message_record)(
+        recorded = await db_parallel(services.assistant_message_record)(
             tenant_id=self.ctx.tenant.pk,
             conversation_id=self.ctx.conversation_id,
             answer=record,
@@ -516,7 +517,7 @@ async def draft_reply(*, tenant: Tenant, question: str) -> str:
         return ""
     language = message_language(question, tenant.default_language)
     hits = await aknowledge_search(tenant=tenant, query=question, k=PASSAGES)
-    providers = await database_sync_to_async(llm_providers_for_tenant)(tenant_id=tenant.pk)
+    providers = await db_parallel(llm_providers_for_tenant)(tenant_id=tenant.pk)
     if providers:
         messages = prompt_build(
             persona=tenant.persona, language=language, hits=hits, history=[], question=question
