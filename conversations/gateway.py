@@ -23,7 +23,7 @@ from collections.abc import AsyncGenerator, Awaitable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import numpy as np
 import openai
@@ -100,14 +100,38 @@ class GatewayError(Exception):
         self.retryable = retryable
 
 
+# One client per provider settings and event loop: building one costs ~25 ms (an SSL context
+# and a connection pool), and a kept client reuses its connections across answers.
+_CLIENTS_PER_LOOP = 256
+_clients: dict[
+    int, tuple[asyncio.AbstractEventLoop, dict[tuple[Any, ...], openai.AsyncOpenAI]]
+] = {}
+
+
 def _client(provider: ProviderConfig, *, read_timeout: float) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(
-        base_url=provider.base_url,
-        # Local servers (vLLM, Ollama) accept any key; the client refuses an empty one.
-        api_key=provider.api_key or "unused",
-        timeout=openai.Timeout(read_timeout, connect=provider.connect_timeout),
-        max_retries=0,
+    loop = asyncio.get_running_loop()
+    for loop_id, (other, _clients_of_loop) in list(_clients.items()):
+        if other.is_closed():  # tests and restarts leave dead loops behind
+            del _clients[loop_id]
+    _loop, clients = _clients.setdefault(id(loop), (loop, {}))
+    key = (
+        provider.base_url,
+        hashlib.sha256(provider.api_key.encode()).hexdigest(),
+        read_timeout,
+        provider.connect_timeout,
     )
+    client = clients.get(key)
+    if client is None:
+        if len(clients) >= _CLIENTS_PER_LOOP:
+            clients.pop(next(iter(clients)))  # the oldest; its connections close when collected
+        client = clients[key] = openai.AsyncOpenAI(
+            base_url=provider.base_url,
+            # Local servers (vLLM, Ollama) accept any key; the client refuses an empty one.
+            api_key=provider.api_key or "unused",
+            timeout=openai.Timeout(read_timeout, connect=provider.connect_timeout),
+            max_retries=0,
+        )
+    return client
 
 
 async def embeddings_create(*, provider: ProviderConfig, texts: Sequence[str]) -> np.ndarray:
@@ -128,8 +152,6 @@ async def embeddings_create(*, provider: ProviderConfig, texts: Sequence[str]) -
         raise GatewayError(
             f"{provider.name}: HTTP {exc.status_code}", retryable=exc.status_code >= 500
         ) from exc
-    finally:
-        await client.close()
     vectors = np.asarray(rows, dtype=np.float32).reshape(len(rows), -1)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / np.where(norms == 0, 1, norms)
@@ -370,8 +392,6 @@ async def chat_stream(
             if trial_pending:
                 # The caller left (or was cancelled) mid-trial: free the trial for another.
                 await breaker.record(_Circuit.TRIAL, ok=None)
-            if client is not None:
-                await client.close()
     raise AllProvidersFailed(tuple(attempts))
 
 
