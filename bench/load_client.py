@@ -131,7 +131,7 @@ class Tracker:
             self.first_sent = scheduled
         self._idle.clear()
 
-    def _finish(self, request_id: str, now: float) -> Pending | None:
+    def finish(self, request_id: str, now: float) -> Pending | None:
         pending = self.pending.pop(request_id, None)
         if pending is not None:
             self.last_finished = now
@@ -152,14 +152,13 @@ class Tracker:
             if pending.first_delta is None:
                 pending.first_delta = now
                 self.first_delta.record(now - pending.scheduled)
-            else:
-                assert pending.last_delta is not None
+            elif pending.last_delta is not None:
                 self.gaps.record(now - pending.last_delta)
             pending.last_delta = now
             pending.deltas += 1
             pending.chars += len(frame.get("text", ""))
         elif kind == "done":
-            pending = self._finish(frame.get("reply_to", ""), now)
+            pending = self.finish(frame.get("reply_to", ""), now)
             if pending is None:
                 return
             self.done += 1
@@ -177,24 +176,30 @@ class Tracker:
                 self.ack.record(now - pending.scheduled)
         elif kind == "error":
             self.errors[str(frame.get("code"))] += 1
-            self._finish(frame.get("reply_to", ""), now)
+            self.finish(frame.get("reply_to", ""), now)
         elif kind == "status" and socket is not None:
             # The conversation went to a person (a handoff rule fired): nothing pending on this
             # socket will be answered. A benchmark that triggers this is measuring the wrong
             # thing, so it shows in the errors.
             self.errors[f"status:{frame.get('status')}"] += 1
             for request_id in [r for r, p in self.pending.items() if p.socket is socket]:
-                self._finish(request_id, now)
+                self.finish(request_id, now)
         elif kind == "echo":
-            pending = self._finish(frame.get("id", ""), now)
+            pending = self.finish(frame.get("id", ""), now)
             if pending is not None:
                 self.done += 1
                 self.end_to_end.record(now - pending.scheduled)
 
-    async def drained(self, timeout: float) -> None:
-        """Waits until nothing is in flight, or ``timeout``; what is left counts as lost."""
+    async def drained(self, seconds: float) -> None:
+        """Waits until nothing is in flight, or ``seconds``; what is left counts as lost."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            await asyncio.wait_for(self._idle.wait(), seconds)
+
+    def socket_closed(self, socket: "WidgetSocket", now: float) -> None:
+        """The server closed ``socket``: what was pending on it is never answered."""
+        for request_id in [r for r, p in self.pending.items() if p.socket is socket]:
+            self.errors["socket_closed"] += 1
+            self.finish(request_id, now)
 
     def lost(self) -> int:
         return len(self.pending)
@@ -242,14 +247,22 @@ class WidgetSocket:
         if self.reader is None:
             self.reader = asyncio.create_task(self._read())
 
+    @property
+    def closed(self) -> bool:
+        return self.ws.close_code is not None
+
     async def _read(self) -> None:
-        with contextlib.suppress(ConnectionClosed):
+        try:
             async for raw in self.ws:
                 now = time.perf_counter()
                 frame = json.loads(raw)
                 tracker = self.pool.tracker
                 if tracker is not None:
                     tracker.on_frame(frame, now, self)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.pool.on_closed(self)
 
     async def send(self, frame: dict[str, Any]) -> None:
         await self.ws.send(json.dumps(frame, ensure_ascii=False))
@@ -277,6 +290,8 @@ class SocketPool:
         self.hello = hello
         self.sockets: list[WidgetSocket] = []
         self.tracker: Tracker | None = None
+        self.closed_by_server: Counter[str] = Counter()  # close code -> sockets
+        self._closing = False
         self._cursor = itertools.count()
         self._numbers = itertools.count()
 
@@ -324,7 +339,10 @@ class SocketPool:
                 try:
                     socket = await self._open_one()
                 except (OSError, TimeoutError, ConnectionClosed, RuntimeError) as exc:
-                    failures[type(exc).__name__ + (f" {exc.errno}" if isinstance(exc, OSError) and exc.errno else "")] += 1
+                    failures[
+                        type(exc).__name__
+                        + (f" {exc.errno}" if isinstance(exc, OSError) and exc.errno else "")
+                    ] += 1
                     continue
                 handshake.record(time.perf_counter() - started)
                 self.sockets.append(socket)
@@ -342,6 +360,13 @@ class SocketPool:
             handshake=handshake.summary(),
         )
 
+    def on_closed(self, socket: WidgetSocket) -> None:
+        if self._closing:
+            return
+        self.closed_by_server[str(socket.ws.close_code)] += 1
+        if self.tracker is not None:
+            self.tracker.socket_closed(socket, time.perf_counter())
+
     def open_count(self) -> int:
         return sum(1 for socket in self.sockets if socket.ws.close_code is None)
 
@@ -350,16 +375,23 @@ class SocketPool:
         every socket is busy, the next one anyway: the server then queues the answer)."""
         n = len(self.sockets)
         start = next(self._cursor)
-        if prefer_idle:
-            for offset in range(n):
-                socket = self.sockets[(start + offset) % n]
-                if not socket.busy:
-                    for _ in range(offset):
-                        next(self._cursor)
-                    return socket
-        return self.sockets[start % n]
+        fallback = None
+        for offset in range(n):
+            socket = self.sockets[(start + offset) % n]
+            if socket.closed:
+                continue
+            if not prefer_idle or not socket.busy:
+                for _ in range(offset):
+                    next(self._cursor)
+                return socket
+            fallback = fallback or socket
+        if fallback is None:
+            raise RuntimeError("every socket of the pool was closed by the server")
+        return fallback
 
     async def close(self) -> None:
+        self._closing = True
+
         async def close_one(socket: WidgetSocket) -> None:
             with contextlib.suppress(Exception):
                 await socket.ws.close()
@@ -369,6 +401,7 @@ class SocketPool:
         for batch in _batches(self.sockets, 500):
             await asyncio.gather(*(close_one(s) for s in batch))
         self.sockets.clear()
+        self._closing = False
 
 
 def _batches(items: Sequence[WidgetSocket], size: int) -> Iterator[Sequence[WidgetSocket]]:
@@ -408,7 +441,7 @@ async def run_messages(
             await socket.send({"type": "message", "id": request_id, "text": message})
         except ConnectionClosed:
             tracker.errors["socket_closed"] += 1
-            tracker._finish(request_id, time.perf_counter())
+            tracker.finish(request_id, time.perf_counter())
 
     await open_loop(rate=rate, count=max(1, round(rate * seconds)), fire=fire, lag=tracker.send_lag)
     await tracker.drained(drain_seconds)
@@ -426,8 +459,12 @@ async def run_echo(
     async def fire(i: int, scheduled: float) -> None:
         socket = pool.next_socket()
         request_id = f"{run_id}-{i}"
-        tracker.sent_one(request_id, scheduled, None)
-        await socket.send({"type": "echo", "id": request_id, "text": payload(i)})
+        tracker.sent_one(request_id, scheduled, socket)
+        try:
+            await socket.send({"type": "echo", "id": request_id, "text": payload(i)})
+        except ConnectionClosed:
+            tracker.errors["socket_closed"] += 1
+            tracker.finish(request_id, time.perf_counter())
 
     await open_loop(rate=rate, count=max(1, round(rate * seconds)), fire=fire, lag=tracker.send_lag)
     await tracker.drained(10)

@@ -5,7 +5,6 @@ uvloop, as uvicorn does. ``python bench/load_echo_ws.py --port P``
 """
 
 import argparse
-import asyncio
 import json
 
 import uvloop
@@ -18,7 +17,10 @@ async def echo(ws: ServerConnection) -> None:
 
 
 async def main(port: int) -> None:
-    async with serve(echo, "127.0.0.1", port, ping_interval=20, max_queue=32) as server:
+    # No compression, as Kefu is served (README: --ws-per-message-deflate false).
+    async with serve(
+        echo, "127.0.0.1", port, compression=None, ping_interval=20, max_queue=32
+    ) as server:
         await server.serve_forever()
 
 

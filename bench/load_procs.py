@@ -137,7 +137,8 @@ class Services:
 
 def wait_for_port(service: Service, timeout: float = 30.0) -> None:
     """Waits until ``service`` accepts TCP connections on its port."""
-    assert service.port is not None
+    if service.port is None:
+        raise ValueError(f"{service.name} has no port to wait for")
     deadline = time.monotonic() + timeout
     while True:
         service.check_alive()
@@ -187,6 +188,13 @@ def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of the process (all its threads), in seconds."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     # The command name may hold spaces and parentheses: fields are counted after the last ")".
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def thread_cpu_seconds(pid: int, tid: int) -> float:
+    """CPU time of one thread of the process (the main thread's id is the process id)."""
+    stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
