@@ -24,8 +24,11 @@ from bench.load_procs import (
     Service,
     Services,
     cpu_seconds,
+    cpu_seconds_of,
     free_port,
+    machine_busy_seconds,
     open_fds,
+    pids_named,
     rss_kb,
     thread_count,
     thread_cpu_seconds,
@@ -179,9 +182,15 @@ def answer_tokens() -> int:
 
 
 class CpuMeters:
-    """CPU of the server, the generator and the mock over a block, in % of one core each."""
+    """CPU of the server, the generator and the mock over a block, in % of one core each; also
+    the database and Redis servers (which nothing pins: they share the machine's cores) and the
+    whole machine (in % of one core, so 200% is two busy cores)."""
 
     def __init__(self, bench: Bench) -> None:
+        self.groups = {
+            "postgres": pids_named("postgres") if "postgres" in bench.database_url else [],
+            "redis": pids_named("redis-server") if bench.redis_url else [],
+        }
         self.pids = {"generator": os.getpid()}
         if bench.app is not None:
             self.pids["server"] = bench.app.pid
@@ -195,6 +204,8 @@ class CpuMeters:
         result: dict[str, float] = {}
         start = time.perf_counter()
         before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        groups_before = {name: cpu_seconds_of(pids) for name, pids in self.groups.items()}
+        machine_before = machine_busy_seconds()
         server = self.pids.get("server")
         loop_before = thread_cpu_seconds(server, server) if server else 0.0
         yield result
@@ -202,6 +213,12 @@ class CpuMeters:
         for name, pid in self.pids.items():
             used = cpu_seconds(pid) - before[name]
             result[f"{name}_cpu_percent"] = round(100 * used / elapsed, 1)
+        for name, pids in self.groups.items():
+            if pids:
+                used = cpu_seconds_of(pids) - groups_before[name]
+                result[f"{name}_cpu_percent"] = round(100 * used / elapsed, 1)
+        used = machine_busy_seconds() - machine_before
+        result["machine_cpu_percent"] = round(100 * used / elapsed, 1)
         if server:
             loop = thread_cpu_seconds(server, server) - loop_before
             result["server_loop_cpu_percent"] = round(100 * loop / elapsed, 1)

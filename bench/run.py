@@ -320,7 +320,8 @@ def table(results: dict[str, Any]) -> str:
         f"database {cfg['database']}, Redis {'yes' if cfg['redis'] else 'no'}; "
         f"server on cores {cfg['cores']['server']}, "
         f"generator + mock LLM on {cfg['cores']['load']}; load average {m['load_average_start']}",
-        "Latencies in ms from the scheduled send (open loop): p50 / p99 / p99.9.",
+        "Latencies in ms from the scheduled send (open loop): p50 / p99 / p99.9. CPU in % of "
+        "one core: the server (its event loop + worker threads), PostgreSQL, the machine.",
     ]
     if "A" in p:
         lines += ["", f"A. Ceiling: JSON echo over {p['A']['sockets']} sockets"]
@@ -369,7 +370,7 @@ def table(results: dict[str, Any]) -> str:
                 f"{_ms(run['end_to_end'], 'p50', 'p99', 'p999'):>22}  "
                 f"{_ms(run['server_latency_ms'], 'p50', 'p99'):>17}  "
                 f"{_num(ratio.get(rate)):>9} / {_num(ratio_ws.get(rate)):<6}  "
-                f"{_num(run.get('server_cpu_percent'))}%"
+                f"{_cpu(run)}"
                 + (f"  errors {run['errors']}" if run["errors"] or run["lost"] else "")
             )
         lines += _closures(p["C"].get("closed_by_server"))
@@ -391,7 +392,7 @@ def table(results: dict[str, Any]) -> str:
                 f"{_ms(plat['first_delta'], 'p50', 'p99'):>21}  "
                 f"{_num(overhead['p50'])} / {_num(overhead['p99']):<7}  "
                 f"{_num(gap.get('p50_ms'))} / {_num(gap.get('p99_ms')):<8}  "
-                f"{_num(plat['tokens_per_second']):>8}  {_num(plat.get('server_cpu_percent'))}%"
+                f"{_num(plat['tokens_per_second']):>8}  {_cpu(plat)}"
                 + (
                     f"  errors {plat['errors']} lost {plat['lost']}"
                     if plat["errors"] or plat["lost"]
@@ -408,7 +409,7 @@ def table(results: dict[str, Any]) -> str:
             f"  FAQ end-to-end {_ms(e['faq']['end_to_end'], 'p50', 'p99', 'p999')} "
             f"({_num(results['ratios'].get('mixed_faq_p99_vs_c'))}x phase C p99); "
             f"LLM TTFT {_ms(e['llm']['first_delta'], 'p50', 'p99')}; "
-            f"server CPU {_num(e.get('server_cpu_percent'))}%",
+            f"server CPU {_cpu(e)}",
         ]
     if "F" in p:
         mod, ret = p["F"]["moderation"], p["F"]["retrieval"]
@@ -435,6 +436,21 @@ def table(results: dict[str, Any]) -> str:
         )
     lines.append(f"\nTotal {results['seconds']:.0f} s; phase seconds {results['phase_seconds']}")
     return "\n".join(lines)
+
+
+def _cpu(run: dict[str, Any]) -> str:
+    """The server's CPU (% of one core: its event loop + its worker threads), then the
+    database's and the whole machine's (% of one core: 200% is two busy cores)."""
+    text = (
+        f"{_num(run.get('server_cpu_percent'))}% "
+        f"({_num(run.get('server_loop_cpu_percent'))} loop"
+        f" + {_num(run.get('server_threads_cpu_percent'))} threads)"
+    )
+    if "postgres_cpu_percent" in run:
+        text += f", PostgreSQL {_num(run['postgres_cpu_percent'])}%"
+    if "machine_cpu_percent" in run:
+        text += f", machine {_num(run['machine_cpu_percent'])}%"
+    return text
 
 
 def _closures(closed: dict[str, Any] | None) -> list[str]:
