@@ -24,11 +24,10 @@ from bench.load_procs import (
     Service,
     Services,
     cpu_seconds,
-    cpu_seconds_of,
     free_port,
+    group_cpu_seconds,
     machine_busy_seconds,
     open_fds,
-    pids_named,
     rss_kb,
     thread_count,
     thread_cpu_seconds,
@@ -188,8 +187,12 @@ class CpuMeters:
 
     def __init__(self, bench: Bench) -> None:
         self.groups = {
-            "postgres": pids_named("postgres") if "postgres" in bench.database_url else [],
-            "redis": pids_named("redis-server") if bench.redis_url else [],
+            name: process
+            for name, process, used in (
+                ("postgres", "postgres", "postgres" in bench.database_url),
+                ("redis", "redis-server", bool(bench.redis_url)),
+            )
+            if used
         }
         self.pids = {"generator": os.getpid()}
         if bench.app is not None:
@@ -204,7 +207,7 @@ class CpuMeters:
         result: dict[str, float] = {}
         start = time.perf_counter()
         before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
-        groups_before = {name: cpu_seconds_of(pids) for name, pids in self.groups.items()}
+        groups_before = {name: group_cpu_seconds(p) for name, p in self.groups.items()}
         machine_before = machine_busy_seconds()
         server = self.pids.get("server")
         loop_before = thread_cpu_seconds(server, server) if server else 0.0
@@ -213,10 +216,9 @@ class CpuMeters:
         for name, pid in self.pids.items():
             used = cpu_seconds(pid) - before[name]
             result[f"{name}_cpu_percent"] = round(100 * used / elapsed, 1)
-        for name, pids in self.groups.items():
-            if pids:
-                used = cpu_seconds_of(pids) - groups_before[name]
-                result[f"{name}_cpu_percent"] = round(100 * used / elapsed, 1)
+        for name, process in self.groups.items():
+            used = group_cpu_seconds(process) - groups_before[name]
+            result[f"{name}_cpu_percent"] = round(100 * used / elapsed, 1)
         used = machine_busy_seconds() - machine_before
         result["machine_cpu_percent"] = round(100 * used / elapsed, 1)
         if server:

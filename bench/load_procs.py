@@ -210,11 +210,17 @@ def pids_named(*names: str) -> list[int]:
     return found
 
 
-def cpu_seconds_of(pids: list[int]) -> float:
+def group_cpu_seconds(*names: str) -> float:
+    """CPU time of every live process named one of ``names``, plus what their exited children
+    used (a server's exited workers are reaped by its parent, so they count there): the
+    difference of two readings is what the group used in between, however many processes came
+    and went (PostgreSQL starts a backend per connection)."""
     total = 0.0
-    for pid in pids:
+    for pid in pids_named(*names):
         with contextlib.suppress(OSError, ValueError):
-            total += cpu_seconds(pid)
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            total += sum(int(value) for value in fields[11:15]) / CLOCK_TICKS
     return total
 
 
