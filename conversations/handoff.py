@@ -7,6 +7,7 @@ customer's widget sockets).
 """
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -56,18 +57,12 @@ def asks_for_person(*, tenant: Tenant, text: str) -> bool:
     return any(normalize(phrase) in folded for phrase in tenant.handoff_phrases if phrase.strip())
 
 
-def repeated_question(*, tenant_id: int, conversation_id: int, text: str) -> bool:
-    """The customer asked the same thing again (after an answer that did not help)."""
-    previous = (
-        Message.objects.filter(
-            tenant_id=tenant_id, conversation_id=conversation_id, role=Message.Role.CUSTOMER
-        )
-        .order_by("-created_at", "-id")
-        .values_list("content", flat=True)[1 : REPEAT_LOOKBACK + 1]
-    )
+def repeated_question(*, text: str, earlier: Sequence[str]) -> bool:
+    """The customer asked the same thing again (after an answer that did not help): ``text``
+    equals one of the last ``REPEAT_LOOKBACK`` of their ``earlier`` messages (oldest first)."""
     # Token equality: "Where is the store?" and "where is the store" are the same question.
     asked = tokenize(text)
-    return bool(asked) and any(tokenize(content) == asked for content in previous)
+    return bool(asked) and any(tokenize(content) == asked for content in earlier[-REPEAT_LOOKBACK:])
 
 
 def unanswered_streak(*, tenant_id: int, conversation_id: int, limit: int) -> bool:

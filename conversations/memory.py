@@ -39,7 +39,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -73,12 +73,16 @@ class Turn:
             raise ValueError(f"a memory turn is a customer, assistant or agent turn: {self.role!r}")
 
 
-async def memory_append(*, tenant_id: int, conversation_id: int, turn: Turn) -> None:
-    """Adds ``turn`` (already saved as a message) to the conversation's memory, if it has one."""
+async def memory_append(*, tenant_id: int, conversation_id: int, turns: Sequence[Turn]) -> None:
+    """Adds ``turns`` (already saved as messages), oldest first, to the conversation's memory,
+    if it has one: one round trip for a question and its answer."""
+    if not turns:
+        return
     ttl = _ttl_seconds()
     client = redis_client()
     if client is None:
-        _local.append(key=(tenant_id, conversation_id), turn=turn, ttl=ttl)
+        for turn in turns:
+            _local.append(key=(tenant_id, conversation_id), turn=turn, ttl=ttl)
         return
     try:
         await client.register_script(_APPEND_SCRIPT)(
@@ -87,7 +91,7 @@ async def memory_append(*, tenant_id: int, conversation_id: int, turn: Turn) -> 
                 _milliseconds(ttl),
                 MEMORY_MAX_TURNS,
                 _milliseconds(_MISS_MARK_TTL_SECONDS),
-                _turn_encode(turn),
+                *map(_turn_encode, turns),
             ],
         )
     except (RedisError, OSError) as exc:
@@ -195,7 +199,7 @@ def _turn_decode(payload: bytes) -> Turn:
 
 
 # KEYS[1]: the memory list, KEYS[2]: its miss mark. ARGV[1]: idle TTL in ms, ARGV[2]: turns
-# kept, ARGV[3]: the mark's TTL in ms, ARGV[4]: the turn. Returns 1 when the turn was added.
+# kept, ARGV[3]: the mark's TTL in ms, ARGV[4...]: the turns. Returns how many were added.
 _APPEND_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('INCR', KEYS[2])
@@ -203,12 +207,15 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
-if redis.call('LINDEX', KEYS[1], -1) == ARGV[4] then
-  return 0
+local added = 0
+for i = 4, #ARGV do
+  if redis.call('LINDEX', KEYS[1], -1) ~= ARGV[i] then
+    redis.call('RPUSH', KEYS[1], ARGV[i])
+    added = added + 1
+  end
 end
-redis.call('RPUSH', KEYS[1], ARGV[4])
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
-return 1
+return added
 """
 
 # KEYS[1]: the memory list, KEYS[2]: its miss mark. ARGV[1]: idle TTL in ms, ARGV[2]: the mark

@@ -1,27 +1,31 @@
 """The answer pipeline: what happens to a customer's message, from arrival to answer.
 
 1. Moderate and mask it (sensitive words, personal data) — pure CPU, microseconds.
-2. Store it (masked): from here on it is never lost, whatever fails later. A repeated client
-   message id is acknowledged and not answered again.
-3. Rate limits per visitor and per tenant.
-4. A blocked message is refused; a conversation that a person owns gets no AI answer.
-5. FAQ fast path: a confident match is answered at once, with no LLM call.
-6. Otherwise retrieve passages, build the prompt and stream the LLM's answer through output
+2. Decide its route from what is at hand: rate limits per visitor and per tenant, a blocked
+   message, a request for a person, a question repeated from the conversation's memory, and a
+   confident FAQ match, answered with no LLM call.
+3. Store it (masked), together with its FAQ answer if there is one, in the writer's next batch
+   (conversations/writer.py): from here on it is never lost, whatever fails later. A repeated
+   client message id is acknowledged and not answered again; a conversation that a person owns
+   gets no AI answer (the FAQ answer is then not stored either).
+4. Send the acknowledgement, then the error, the handoff or the FAQ answer.
+5. Otherwise retrieve passages, build the prompt and stream the LLM's answer through output
    moderation; with no provider configured the offline responder streams the best knowledge;
    when every provider fails the customer gets the best knowledge answer or an offer of a
    person, honestly labelled.
-7. Store the answer with its source, provider, model, tokens, cost and timings.
+6. Store the answer with its source, provider, model, tokens, cost and timings.
 
 Frames go straight to the customer's socket through ``send``: no token ever crosses the channel
 layer.
 """
 
+import enum
 import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -44,6 +48,7 @@ from conversations.handoff import (
     agents_group,
     asks_for_person,
     conversation_handoff,
+    repeated_question,
 )
 from conversations.memory import Turn, memory_append, memory_recent
 from conversations.models import Conversation, Message
@@ -55,6 +60,7 @@ from conversations.moderation import (
 from conversations.prompt import HistoryTurn, estimate_tokens, prompt_build, system_prompt
 from conversations.ratelimit import rate_limits_check
 from conversations.selectors import llm_providers_for_tenant
+from conversations.writer import message_write
 from helpdesk_site.asyncdb import db_parallel
 from knowledge.dense import mostly_chinese
 from knowledge.search import SearchHit, afaq_match, aknowledge_search, registry
@@ -149,27 +155,56 @@ async def answer_customer_message(
 ) -> None:
     started = time.perf_counter()
     language = message_language(text, ctx.language)
-    tenant_id = ctx.tenant.pk
-    word_filter = await aword_filter_for_tenant(tenant_id=tenant_id)
+    tenant = ctx.tenant
+    word_filter = await aword_filter_for_tenant(tenant_id=tenant.pk)
     moderation = moderate_with(word_filter, text[:MAX_MESSAGE_CHARS])
+    question = moderation.text
+    decision = await rate_limits_check(tenant_id=tenant.pk, visitor_id=ctx.visitor_id)
+    # Everything that decides the answer is worked out before the message is stored, so that a
+    # FAQ answer is stored with it: one write, and the answer follows the acknowledgement.
+    earlier: list[Turn] | None = None
+    route = _Route.ANSWER
+    if not decision.allowed:
+        route = _Route.RATE_LIMITED
+    elif moderation.blocked:
+        route = _Route.BLOCKED
+    elif asks_for_person(tenant=tenant, text=question):
+        route = _Route.PERSON_ASKED
+    elif tenant.handoff_on_repeated_question:
+        earlier = await memory_recent(tenant_id=tenant.pk, conversation_id=ctx.conversation_id)
+        asked_before = [turn.content for turn in earlier if turn.role == Message.Role.CUSTOMER]
+        if repeated_question(text=question, earlier=asked_before):
+            route = _Route.REPEATED
+    match = await afaq_match(tenant=tenant, query=question) if route is _Route.ANSWER else None
+    faq_answer = None
+    if match is not None and match.answers_directly:
+        elapsed = _ms(started)
+        faq_answer = services.AnswerRecord(
+            content=match.answer,
+            source=Message.Source.FAQ,
+            confidence=match.confidence,
+            knowledge_refs=(f"faq-{match.entry_id}",),
+            first_token_ms=elapsed,
+            latency_ms=elapsed,
+        )
 
-    recorded = await db_parallel(services.customer_message_record)(
-        tenant_id=tenant_id,
-        conversation_id=ctx.conversation_id,
-        client_message_id=client_message_id,
-        content=moderation.text,
-        moderation_flags=list(moderation.flags),
-        check_repeat=ctx.tenant.handoff_on_repeated_question,
+    written = await message_write(
+        services.MessageWrite(
+            tenant_id=tenant.pk,
+            conversation_id=ctx.conversation_id,
+            customer=services.CustomerText(client_message_id, question, moderation.flags),
+            answer=faq_answer,
+            faq_entry_id=match.entry_id if faq_answer is not None and match else None,
+        )
     )
-    ack = {"type": "ack", "id": client_message_id, "message_id": recorded.id}
-    if not recorded.created:
+    ack = {"type": "ack", "id": client_message_id, "message_id": written.customer_message_id}
+    if written.duplicate:
         await send({**ack, "duplicate": True})
         return
     await send(ack)
 
-    decision = await rate_limits_check(tenant_id=tenant_id, visitor_id=ctx.visitor_id)
     with translation.override(language):
-        if not decision.allowed:
+        if route is _Route.RATE_LIMITED:
             await send(
                 {
                     "type": "error",
@@ -180,7 +215,7 @@ async def answer_customer_message(
                 }
             )
             return
-        if moderation.blocked:
+        if route is _Route.BLOCKED:
             await send(
                 {
                     "type": "error",
@@ -190,57 +225,54 @@ async def answer_customer_message(
                 }
             )
             return
-    if recorded.conversation_status in (Conversation.Status.QUEUED, Conversation.Status.HUMAN):
+    if written.conversation_status in services.PEOPLE_OWN:
         # A person owns the conversation: the assistant stays silent, the agents hear it.
-        await notify_agents_of_customer_message(ctx, recorded.id, moderation.text)
+        await notify_agents_of_customer_message(ctx, written.customer_message_id or 0, question)
         return
-
-    question = moderation.text
-    tenant = ctx.tenant
-    if asks_for_person(tenant=tenant, text=question):
+    if route is _Route.PERSON_ASKED:
         await hand_off(
             ctx, Conversation.HandoffReason.CUSTOMER_REQUEST, send, language, by_customer=True
         )
         return
-    if recorded.repeated:
+    if route is _Route.REPEATED:
         await hand_off(ctx, Conversation.HandoffReason.REPEATED_QUESTION, send, language)
         return
     answer = Answerer(ctx=ctx, language=language, reply_to=client_message_id, send=send)
-    await memory_append(
-        tenant_id=tenant_id,
-        conversation_id=ctx.conversation_id,
-        turn=Turn(role="customer", content=question),
-    )
-    match = await afaq_match(tenant=ctx.tenant, query=question)
-    if match is not None and match.answers_directly:
-        await answer.whole(
-            match.answer,
-            services.AnswerRecord(
-                content=match.answer,
-                source=Message.Source.FAQ,
-                confidence=match.confidence,
-                knowledge_refs=(f"faq-{match.entry_id}",),
-            ),
-            started=started,
-            faq_entry_id=match.entry_id,
-        )
+    asked = Turn(role="customer", content=question)
+    if faq_answer is not None and written.answer_id is not None:
+        await answer.stored(faq_answer, answer_id=written.answer_id, question=asked)
         return
+    await memory_append(tenant_id=tenant.pk, conversation_id=ctx.conversation_id, turns=[asked])
 
-    hits = await aknowledge_search(tenant=ctx.tenant, query=question, k=PASSAGES)
-    providers = await db_parallel(llm_providers_for_tenant)(tenant_id=tenant_id)
+    hits = await aknowledge_search(tenant=tenant, query=question, k=PASSAGES)
+    providers = await db_parallel(llm_providers_for_tenant)(tenant_id=tenant.pk)
     if not providers:
         await answer.offline(hits, started=started)
         return
-    history = await memory_recent(tenant_id=tenant_id, conversation_id=ctx.conversation_id)
+    if earlier is None:
+        # Read after the question joined the memory: everything but the question.
+        earlier = (await memory_recent(tenant_id=tenant.pk, conversation_id=ctx.conversation_id))[
+            :-1
+        ]
     await answer.generate(
         question=question,
         hits=hits,
-        history=[HistoryTurn(t.role, t.content) for t in history[:-1]],
+        history=[HistoryTurn(t.role, t.content) for t in earlier],
         providers=providers,
         word_filter=word_filter,
         confidence=match.confidence if match is not None else None,
         started=started,
     )
+
+
+class _Route(enum.Enum):
+    """What happens to a stored customer message, unless a person owns the conversation."""
+
+    ANSWER = "answer"
+    RATE_LIMITED = "rate_limited"
+    BLOCKED = "blocked"
+    PERSON_ASKED = "person_asked"
+    REPEATED = "repeated"
 
 
 @dataclass
@@ -256,21 +288,39 @@ class Answerer:
         if text:
             await self.send({"type": "delta", "reply_to": self.reply_to, "text": text})
 
-    async def _finish(
-        self, record: services.AnswerRecord, *, faq_entry_id: int | None = None, **extra: Any
-    ) -> None:
-        recorded = await db_parallel(services.assistant_message_record)(
-            tenant_id=self.ctx.tenant.pk,
-            conversation_id=self.ctx.conversation_id,
-            answer=record,
-            faq_entry_id=faq_entry_id,
-            unanswered_limit=self.ctx.tenant.handoff_after_unanswered,
+    async def _finish(self, record: services.AnswerRecord, **extra: Any) -> None:
+        written = await message_write(
+            services.MessageWrite(
+                tenant_id=self.ctx.tenant.pk,
+                conversation_id=self.ctx.conversation_id,
+                answer=record,
+                unanswered_limit=self.ctx.tenant.handoff_after_unanswered,
+            )
         )
-        message_id = recorded.id
+        await self._done(record, written.answer_id or 0, **extra)
+        tenant = self.ctx.tenant
+        if record.error_code == "provider_failure" and tenant.handoff_on_provider_failure:
+            await hand_off(
+                self.ctx, Conversation.HandoffReason.PROVIDER_FAILURE, self.send, self.language
+            )
+        elif written.unanswered_streak:
+            await hand_off(
+                self.ctx, Conversation.HandoffReason.LOW_CONFIDENCE, self.send, self.language
+            )
+
+    async def _done(
+        self,
+        record: services.AnswerRecord,
+        message_id: int,
+        *,
+        question: Turn | None = None,
+        **extra: Any,
+    ) -> None:
+        answered = Turn(role="assistant", content=record.content)
         await memory_append(
             tenant_id=self.ctx.tenant.pk,
             conversation_id=self.ctx.conversation_id,
-            turn=Turn(role="assistant", content=record.content),
+            turns=[question, answered] if question is not None else [answered],
         )
         await self.send(
             {
@@ -283,29 +333,14 @@ class Answerer:
                 **extra,
             }
         )
-        tenant = self.ctx.tenant
-        if record.error_code == "provider_failure" and tenant.handoff_on_provider_failure:
-            await hand_off(
-                self.ctx, Conversation.HandoffReason.PROVIDER_FAILURE, self.send, self.language
-            )
-        elif recorded.unanswered_streak:
-            await hand_off(
-                self.ctx, Conversation.HandoffReason.LOW_CONFIDENCE, self.send, self.language
-            )
 
-    async def whole(
-        self,
-        text: str,
-        record: services.AnswerRecord,
-        *,
-        started: float,
-        faq_entry_id: int | None = None,
+    async def stored(
+        self, record: services.AnswerRecord, *, answer_id: int, question: Turn
     ) -> None:
-        await self._delta(text)
-        elapsed = _ms(started)
-        await self._finish(
-            replace(record, first_token_ms=elapsed, latency_ms=elapsed), faq_entry_id=faq_entry_id
-        )
+        """An answer stored along with its question (a FAQ answer): sent whole, and both join
+        the memory."""
+        await self._delta(record.content)
+        await self._done(record, answer_id, question=question)
 
     def _knowledge_text(self, hits: list[SearchHit]) -> tuple[str, tuple[str, ...]]:
         with translation.override(self.language):

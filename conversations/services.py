@@ -4,16 +4,19 @@ in ``database_sync_to_async`` (one thread hop per call, so each function does on
 import hashlib
 import hmac
 import secrets
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
 from django.core import signing
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from conversations.handoff import repeated_question, unanswered_streak
+from conversations.handoff import unanswered_streak
 from conversations.models import Channel, Conversation, Customer, Message
-from knowledge.services import knowledge_entry_record_hit
+from knowledge.services import knowledge_entries_record_hits
 from tenants.models import Tenant
 
 VISITOR_SIGNING_NAMESPACE = "kefu.widget.visitor"
@@ -154,60 +157,6 @@ def widget_session_start(
 
 
 @dataclass(frozen=True)
-class RecordedMessage:
-    id: int
-    created: bool  # False: this client message id was seen before
-    conversation_status: str
-    repeated: bool = False  # the customer asked the same thing moments ago
-
-
-def customer_message_record(
-    *,
-    tenant_id: int,
-    conversation_id: int,
-    client_message_id: str,
-    content: str,
-    moderation_flags: list[str],
-    check_repeat: bool = False,
-) -> RecordedMessage:
-    """Stores a customer's message before anything else happens to it. A repeated client
-    message id (a resend after a reconnect) returns the stored message instead.
-
-    ``check_repeat`` also tells whether the customer asked the same question moments ago (one
-    database round trip for both: this runs for every message)."""
-    conversation = Conversation.objects.only("status").get(pk=conversation_id, tenant_id=tenant_id)
-    if client_message_id:
-        existing = Message.objects.filter(
-            conversation_id=conversation_id, client_message_id=client_message_id
-        ).first()
-        if existing is not None:
-            return RecordedMessage(existing.pk, False, conversation.status)
-    now = timezone.now()
-    try:
-        # One commit for the message and the conversation's activity time: commits (disk
-        # flushes), not queries, are what a busy database waits on.
-        with transaction.atomic():
-            message = Message.objects.create(
-                tenant_id=tenant_id,
-                conversation_id=conversation_id,
-                role=Message.Role.CUSTOMER,
-                content=content,
-                client_message_id=client_message_id,
-                moderation_flags=moderation_flags,
-            )
-            Conversation.objects.filter(pk=conversation_id).update(last_message_at=now)
-    except IntegrityError:  # the same resend raced us through another process
-        existing = Message.objects.get(
-            conversation_id=conversation_id, client_message_id=client_message_id
-        )
-        return RecordedMessage(existing.pk, False, conversation.status)
-    repeated = check_repeat and repeated_question(
-        tenant_id=tenant_id, conversation_id=conversation_id, text=content
-    )
-    return RecordedMessage(message.pk, True, conversation.status, repeated)
-
-
-@dataclass(frozen=True)
 class AnswerRecord:
     content: str
     source: str
@@ -225,55 +174,194 @@ class AnswerRecord:
 
 
 @dataclass(frozen=True)
-class RecordedAnswer:
-    id: int
-    unanswered_streak: bool  # this and the answers before it all found no knowledge
+class CustomerText:
+    client_message_id: str  # the widget's id for the message: a resend carries the same one
+    content: str  # already moderated and masked
+    moderation_flags: tuple[str, ...] = ()
 
 
-def assistant_message_record(
-    *,
-    tenant_id: int,
-    conversation_id: int,
-    answer: AnswerRecord,
-    faq_entry_id: int | None,
-    unanswered_limit: int = 0,
-) -> RecordedAnswer:
-    """Stores the assistant's answer with its accounting; counts a FAQ hit for direct answers;
-    tells whether the last ``unanswered_limit`` answers all found nothing."""
-    with transaction.atomic():
-        if connection.vendor == "postgresql":
-            # An answer and a hit count can be recreated; the customer's own message (stored
-            # first, with a synchronous commit) cannot. Not waiting for this commit's disk flush
-            # saves a flush per answer; a database crash could lose the last moments' answers.
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        message = Message.objects.create(
-            tenant_id=tenant_id,
-            conversation_id=conversation_id,
-            role=Message.Role.ASSISTANT,
-            content=answer.content,
-            source=answer.source,
-            provider=answer.provider,
-            model=answer.model,
-            tokens_in=answer.tokens_in,
-            tokens_out=answer.tokens_out,
-            cost=answer.cost,
-            first_token_ms=answer.first_token_ms,
-            latency_ms=answer.latency_ms,
-            confidence=answer.confidence,
-            knowledge_refs=list(answer.knowledge_refs),
-            moderation_flags=list(answer.moderation_flags),
-            error_code=answer.error_code,
+@dataclass(frozen=True)
+class MessageWrite:
+    """What one step of the answer path stores: a customer's message, an assistant's answer,
+    or both at once (a FAQ answer computed in advance, stored and sent only if the assistant
+    still has the conversation when the customer's message is stored)."""
+
+    tenant_id: int
+    conversation_id: int
+    customer: CustomerText | None = None
+    answer: AnswerRecord | None = None
+    faq_entry_id: int | None = None  # the answer came straight from this FAQ entry
+    unanswered_limit: int = 0  # > 0: tell whether the last this many answers found nothing
+
+
+@dataclass(frozen=True)
+class MessageWritten:
+    conversation_status: str  # as it was when the messages were stored
+    customer_message_id: int | None = None
+    duplicate: bool = False  # the customer message id was seen before: nothing was stored
+    answer_id: int | None = None  # None: no answer stored (duplicate, or a person owns it)
+    unanswered_streak: bool = False  # this and the answers before it all found no knowledge
+
+
+PEOPLE_OWN = frozenset({Conversation.Status.QUEUED, Conversation.Status.HUMAN})
+
+
+def messages_record(*, writes: Sequence[MessageWrite]) -> list[MessageWritten | Exception]:
+    """Stores a batch of the answer path's messages in one transaction (one commit for many
+    customers: commits, not queries, are what a busy database waits on). Returns one result per
+    write, in order: what was stored, or the error that write alone met (a conversation that
+    does not exist for its tenant) — one bad write never fails the others.
+
+    A customer message whose client id was stored before (a resend after a reconnect) is not
+    stored again, and neither is the answer that came with it.
+    """
+    try:
+        with transaction.atomic():
+            return _messages_insert(writes)
+    except IntegrityError:
+        if len(writes) == 1:
+            return [_resent(writes[0])]
+    # A resend raced us through another process (or twice in one batch): one write at a time.
+    return [messages_record(writes=[write])[0] for write in writes]
+
+
+def _messages_insert(writes: Sequence[MessageWrite]) -> list[MessageWritten | Exception]:
+    statuses = _conversations_touch({(write.tenant_id, write.conversation_id) for write in writes})
+    rows: list[Message] = []
+    planned: list[tuple[str, Message | None, Message | None] | Exception] = []
+    for write in writes:
+        tenant_id, status = statuses.get(write.conversation_id, (None, ""))
+        if tenant_id != write.tenant_id:
+            planned.append(
+                Conversation.DoesNotExist(f"no conversation {write.conversation_id} for the tenant")
+            )
+            continue
+        customer = answer = None
+        if write.customer is not None:
+            customer = _customer_row(write, write.customer)
+            rows.append(customer)
+        if write.answer is not None and (write.customer is None or status not in PEOPLE_OWN):
+            answer = _answer_row(write, write.answer)
+            rows.append(answer)
+        planned.append((status, customer, answer))
+    if not rows:
+        return [
+            plan if isinstance(plan, Exception) else MessageWritten(plan[0]) for plan in planned
+        ]
+    answers_only = all(row.role == Message.Role.ASSISTANT for row in rows)
+    if answers_only and connection.vendor == "postgresql":
+        # An answer and a hit count can be recreated; a customer's own message (always stored
+        # with a synchronous commit) cannot. Not waiting for the disk flush saves one per batch;
+        # a database crash could lose the last moments' answers.
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+    Message.objects.bulk_create(rows)
+    knowledge_entries_record_hits(
+        hits=Counter(
+            (write.tenant_id, write.faq_entry_id)
+            for write, plan in zip(writes, planned, strict=True)
+            if write.faq_entry_id is not None and not isinstance(plan, Exception) and plan[2]
         )
-        Conversation.objects.filter(pk=conversation_id, tenant_id=tenant_id).update(
-            last_message_at=message.created_at
-        )
-        if faq_entry_id is not None:
-            knowledge_entry_record_hit(tenant=Tenant(pk=tenant_id), entry_id=faq_entry_id)
-    streak = not answer.knowledge_refs and unanswered_streak(
-        tenant_id=tenant_id, conversation_id=conversation_id, limit=unanswered_limit
     )
-    return RecordedAnswer(message.pk, streak)
+    results: list[MessageWritten | Exception] = []
+    for write, plan in zip(writes, planned, strict=True):
+        if isinstance(plan, Exception):
+            results.append(plan)
+            continue
+        status, customer, answer = plan
+        streak = (
+            answer is not None
+            and not answer.knowledge_refs
+            and unanswered_streak(
+                tenant_id=write.tenant_id,
+                conversation_id=write.conversation_id,
+                limit=write.unanswered_limit,
+            )
+        )
+        results.append(
+            MessageWritten(
+                conversation_status=status,
+                customer_message_id=customer.pk if customer is not None else None,
+                answer_id=answer.pk if answer is not None else None,
+                unanswered_streak=streak,
+            )
+        )
+    return results
+
+
+def _conversations_touch(keys: set[tuple[int, int]]) -> dict[int, tuple[int, str]]:
+    """Marks the conversations of ``(tenant id, conversation id)`` as active now and returns
+    their tenant and status, ``{conversation id: (tenant id, status)}``, in one statement."""
+    now = timezone.now()
+    scoped = Q()
+    for tenant_id, conversation_id in sorted(keys):  # one lock order for every process
+        scoped |= Q(pk=conversation_id, tenant_id=tenant_id)
+    conversations = Conversation.objects.filter(scoped)
+    if not connection.features.can_return_columns_from_insert:  # no UPDATE … RETURNING
+        found = {
+            pk: (tenant, status)
+            for pk, tenant, status in conversations.values_list("pk", "tenant_id", "status")
+        }
+        conversations.update(last_message_at=now)
+        return found
+    # Django's update() cannot return rows: the same statement, with RETURNING.
+    where, params = conversations.query.get_compiler(connection=connection).compile(
+        conversations.query.where
+    )
+    table, quote = Conversation._meta.db_table, connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {quote(table)} SET {quote('last_message_at')} = %s WHERE {where} "  # noqa: S608 - compiled by the ORM
+            f"RETURNING {quote('id')}, {quote('tenant_id')}, {quote('status')}",
+            [connection.ops.adapt_datetimefield_value(now), *params],
+        )
+        return {pk: (tenant, status) for pk, tenant, status in cursor.fetchall()}
+
+
+def _customer_row(write: MessageWrite, customer: CustomerText) -> Message:
+    return Message(
+        tenant_id=write.tenant_id,
+        conversation_id=write.conversation_id,
+        role=Message.Role.CUSTOMER,
+        content=customer.content,
+        client_message_id=customer.client_message_id,
+        moderation_flags=list(customer.moderation_flags),
+    )
+
+
+def _answer_row(write: MessageWrite, answer: AnswerRecord) -> Message:
+    return Message(
+        tenant_id=write.tenant_id,
+        conversation_id=write.conversation_id,
+        role=Message.Role.ASSISTANT,
+        content=answer.content,
+        source=answer.source,
+        provider=answer.provider,
+        model=answer.model,
+        tokens_in=answer.tokens_in,
+        tokens_out=answer.tokens_out,
+        cost=answer.cost,
+        first_token_ms=answer.first_token_ms,
+        latency_ms=answer.latency_ms,
+        confidence=answer.confidence,
+        knowledge_refs=list(answer.knowledge_refs),
+        moderation_flags=list(answer.moderation_flags),
+        error_code=answer.error_code,
+    )
+
+
+def _resent(write: MessageWrite) -> MessageWritten:
+    """The write's customer message id is already stored: what is there."""
+    if write.customer is None:  # only customer messages have a unique client id
+        raise ValueError("only a customer message can be a resend")
+    conversation = Conversation.objects.only("status").get(
+        pk=write.conversation_id, tenant_id=write.tenant_id
+    )
+    existing = Message.objects.only("pk").get(
+        conversation_id=write.conversation_id,
+        client_message_id=write.customer.client_message_id,
+    )
+    return MessageWritten(conversation.status, existing.pk, duplicate=True)
 
 
 def message_feedback_record(

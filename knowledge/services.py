@@ -3,7 +3,7 @@
 import csv
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -13,7 +13,7 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import transaction
-from django.db.models import F, QuerySet
+from django.db.models import Case, F, IntegerField, Q, QuerySet, Value, When
 from django.utils import timezone, translation
 from django.utils.functional import Promise
 from django.utils.translation import gettext as _
@@ -225,10 +225,18 @@ def knowledge_entries_delete(*, tenant: Tenant, entries: QuerySet[KnowledgeEntry
     return deleted
 
 
-def knowledge_entry_record_hit(*, tenant: Tenant, entry_id: int) -> None:
-    """Counts a direct answer given from an entry (hit counts are shown in the console)."""
-    KnowledgeEntry.objects.filter(tenant=tenant, pk=entry_id).update(
-        hit_count=F("hit_count") + 1, last_hit_at=timezone.now()
+def knowledge_entries_record_hits(*, hits: Mapping[tuple[int, int], int]) -> None:
+    """Counts direct answers given from entries, ``{(tenant id, entry id): answers}``, in one
+    statement (hit counts are shown in the console)."""
+    if not hits:
+        return
+    scoped, added = Q(), []
+    for (tenant_id, entry_id), count in sorted(hits.items()):
+        scoped |= Q(tenant_id=tenant_id, pk=entry_id)
+        added.append(When(pk=entry_id, then=Value(count)))
+    KnowledgeEntry.objects.filter(scoped).update(
+        hit_count=F("hit_count") + Case(*added, output_field=IntegerField()),
+        last_hit_at=timezone.now(),
     )
 
 

@@ -52,7 +52,7 @@ class Scene:
         """What the answer pipeline does: save the message, then append it to the memory."""
         await self.message(role, content)
         turn = Turn(role=role, content=content)
-        await memory_append(**self.ids, turn=turn)
+        await memory_append(**self.ids, turns=[turn])
         return turn
 
     async def recent(self, limit: int = 20) -> list[Turn]:
@@ -130,7 +130,7 @@ async def test_another_tenants_conversation_reads_nothing(
     try:
         assert await memory_recent(**crossed) == []
         # A crossed pair has no memory, so it cannot be appended to either.
-        await memory_append(**crossed, turn=T("customer", "Injected"))
+        await memory_append(**crossed, turns=[T("customer", "Injected")])
         assert await memory_recent(**crossed) == []
         assert await scene_a.recent() == [T("customer", "My address is 1 Main Street.")]
     finally:
@@ -163,13 +163,32 @@ async def test_a_turn_saved_before_a_rebuild_and_appended_after_is_not_doubled(
     # Another request rebuilds between this message's save and its append.
     assert await scene.recent() == [T("customer", "Hello"), T("customer", "Is anyone there?")]
 
-    await memory_append(**scene.ids, turn=T("customer", "Is anyone there?"))
-    await memory_append(**scene.ids, turn=T("assistant", "Yes, how can I help?"))
+    await memory_append(**scene.ids, turns=[T("customer", "Is anyone there?")])
+    await memory_append(**scene.ids, turns=[T("assistant", "Yes, how can I help?")])
 
     assert await scene.recent() == [
         T("customer", "Hello"),
         T("customer", "Is anyone there?"),
         T("assistant", "Yes, how can I help?"),
+    ]
+
+
+async def test_a_question_and_its_answer_are_appended_together(
+    backend: str, make_scene: SceneMaker
+) -> None:
+    scene = await make_scene()
+    await scene.said("customer", "Hello")
+    await scene.message("customer", "Where is my parcel?")
+    await scene.message("assistant", "On its way.")
+
+    await memory_append(
+        **scene.ids, turns=[T("customer", "Where is my parcel?"), T("assistant", "On its way.")]
+    )
+
+    assert await scene.recent() == [
+        T("customer", "Hello"),
+        T("customer", "Where is my parcel?"),
+        T("assistant", "On its way."),
     ]
 
 
@@ -209,7 +228,7 @@ async def test_appends_extend_an_existing_memory_up_to_fifty_turns(
     await scene.recent()
 
     for i in range(1, 60):
-        await memory_append(**scene.ids, turn=T("customer", f"turn {i}"))
+        await memory_append(**scene.ids, turns=[T("customer", f"turn {i}")])
 
     recent = await scene.recent(limit=50)
     assert recent == [T("customer", f"turn {i}") for i in range(10, 60)]
@@ -275,7 +294,7 @@ async def test_two_processes_share_the_memory(redis_url: str, make_scene: SceneM
     async def other_process() -> None:
         # Another event loop, so another client and connection pool, as in a second process.
         try:
-            await memory_append(**scene.ids, turn=T("agent", "Of course."))
+            await memory_append(**scene.ids, turns=[T("agent", "Of course.")])
         finally:
             await redis_close()
 
