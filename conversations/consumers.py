@@ -13,6 +13,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.utils import translation
 from django.utils.translation import gettext_lazy as _
+from redis.exceptions import RedisError
 
 from conversations import services
 from conversations.handoff import agents_group, conversation_group
@@ -85,10 +86,10 @@ class WidgetConsumer(AsyncWebsocketConsumer):
     chat: ChatContext | None = None
     group: str = ""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.answering = asyncio.Lock()
-        self.tasks: set[asyncio.Task[None]] = set()
+    # Made on the first message: most sockets stay idle, and each costs memory (many thousands
+    # per process).
+    answering: asyncio.Lock | None = None
+    tasks: set[asyncio.Task[None]] | None = None
 
     async def connect(self) -> None:
         public_key = self.scope["url_route"]["kwargs"]["public_key"]
@@ -108,10 +109,16 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
-        for task in self.tasks:
+        for task in self.tasks or ():
             task.cancel()
         if self.chat is not None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+            try:
+                await self.channel_layer.group_discard(self.group, self.channel_name)
+            except (RedisError, OSError) as exc:
+                # A burst of disconnects can find the layer's connections all busy. The
+                # membership then lapses with the layer's group expiry; messages sent to it
+                # meanwhile go to a channel nobody reads, which costs nothing.
+                logger.warning("leaving the conversation group failed: %s", type(exc).__name__)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if text_data is None or len(text_data.encode()) > MAX_FRAME_BYTES:
@@ -154,8 +161,13 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         )
         self.group = conversation_group(self.tenant.pk, session.conversation_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
-        tickets = await db_parallel(tickets_for_customer)(
-            tenant_id=self.tenant.pk, customer_id=session.customer_id
+        # A new visitor has no tickets yet: no query.
+        tickets = (
+            await db_parallel(tickets_for_customer)(
+                tenant_id=self.tenant.pk, customer_id=session.customer_id
+            )
+            if session.resumed
+            else []
         )
         await self.send_frame(
             {
@@ -199,12 +211,15 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         if len(text) > MAX_MESSAGE_CHARS:
             await self.send_error("too_long", _("Messages are limited to 2,000 characters."))
             return
-        chat = self.chat
-        task = asyncio.create_task(self._answer(chat, text.strip(), client_id))
+        if self.tasks is None:
+            self.tasks = set()
+        task = asyncio.create_task(self._answer(self.chat, text.strip(), client_id))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
     async def _answer(self, chat: ChatContext, text: str, client_id: str) -> None:
+        if self.answering is None:
+            self.answering = asyncio.Lock()
         async with self.answering:
             try:
                 await answer_customer_message(

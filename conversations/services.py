@@ -129,17 +129,22 @@ def widget_session_start(
                 tenant=tenant, channel=Channel.WIDGET, external_id=external_id
             ).first()
     resumed = customer is not None
-    if customer is None:
+    conversation = None
+    if customer is None:  # a new visitor: nothing to look up
         customer = Customer.objects.create(
-            tenant=tenant, channel=Channel.WIDGET, external_id=secrets.token_urlsafe(16)
+            tenant=tenant,
+            channel=Channel.WIDGET,
+            external_id=secrets.token_urlsafe(16),
+            last_seen_at=now,
         )
-    Customer.objects.filter(pk=customer.pk).update(last_seen_at=now)
-    conversation = (
-        Conversation.objects.filter(tenant=tenant, customer=customer)
-        .exclude(status=Conversation.Status.CLOSED)
-        .order_by("-created_at", "-id")
-        .first()
-    )
+    else:
+        Customer.objects.filter(pk=customer.pk).update(last_seen_at=now)
+        conversation = (
+            Conversation.objects.filter(tenant=tenant, customer=customer)
+            .exclude(status=Conversation.Status.CLOSED)
+            .order_by("-created_at", "-id")
+            .first()
+        )
     if conversation is None:
         conversation = Conversation.objects.create(
             tenant=tenant, customer=customer, channel=Channel.WIDGET, language=language
