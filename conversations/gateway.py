@@ -5,9 +5,23 @@ Ollama) is reached through the official ``openai`` client with explicit timeouts
 ``ProviderConfig`` (a plain value, so no ORM object crosses into async code).
 
 Chat answers stream through :func:`chat_stream`: an ordered fallback chain of providers, retries
-with backoff before the first token, a per-provider circuit breaker and an answer cache, both in
-the Django cache so that every ASGI and Celery process shares them. Timeouts, retries, fallback,
-usage and cost live here; callers get text deltas and a final usage record.
+with backoff before the first token, a per-tenant, per-provider circuit breaker and an answer
+cache. Timeouts, retries, fallback, usage and cost live here; callers get text deltas and a final
+usage record.
+
+The stream's body is read as raw server-sent events and parsed here, not through the client's
+per-chunk pydantic models, which cost more than all the rest of an answer. Events that arrived
+together (in one network read, or while the caller was busy with the previous delta) are passed
+on as one delta, so a backlog costs the caller one frame, not one per token; nothing ever waits
+for more text to come.
+
+The breaker and the answer cache live in Redis through the process's shared ``redis.asyncio``
+client (:func:`helpdesk_site.redis.redis_client`) when ``REDIS_URL`` is set, so that every ASGI
+and Celery process shares them, under ``kefu:llm:cb:<tenant_id>:<provider>:*`` and
+``kefu:llm:answer:<tenant_id>:<sha256 of the caller's key>`` (never the question itself).
+Without Redis (the embedded single-process mode) they live in an in-process store with the same
+expiry. Both are optimisations: a broken or slow Redis reads as a closed circuit and a cache miss,
+logs a warning without keys at most once per interval, and never fails an answer.
 """
 
 import asyncio
@@ -18,19 +32,25 @@ import logging
 import math
 import random
 import re
+import ssl
+import threading
 import time
-from collections.abc import AsyncGenerator, Awaitable, Sequence
-from contextlib import aclosing
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, Protocol, TypeVar, cast
 
 import numpy as np
 import openai
+import redis.asyncio as aioredis
 from django.conf import settings
-from django.core.cache import cache
-from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
+from openai.types.chat import ChatCompletionMessageParam
+from redis.exceptions import RedisError
 
+from helpdesk_site.redis import redis_client, redis_failure_log
 from tenants.models import LLMProvider
 
 EMBEDDING_BATCH = 64
@@ -50,10 +70,15 @@ FailureKind = Literal[
 ]
 
 _COST_PLACES: Final = Decimal("0.000001")
+_STATE_KEY_PREFIX: Final = "kefu:llm:"
 # Breaker state outlives any open period; it only expires so that a deleted provider's keys go.
 _BREAKER_STATE_TTL: Final = 24 * 3600
-# A cache that hangs must not hang the answer; the lookup is given up and treated as a miss.
-_CACHE_OP_TIMEOUT: Final = 0.5
+# Without Redis: at most this many breaker keys and cached answers, least recently used go first.
+_LOCAL_STATE_MAX_KEYS: Final = 10_000
+# After [DONE], how long the end of the body may take to arrive so that the connection can be
+# reused; a server slower than that has its connection closed instead (the openai client's own
+# streams wait the same).
+_BODY_END_WAIT: Final = 0.1
 # An answer cut short by the token limit or a content filter is not worth replaying.
 _INCOMPLETE_FINISH_REASONS: Final = frozenset({"length", "content_filter"})
 _SAFE_ERROR_CODE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
@@ -437,46 +462,54 @@ async def _attempt_stream(
     """One streamed request: yields content as it arrives, records usage in ``answer``, raises
     :class:`_AttemptError` on any provider failure.
 
-    The deadlines wrap each wait for a chunk rather than the whole loop, so no timeout is armed
+    Everything received since the previous yield comes as one text (see :class:`_BodyReader`).
+    The deadlines wrap each wait for data rather than the whole loop, so no timeout is armed
     while the caller holds a delta (a timeout firing there would cancel the caller's code).
     """
     loop = asyncio.get_running_loop()
     started = loop.time()
     total_deadline = started + provider.total_timeout
     first_token_deadline = min(started + provider.first_token_timeout, total_deadline)
-    stream: openai.AsyncStream[ChatCompletionChunk] | None = None
     try:
-        async with asyncio.timeout_at(first_token_deadline):
-            stream = await client.chat.completions.create(
-                model=provider.model,
-                messages=messages,
-                temperature=temperature,
-                max_tokens=max_tokens,
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-        while True:
-            # Providers open with an empty role chunk: only real content stops the first clock.
-            deadline = first_token_deadline if answer.first_token_at is None else total_deadline
-            async with asyncio.timeout_at(deadline):
-                try:
-                    chunk = await anext(stream)
-                except StopAsyncIteration:
+        async with AsyncExitStack() as cleanup:
+            async with asyncio.timeout_at(first_token_deadline):
+                # Raises openai's status errors (429, 5xx, 4xx) like create() does: the client
+                # reads an error's body before it returns a streaming response.
+                response = await cleanup.enter_async_context(
+                    client.chat.completions.with_streaming_response.create(
+                        model=provider.model,
+                        messages=messages,
+                        temperature=temperature,
+                        max_tokens=max_tokens,
+                        stream=True,
+                        stream_options={"include_usage": True},
+                    )
+                )
+            reader = _BodyReader(response)
+            cleanup.push_async_callback(reader.close)
+            decoder = _EventDecoder()
+            while True:
+                # Providers open with an empty role chunk: only real content stops the first clock.
+                deadline = first_token_deadline if answer.first_token_at is None else total_deadline
+                async with asyncio.timeout_at(deadline):
+                    received = await reader.take()
+                if received is None:
+                    return  # the body ended without [DONE]; the openai client accepts that too
+                batch = _events_apply(decoder.feed(received), answer)
+                if batch.text:
+                    if answer.first_token_at is None:
+                        answer.first_token_at = loop.time()
+                    answer.parts.append(batch.text)
+                    yield batch.text
+                if batch.problem is not None:
+                    raise _AttemptError(
+                        AttemptFailure(provider.name, "server_error", batch.problem),
+                        retryable=True,
+                        counts_against_provider=True,
+                    )
+                if batch.done:
+                    await reader.end_wait()
                     return
-            if chunk.usage is not None:
-                answer.prompt_tokens = chunk.usage.prompt_tokens
-                answer.completion_tokens = chunk.usage.completion_tokens
-            if not chunk.choices:
-                continue
-            choice = chunk.choices[0]
-            if choice.finish_reason is not None:
-                answer.finish_reason = choice.finish_reason
-            text = choice.delta.content if choice.delta is not None else None
-            if text:
-                if answer.first_token_at is None:
-                    answer.first_token_at = loop.time()
-                answer.parts.append(text)
-                yield text
     except TimeoutError:
         if answer.first_token_at is None and first_token_deadline < total_deadline:
             kind: FailureKind = "timeout_first_token"
@@ -490,15 +523,165 @@ async def _attempt_stream(
         ) from None
     except openai.OpenAIError as exc:
         raise _attempt_error(provider, exc, got_text=answer.first_token_at is not None) from None
-    except json.JSONDecodeError:
-        raise _AttemptError(
-            AttemptFailure(provider.name, "server_error", "malformed stream event"),
-            retryable=True,
-            counts_against_provider=True,
-        ) from None
-    finally:
-        if stream is not None:
-            await stream.close()
+
+
+class _BodyReader:
+    """Reads a streamed response body in a task of its own, so that what has arrived can be
+    taken all at once.
+
+    The transport hands the body over one HTTP chunk (for these servers: one event) at a time,
+    even when a single network read brought many. Reading in a separate task lets them gather
+    while the caller is busy with the previous delta; :meth:`take` then returns them together,
+    and waits only when nothing at all has arrived, so coalescing never delays a token.
+    """
+
+    def __init__(self, response: openai.AsyncAPIResponse[Any]) -> None:
+        self._received: list[bytes] = []
+        self._wakeup: asyncio.Future[None] | None = None
+        self._task = asyncio.create_task(self._read(response), name="llm-body-reader")
+        self._task.add_done_callback(self._wake)
+
+    async def take(self) -> bytes | None:
+        """The bytes received since the last call, waiting only when there are none; None once
+        the body has ended. A transport error is raised after the bytes that came before it."""
+        while not self._received:
+            if self._task.done():
+                self._task.result()
+                return None
+            self._wakeup = asyncio.get_running_loop().create_future()
+            try:
+                await self._wakeup
+            finally:
+                self._wakeup = None
+        received = b"".join(self._received)
+        self._received.clear()
+        return received
+
+    async def end_wait(self) -> None:
+        """Waits up to ``_BODY_END_WAIT`` for the end of the body: a body read to its end lets
+        the connection go back to the pool, while one closed early closes the connection."""
+        if not self._task.done():
+            await asyncio.wait([self._task], timeout=_BODY_END_WAIT)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await asyncio.wait([self._task])
+        if not self._task.cancelled():
+            self._task.exception()  # seen by take(), or not wanted: don't log it as unretrieved
+
+    async def _read(self, response: openai.AsyncAPIResponse[Any]) -> None:
+        try:
+            async for data in response.iter_bytes():
+                self._received.append(data)
+                self._wake()
+        except Exception as exc:  # only to translate the transport's errors; the rest re-raised
+            translated = _transport_error(exc, response)
+            if translated is None:
+                raise
+            raise translated from exc
+
+    def _wake(self, *_: object) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+
+def _transport_error(
+    exc: Exception, response: openai.AsyncAPIResponse[Any]
+) -> openai.APIConnectionError | None:
+    """A failed body read as the openai client's own streams report it: the transport's timeout
+    and request errors become ``APITimeoutError`` and ``APIConnectionError``; None for anything
+    else. Matched by name, as in :func:`_caused_by`: the transport (httpx or httpx2) is the
+    openai client's business. SSL errors and anyio's ``EndOfStream`` escape the transport's own
+    classes, and the openai client counts them as connection errors too."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    request = response.http_response.request
+    if "TimeoutException" in names:
+        return openai.APITimeoutError(request=request)
+    if "RequestError" in names or "EndOfStream" in names or isinstance(exc, ssl.SSLError):
+        return openai.APIConnectionError(request=request)
+    return None
+
+
+class _EventDecoder:
+    """The ``data`` of each complete server-sent event in a byte stream, fed as it arrives.
+
+    An event ends at a blank line, and a line at LF, CRLF or CR; a CR that ends the bytes so far
+    is held back, since it may be the first half of a CRLF. Other fields (``event``, ``id``,
+    comments) are skipped: an OpenAI-compatible chat stream says everything in ``data``. As the
+    standard says, an event left incomplete when the body ends is dropped.
+    """
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, received: bytes) -> list[bytes]:
+        buffer = self._pending + received if self._pending else received
+        held_cr = b""
+        if b"\r" in buffer:
+            if buffer.endswith(b"\r"):
+                buffer, held_cr = buffer[:-1], b"\r"
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        *events, rest = buffer.split(b"\n\n")
+        self._pending = rest + held_cr
+        payloads = []
+        for event in events:
+            lines = [
+                line[5:].removeprefix(b" ")
+                for line in event.split(b"\n")
+                if line.startswith(b"data:")
+            ]
+            if lines:
+                payloads.append(b"\n".join(lines))
+        return payloads
+
+
+@dataclass
+class _EventBatch:
+    text: str
+    done: bool  # [DONE] was among the events
+    problem: str | None  # an error event or malformed JSON: the attempt failed there
+
+
+def _events_apply(payloads: Sequence[bytes], answer: _Answer) -> _EventBatch:
+    """Records the usage and finish reason of ``chat.completion.chunk`` events in ``answer`` and
+    joins their text. Events after ``[DONE]`` or after a problem are ignored; the text before a
+    problem is kept, since it is what the customer should see of the broken answer."""
+    texts: list[str] = []
+    for payload in payloads:
+        if payload.startswith(b"[DONE]"):
+            return _EventBatch("".join(texts), done=True, problem=None)
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            chunk = None
+        if not isinstance(chunk, dict):
+            return _EventBatch("".join(texts), done=False, problem="malformed stream event")
+        error = chunk.get("error")
+        if error:
+            # The message is the provider's prose (it may quote the key): only a code is kept.
+            code = error.get("code") if isinstance(error, dict) else None
+            safe_code = isinstance(code, str) and _SAFE_ERROR_CODE.fullmatch(code)
+            problem = f"error event {code}" if safe_code else "error event"
+            return _EventBatch("".join(texts), done=False, problem=problem)
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            prompt_tokens = usage.get("prompt_tokens")
+            completion_tokens = usage.get("completion_tokens")
+            if isinstance(prompt_tokens, int):
+                answer.prompt_tokens = prompt_tokens
+            if isinstance(completion_tokens, int):
+                answer.completion_tokens = completion_tokens
+        choices = chunk.get("choices")
+        if not (isinstance(choices, list) and choices and isinstance(choices[0], dict)):
+            continue
+        finish_reason = choices[0].get("finish_reason")
+        if isinstance(finish_reason, str):
+            answer.finish_reason = finish_reason
+        delta = choices[0].get("delta")
+        text = delta.get("content") if isinstance(delta, dict) else None
+        if isinstance(text, str) and text:
+            texts.append(text)
+    return _EventBatch("".join(texts), done=False, problem=None)
 
 
 _WAITED_FOR: Final[dict[FailureKind, str]] = {
@@ -551,7 +734,7 @@ def _attempt_error(
             retryable=False,
             counts_against_provider=False,
         )
-    # An error event inside the stream, or a response that is not a chat completion.
+    # Any other openai error: a response that is not what the API promises.
     return _AttemptError(
         AttemptFailure(provider.name, "server_error", type(exc).__name__),
         retryable=True,
@@ -675,19 +858,139 @@ def _log_failure(
     )
 
 
-# --- Shared state in the Django cache ------------------------------------------------------------
+# --- Shared state: circuit breakers and cached answers -------------------------------------------
 
 
-async def _cache_call(operation: Awaitable[_T], default: _T) -> _T:
-    """Runs one cache operation; a broken or slow cache gives ``default`` instead of failing the
-    answer. The breaker and the answer cache are optimisations, never a reason to not answer."""
+class _State(Protocol):
+    """What the breaker and the answer cache need from a store: values with an expiry."""
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
+
+    async def put(
+        self, key: str, value: bytes, *, ttl: float, only_if_absent: bool = False
+    ) -> bool: ...
+
+    async def incr(self, key: str, *, ttl: float) -> int: ...
+
+    async def delete(self, keys: Sequence[str]) -> None: ...
+
+
+class _RedisState:
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client = client
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        # The shared client is built with decode_responses=False: values come back as bytes.
+        return cast(list[bytes | None], await self._client.mget(keys))
+
+    async def put(
+        self, key: str, value: bytes, *, ttl: float, only_if_absent: bool = False
+    ) -> bool:
+        return bool(
+            await self._client.set(key, value, px=timedelta(seconds=ttl), nx=only_if_absent)
+        )
+
+    async def incr(self, key: str, *, ttl: float) -> int:
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.pexpire(key, timedelta(seconds=ttl))
+            count, _ = await pipe.execute()
+        return int(count)
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        await self._client.delete(*keys)
+
+
+class _LocalState:
+    """The store without Redis: the same operations and expiry as on Redis, in a bounded LRU.
+
+    Only the embedded mode runs without Redis, and it is one process, so this is exact. The lock
+    is for the other threads' event loops (``async_to_sync`` bridges, tests); it is held for a
+    few dictionary operations and never across an ``await``.
+    """
+
+    def __init__(self, *, clock: Callable[[], float], max_keys: int) -> None:
+        self._clock = clock
+        self._max_keys = max_keys
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        with self._lock:
+            now = self._clock()
+            return [self._live(key, now) for key in keys]
+
+    async def put(
+        self, key: str, value: bytes, *, ttl: float, only_if_absent: bool = False
+    ) -> bool:
+        with self._lock:
+            now = self._clock()
+            if only_if_absent and self._live(key, now) is not None:
+                return False
+            self._store(key, value, expires_at=now + ttl)
+            return True
+
+    async def incr(self, key: str, *, ttl: float) -> int:
+        with self._lock:
+            now = self._clock()
+            current = self._live(key, now)
+            count = (0 if current is None else int(current)) + 1
+            self._store(key, str(count).encode(), expires_at=now + ttl)
+            return count
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self._entries.pop(key, None)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def _live(self, key: str, now: float) -> bytes | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        value, expires_at = entry
+        if expires_at <= now:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return value
+
+    def _store(self, key: str, value: bytes, *, expires_at: float) -> None:
+        self._entries[key] = (value, expires_at)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_keys:
+            # Least recently used first; expired entries nobody touched are among them.
+            self._entries.popitem(last=False)
+
+
+_local_state = _LocalState(clock=time.monotonic, max_keys=_LOCAL_STATE_MAX_KEYS)
+
+
+def gateway_local_reset() -> None:
+    """Forgets every in-process breaker and cached answer. For tests: their database ids (and
+    so keys) repeat."""
+    _local_state.reset()
+
+
+async def _shared(operation: str, work: Callable[[_State], Awaitable[_T]], default: _T) -> _T:
+    """Runs ``work`` on Redis when it is configured, else on the in-process store.
+
+    On Redis, a failure gives ``default``: the breaker and the answer cache are optimisations,
+    never a reason not to answer. A Redis that hangs is given up by the shared client's own
+    timeouts (a second). No shorter guard is added: under load a wall-clock guard fires on the
+    event loop's lag rather than on Redis, and cancelling a command mid-flight costs the pool
+    its connection. ``operation`` names the step in the rate-limited warning; keys never appear.
+    """
+    client = redis_client()
+    if client is None:
+        return await work(_local_state)
     try:
-        async with asyncio.timeout(_CACHE_OP_TIMEOUT):
-            return await operation
-    # Each backend raises its own errors (redis.RedisError, OSError, pickling errors, ValueError
-    # for incr on a key that just expired), so nothing narrower than Exception covers them.
-    except Exception as exc:
-        logger.warning("llm cache operation failed: %s", type(exc).__name__)
+        return await work(_RedisState(client))
+    except (RedisError, OSError) as exc:
+        redis_failure_log(logger=logger, operation=operation, error=exc)
         return default
 
 
@@ -698,83 +1001,96 @@ class _Circuit(enum.Enum):
 
 
 class _Breaker:
-    """A per-tenant, per-provider circuit breaker kept in the Django cache.
+    """A per-tenant, per-provider circuit breaker in the shared state.
 
-    Keys, under ``llm:cb:{tenant_id}:{provider_id}``: ``:failures`` counts consecutive failed
-    requests, ``:open_until`` is the epoch time the open period ends (a value, not a TTL, so that
-    sub-second periods work on Redis, whose TTLs are whole seconds), ``:trial`` is the lock that
-    lets a single request through once the period is over. Success deletes all three.
+    Keys, under ``kefu:llm:cb:{tenant_id}:{provider}``: ``:failures`` counts consecutive failed
+    requests, ``:open_until`` is the epoch time the open period ends (a value, not a TTL, so
+    that every process reads the same period however its expiry is rounded), ``:trial`` is the
+    lock that lets a single request through once the period is over. Success deletes all three.
+
+    A healthy provider costs one read per attempt: a success deletes the keys only when the
+    read found some (or it was the trial). A failure recorded by another request between that
+    read and this success is then kept, as if it had come just after the success.
     """
 
     def __init__(self, *, tenant_id: int, provider: ProviderConfig) -> None:
         self.provider = provider
         self.tenant_id = tenant_id
-        self.prefix = _breaker_prefix(tenant_id, provider)
+        prefix = _breaker_prefix(tenant_id, provider)
+        self.failures_key = f"{prefix}:failures"
+        self.open_until_key = f"{prefix}:open_until"
+        self.trial_key = f"{prefix}:trial"
         self.threshold = int(getattr(settings, "LLM_BREAKER_FAILURES", 5))
         self.open_seconds = float(getattr(settings, "LLM_BREAKER_OPEN_SECONDS", 30.0))
+        self._state_seen = False
 
     async def admit(self) -> _Circuit:
-        open_until = await _cache_call(cache.aget(f"{self.prefix}:open_until"), None)
-        if not isinstance(open_until, int | float):
-            return _Circuit.CLOSED
-        if time.time() < open_until:
-            return _Circuit.OPEN
-        # The trial lock outlives the slowest possible trial, so a crashed trial cannot wedge it.
-        trial_ttl = math.ceil(self.provider.connect_timeout + self.provider.total_timeout) + 1
-        won = await _cache_call(cache.aadd(f"{self.prefix}:trial", 1, timeout=trial_ttl), False)
-        return _Circuit.TRIAL if won else _Circuit.OPEN
+        return await _shared("llm circuit breaker check", self._admit, _Circuit.CLOSED)
 
     async def record(self, circuit: _Circuit, *, ok: bool | None) -> None:
         """``ok=None`` is an outcome that says nothing about the provider's health."""
-        if ok:
-            await _cache_call(
-                cache.adelete_many(
-                    [f"{self.prefix}:failures", f"{self.prefix}:open_until", f"{self.prefix}:trial"]
-                ),
-                None,
+        change = await _shared(
+            "llm circuit breaker update",
+            lambda state: self._record(state, circuit, ok=ok),
+            None,
+        )
+        if change is not None:
+            logger.warning(
+                "llm circuit %s tenant=%s provider=%s id=%s",
+                change,
+                self.tenant_id,
+                self.provider.name,
+                self.provider.id,
             )
-            if circuit is _Circuit.TRIAL:
-                self._log("closed")
-            return
+
+    async def _admit(self, state: _State) -> _Circuit:
+        failures, open_until = await state.get_many([self.failures_key, self.open_until_key])
+        self._state_seen = failures is not None or open_until is not None
+        try:
+            until = float(open_until) if open_until is not None else None
+        except ValueError:
+            until = None
+        if until is None:
+            return _Circuit.CLOSED
+        if time.time() < until:
+            return _Circuit.OPEN
+        # The trial lock outlives the slowest possible trial, so a crashed trial cannot wedge it.
+        trial_ttl = math.ceil(self.provider.connect_timeout + self.provider.total_timeout) + 1
+        won = await state.put(self.trial_key, b"1", ttl=trial_ttl, only_if_absent=True)
+        return _Circuit.TRIAL if won else _Circuit.OPEN
+
+    async def _record(self, state: _State, circuit: _Circuit, *, ok: bool | None) -> str | None:
+        """Records the outcome; returns the change worth a log line, if any."""
+        if ok:
+            if circuit is _Circuit.TRIAL or self._state_seen:
+                await state.delete([self.failures_key, self.open_until_key, self.trial_key])
+                self._state_seen = False
+            return "closed" if circuit is _Circuit.TRIAL else None
         if ok is None:
             if circuit is _Circuit.TRIAL:
-                await _cache_call(cache.adelete(f"{self.prefix}:trial"), None)
-            return
+                await state.delete([self.trial_key])
+            return None
         if circuit is _Circuit.TRIAL:
-            await self._open()
-            await _cache_call(cache.adelete(f"{self.prefix}:trial"), None)
-            self._log("reopened")
-            return
-        key = f"{self.prefix}:failures"
-        await _cache_call(cache.aadd(key, 0, timeout=_BREAKER_STATE_TTL), False)
-        failures = await _cache_call(cache.aincr(key), 0)
-        if failures >= self.threshold:
-            await self._open()
-            if failures == self.threshold:
-                self._log("opened")
+            await self._open(state)
+            await state.delete([self.trial_key])
+            return "reopened"
+        failures = await state.incr(self.failures_key, ttl=_BREAKER_STATE_TTL)
+        if failures < self.threshold:
+            return None
+        await self._open(state)
+        return "opened" if failures == self.threshold else None
 
-    async def _open(self) -> None:
+    async def _open(self, state: _State) -> None:
         until = time.time() + self.open_seconds
-        await _cache_call(
-            cache.aset(f"{self.prefix}:open_until", until, timeout=_BREAKER_STATE_TTL), None
-        )
-
-    def _log(self, change: str) -> None:
-        logger.warning(
-            "llm circuit %s tenant=%s provider=%s id=%s",
-            change,
-            self.tenant_id,
-            self.provider.name,
-            self.provider.id,
-        )
+        await state.put(self.open_until_key, repr(until).encode(), ttl=_BREAKER_STATE_TTL)
 
 
 def _breaker_prefix(tenant_id: int, provider: ProviderConfig) -> str:
     if provider.id is not None:
-        return f"llm:cb:{tenant_id}:{provider.id}"
+        return f"{_STATE_KEY_PREFIX}cb:{tenant_id}:{provider.id}"
     # A provider from settings has no row: name it by where it points (never by its key).
     digest = hashlib.sha256(f"{provider.base_url}|{provider.model}".encode()).hexdigest()[:16]
-    return f"llm:cb:{tenant_id}:url-{digest}"
+    return f"{_STATE_KEY_PREFIX}cb:{tenant_id}:url-{digest}"
 
 
 @dataclass(frozen=True)
@@ -785,12 +1101,20 @@ class _CachedAnswer:
 
 
 def _answer_cache_key(tenant_id: int, cache_key: str) -> str:
-    # Hashed: the caller's key holds the customer's question, and cache keys get logged.
-    return f"llm:answer:{tenant_id}:{hashlib.sha256(cache_key.encode()).hexdigest()}"
+    # Hashed: the caller's key holds the customer's question, and keys may be seen in Redis.
+    digest = hashlib.sha256(cache_key.encode()).hexdigest()
+    return f"{_STATE_KEY_PREFIX}answer:{tenant_id}:{digest}"
 
 
 async def _answer_cache_get(key: str) -> _CachedAnswer | None:
-    record = await _cache_call(cache.aget(key), None)
+    miss: list[bytes | None] = [None]
+    [payload] = await _shared("llm answer cache read", lambda state: state.get_many([key]), miss)
+    if payload is None:
+        return None
+    try:
+        record = json.loads(payload)
+    except ValueError:
+        return None
     if not isinstance(record, dict):
         return None
     text, provider, model = record.get("text"), record.get("provider"), record.get("model")
@@ -802,6 +1126,11 @@ async def _answer_cache_get(key: str) -> _CachedAnswer | None:
 
 
 async def _answer_cache_set(key: str, answer: _CachedAnswer) -> None:
+    seconds = int(getattr(settings, "LLM_ANSWER_CACHE_SECONDS", 3600))
+    if seconds <= 0:
+        return
     record = {"text": answer.text, "provider": answer.provider, "model": answer.model}
-    timeout = int(getattr(settings, "LLM_ANSWER_CACHE_SECONDS", 3600))
-    await _cache_call(cache.aset(key, record, timeout=timeout), None)
+    payload = json.dumps(record, ensure_ascii=False).encode()
+    await _shared(
+        "llm answer cache write", lambda state: state.put(key, payload, ttl=seconds), False
+    )

@@ -1,22 +1,28 @@
 """Streaming chat through the gateway, driven with the real openai client against mock servers.
 
-Every test gets its own tenant id, so circuit breakers and cached answers (which live in the
-Django cache, Redis when ``REDIS_URL`` is set) never leak from one test into another.
+Every test gets its own tenant id, so circuit breakers and cached answers (which live in Redis
+when ``REDIS_URL`` is set, in the process otherwise) never leak from one test into another.
+Tests that take ``backend`` run on both stores: in-process always, Redis unless it is not
+configured (then skipped, or failed under KEFU_REQUIRE_SERVICES=1).
 """
 
 import asyncio
 import itertools
+import json
 import logging
 import math
 import random
-from collections.abc import Iterator
-from contextlib import aclosing
+import re
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import aclosing, asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.core.cache import cache
 
+import helpdesk_site.redis
 from conversations.gateway import (
     AllProvidersFailed,
     AttemptFailure,
@@ -26,9 +32,12 @@ from conversations.gateway import (
     StreamDone,
     StreamInterrupted,
     TextDelta,
+    _LocalState,
     chat_stream,
+    gateway_local_reset,
 )
 from conversations.mockllm import MockLLMServer, stream_tokens
+from helpdesk_site.redis import redis_client, redis_close
 
 CHINESE_ANSWER = "您好，请问有什么可以帮您？"
 ENGLISH_ANSWER = "Hello, how can I help you with your order today?"
@@ -37,6 +46,7 @@ SYSTEM_PROMPT = "You are the support assistant of Example Shop."
 QUESTION = "Where is my parcel 4711?"
 MESSAGES = (ChatMessage("system", SYSTEM_PROMPT), ChatMessage("user", QUESTION))
 REFUSED_URL = "http://127.0.0.1:1/v1"  # nothing listens on port 1: the connection is refused
+REFUSED_REDIS_URL = "redis://127.0.0.1:1/0"
 
 _tenant_ids = itertools.count(random.randrange(10**9, 2 * 10**9, 10**4))
 
@@ -64,19 +74,29 @@ def _fast_gateway(settings: Any) -> None:
     settings.LLM_ANSWER_CACHE_SECONDS = 60
 
 
+@pytest.fixture(params=["local", "redis"])
+def backend(request: pytest.FixtureRequest, settings: Any) -> str:
+    """Where breakers and cached answers live: the in-process store, or Redis."""
+    if request.param == "redis":
+        request.getfixturevalue("redis_url")
+    else:
+        settings.REDIS_URL = ""
+    return str(request.param)
+
+
 @pytest.fixture
-def tenant_id() -> Iterator[int]:
+async def tenant_id() -> AsyncIterator[int]:
+    gateway_local_reset()
     tenant = next(_tenant_ids)
     yield tenant
     # Breaker keys live a day; don't leave them in a shared Redis.
-    cache.delete_many(
-        [
-            f"llm:cb:{tenant + offset}:{provider_id}:{part}"
-            for offset in (0, 1)
-            for provider_id in (1, 2, 3)
-            for part in ("failures", "open_until", "trial")
-        ]
-    )
+    client = redis_client()
+    if client is not None:
+        for tenant_of_test in (tenant, tenant + 1):
+            keys = [key async for key in client.scan_iter(match=f"kefu:llm:*:{tenant_of_test}:*")]
+            if keys:
+                await client.delete(*keys)
+    await redis_close()
 
 
 def _provider(
@@ -140,12 +160,78 @@ async def _interrupted(**kwargs: Any) -> tuple[list[str], StreamInterrupted]:
     return deltas, caught.value
 
 
+async def _answer_in_another_worker(**kwargs: Any) -> tuple[list[str], ChatUsage]:
+    """``_answer`` in another thread with its own event loop, so its own Redis client and
+    connections, as in a second process."""
+
+    async def worker() -> tuple[list[str], ChatUsage]:
+        try:
+            return await _answer(**kwargs)
+        finally:
+            await redis_close()
+
+    return await asyncio.to_thread(asyncio.run, worker())
+
+
 def _kinds(attempts: tuple[AttemptFailure, ...]) -> list[tuple[str, str]]:
     return [(attempt.provider, attempt.kind) for attempt in attempts]
 
 
 def _chat_requests(server: MockLLMServer) -> list[dict[str, Any]]:
     return [r["body"] for r in server.requests() if r["path"] == "/v1/chat/completions"]
+
+
+def _event(chunk: dict[str, Any] | str) -> bytes:
+    data = chunk if isinstance(chunk, str) else json.dumps(chunk, ensure_ascii=False)
+    return f"data: {data}\n\n".encode()
+
+
+def _content_event(text: str, finish_reason: str | None = None) -> bytes:
+    choice = {"index": 0, "delta": {"content": text}, "finish_reason": finish_reason}
+    return _event({"object": "chat.completion.chunk", "choices": [choice]})
+
+
+ROLE_EVENT = _event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
+DONE_EVENT = _event("[DONE]")
+
+
+def _usage_event(prompt_tokens: int, completion_tokens: int) -> bytes:
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+    return _event({"choices": [], "usage": usage})
+
+
+@asynccontextmanager
+async def _scripted_llm(writes: Sequence[bytes], *, pause: float = 0.0) -> AsyncIterator[str]:
+    """A chat endpoint on 127.0.0.1 whose every answer is a 200 event stream made of ``writes``,
+    each sent as one HTTP chunk in one network write ``pause`` seconds after the one before;
+    yields its base URL. For what the mock LLM never sends: several events in one write, line
+    ends split between writes, comments, error events."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = re.search(rb"(?i)content-length: *(\d+)", head)
+            await reader.readexactly(int(length.group(1)) if length else 0)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+            )
+            for data in writes:
+                await asyncio.sleep(pause)
+                writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    host, port = server.sockets[0].getsockname()[:2]
+    try:
+        yield f"http://{host}:{port}/v1"
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 # --- Streaming, usage and cost -------------------------------------------------------------------
@@ -163,8 +249,6 @@ async def test_the_answer_streams_in_deltas_with_usage_and_cost(
     )
 
     assert "".join(deltas) == text
-    assert deltas == stream_tokens(text)  # one delta per chunk, nothing buffered
-    assert len(deltas) > 5
     prompt_tokens = len(stream_tokens(SYSTEM_PROMPT)) + len(stream_tokens(QUESTION))
     completion_tokens = len(stream_tokens(text))
     assert (usage.tokens_in, usage.tokens_out) == (prompt_tokens, completion_tokens)
@@ -187,6 +271,80 @@ async def test_the_answer_streams_in_deltas_with_usage_and_cost(
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": QUESTION},
     ]
+
+
+async def test_each_event_is_passed_on_as_soon_as_it_arrives(
+    mock_llm: MockLLMServer, tenant_id: int
+) -> None:
+    text = "Your parcel ships today."
+    mock_llm.configure(text=text, token_ms=80)
+
+    deltas, _ = await _answer(tenant_id=tenant_id, providers=[_provider(mock_llm.base_url)])
+
+    assert deltas == stream_tokens(text) == ["Your", " parcel", " ships", " today."]
+
+
+async def test_events_that_came_in_one_write_are_one_delta(tenant_id: int) -> None:
+    tokens = stream_tokens(CHINESE_ANSWER)
+    first_write = ROLE_EVENT + b"".join(_content_event(token) for token in tokens[:4])
+    second_write = (
+        b"".join(_content_event(token) for token in tokens[4:])
+        + _content_event("", finish_reason="stop")
+        + _usage_event(21, len(tokens))
+        + DONE_EVENT
+    )
+
+    async with _scripted_llm([first_write, second_write], pause=0.2) as base_url:
+        deltas, usage = await _answer(
+            tenant_id=tenant_id, providers=[_provider(base_url, price_out="1")]
+        )
+
+    assert deltas == ["".join(tokens[:4]), "".join(tokens[4:])]
+    assert (usage.tokens_in, usage.tokens_out) == (21, len(tokens))
+    assert usage.cost == Decimal(len(tokens)) / 1000
+
+
+async def test_events_that_arrived_while_the_caller_held_a_delta_are_one_delta(
+    mock_llm: MockLLMServer, tenant_id: int
+) -> None:
+    mock_llm.configure(text=ENGLISH_ANSWER, token_ms=20)
+    deltas: list[str] = []
+
+    async with aclosing(
+        chat_stream(
+            tenant_id=tenant_id, providers=[_provider(mock_llm.base_url)], messages=MESSAGES
+        )
+    ) as events:
+        async for event in events:
+            if isinstance(event, TextDelta):
+                deltas.append(event.text)
+                if len(deltas) == 1:
+                    await asyncio.sleep(0.6)  # the caller is slow: the rest arrives meanwhile
+
+    assert len(stream_tokens(ENGLISH_ANSWER)) == 10
+    assert len(deltas) == 2
+    assert "".join(deltas) == ENGLISH_ANSWER
+
+
+async def test_line_ends_comments_and_fields_of_the_event_stream_are_understood(
+    tenant_id: int,
+) -> None:
+    """CRLF line ends, one of them split between two writes inside a two-line ``data`` event;
+    a comment; ``event`` and ``id`` fields; and no ``[DONE]``: the body just ends."""
+    writes = [
+        b": keep-alive\r\n\r\n",
+        ROLE_EVENT.replace(b"\n", b"\r\n") + b'data: {"choices": [{"index": 0,\r',
+        b'\ndata: "delta": {"content": "Hello"}}]}\r\n\r\n',
+        b"event: message\r\nid: 7\r\n"
+        + _content_event(" there.", finish_reason="stop").replace(b"\n", b"\r\n"),
+        _usage_event(9, 2).replace(b"\n", b"\r\n"),
+    ]
+
+    async with _scripted_llm(writes, pause=0.1) as base_url:
+        deltas, usage = await _answer(tenant_id=tenant_id, providers=[_provider(base_url)])
+
+    assert deltas == ["Hello", " there."]
+    assert (usage.tokens_in, usage.tokens_out, usage.attempts) == (9, 2, ())
 
 
 async def test_an_empty_chain_fails_at_once(tenant_id: int) -> None:
@@ -382,7 +540,7 @@ async def test_a_disconnect_mid_answer_is_not_retried(
     deltas, interrupted = await _interrupted(tenant_id=tenant_id, providers=providers)
 
     tokens = stream_tokens(text)
-    assert deltas == tokens[: len(tokens) // 2]
+    assert "".join(deltas) == "".join(tokens[: len(tokens) // 2])
     assert interrupted.partial_text == "".join(deltas)
     assert len(_chat_requests(mock_llm)) == 1
     assert _chat_requests(backup_llm) == []
@@ -394,6 +552,51 @@ async def test_a_disconnect_mid_answer_is_not_retried(
     assert usage.tokens_in == math.ceil(len(SYSTEM_PROMPT) / 4) + math.ceil(len(QUESTION) / 4) + 8
     assert usage.cost == (Decimal(usage.tokens_out) * Decimal("0.002")).quantize(Decimal("1e-6"))
     assert interrupted.retryable is False
+
+
+async def test_an_error_event_mid_answer_interrupts_it_without_quoting_the_message(
+    backup_llm: MockLLMServer, tenant_id: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    error = {"message": f"Upstream failed for key {API_KEY}", "type": "server_error"}
+    writes = [
+        ROLE_EVENT + _content_event("Your parcel"),
+        _content_event(" is on") + _event({"error": {**error, "code": "upstream_error"}}),
+        _content_event(" its way."),
+    ]
+
+    with caplog.at_level(logging.INFO, logger="conversations.gateway"):
+        async with _scripted_llm(writes, pause=0.1) as base_url:
+            providers = [_provider(base_url), _provider(backup_llm.base_url, id=2, name="Backup")]
+            deltas, interrupted = await _interrupted(tenant_id=tenant_id, providers=providers)
+
+    assert deltas == ["Your parcel", " is on"]
+    assert interrupted.partial_text == "Your parcel is on"
+    assert interrupted.usage.attempts == (
+        AttemptFailure("Primary", "interrupted", "server_error: error event upstream_error"),
+    )
+    assert _chat_requests(backup_llm) == []
+    assert API_KEY not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("event", "detail"),
+    [
+        (_event({"error": {"message": "overloaded", "code": None}}), "error event"),
+        (b"data: {not json\n\n", "malformed stream event"),
+    ],
+    ids=["error-event", "malformed"],
+)
+async def test_a_broken_event_before_the_first_token_is_retried_then_falls_back(
+    backup_llm: MockLLMServer, tenant_id: int, event: bytes, detail: str
+) -> None:
+    backup_llm.configure(text=ENGLISH_ANSWER)
+
+    async with _scripted_llm([ROLE_EVENT + event + _content_event("never seen")]) as base_url:
+        providers = [_provider(base_url), _provider(backup_llm.base_url, id=2, name="Backup")]
+        deltas, usage = await _answer(tenant_id=tenant_id, providers=providers)
+
+    assert "".join(deltas) == ENGLISH_ANSWER
+    assert usage.attempts == (AttemptFailure("Primary", "server_error", detail),) * 3
 
 
 async def test_the_total_timeout_interrupts_a_slow_answer(
@@ -417,7 +620,11 @@ async def test_the_total_timeout_interrupts_a_slow_answer(
 
 
 async def test_the_circuit_opens_skips_the_provider_and_half_opens_after_the_period(
-    mock_llm: MockLLMServer, backup_llm: MockLLMServer, tenant_id: int, settings: Any
+    backend: str,
+    mock_llm: MockLLMServer,
+    backup_llm: MockLLMServer,
+    tenant_id: int,
+    settings: Any,
 ) -> None:
     settings.LLM_BREAKER_FAILURES = 3
     settings.LLM_BREAKER_OPEN_SECONDS = 0.3
@@ -452,7 +659,11 @@ async def test_the_circuit_opens_skips_the_provider_and_half_opens_after_the_per
 
 
 async def test_a_half_open_circuit_lets_a_single_trial_through(
-    mock_llm: MockLLMServer, backup_llm: MockLLMServer, tenant_id: int, settings: Any
+    backend: str,
+    mock_llm: MockLLMServer,
+    backup_llm: MockLLMServer,
+    tenant_id: int,
+    settings: Any,
 ) -> None:
     settings.LLM_BREAKER_FAILURES = 1
     settings.LLM_BREAKER_OPEN_SECONDS = 0.2
@@ -474,7 +685,11 @@ async def test_a_half_open_circuit_lets_a_single_trial_through(
 
 
 async def test_a_trial_abandoned_by_the_caller_frees_the_half_open_circuit(
-    mock_llm: MockLLMServer, backup_llm: MockLLMServer, tenant_id: int, settings: Any
+    backend: str,
+    mock_llm: MockLLMServer,
+    backup_llm: MockLLMServer,
+    tenant_id: int,
+    settings: Any,
 ) -> None:
     settings.LLM_BREAKER_FAILURES = 1
     settings.LLM_BREAKER_OPEN_SECONDS = 0.2
@@ -494,8 +709,12 @@ async def test_a_trial_abandoned_by_the_caller_frees_the_half_open_circuit(
     assert (usage.provider, usage.attempts) == ("Primary", ())
 
 
-async def test_the_circuit_is_shared_through_the_cache_and_scoped_to_the_tenant(
-    mock_llm: MockLLMServer, backup_llm: MockLLMServer, tenant_id: int, settings: Any
+async def test_the_circuit_is_shared_between_workers_and_scoped_to_the_tenant(
+    backend: str,
+    mock_llm: MockLLMServer,
+    backup_llm: MockLLMServer,
+    tenant_id: int,
+    settings: Any,
 ) -> None:
     settings.LLM_BREAKER_FAILURES = 3
     mock_llm.configure(fault="500")
@@ -503,11 +722,10 @@ async def test_the_circuit_is_shared_through_the_cache_and_scoped_to_the_tenant(
     mock_llm.configure(fault=None)
     mock_llm.clear_requests()
 
-    # Another worker: its own thread, event loop, cache connection and provider values.
-    other_worker = asyncio.to_thread(
-        asyncio.run, _answer(tenant_id=tenant_id, providers=_chain(mock_llm, backup_llm))
+    # Another worker: its own thread, event loop, Redis connection and provider values.
+    _, usage = await _answer_in_another_worker(
+        tenant_id=tenant_id, providers=_chain(mock_llm, backup_llm)
     )
-    _, usage = await other_worker
     assert usage.provider == "Backup"
     assert _kinds(usage.attempts) == [("Primary", "circuit_open")]
     assert _chat_requests(mock_llm) == []
@@ -524,49 +742,132 @@ async def test_the_circuit_lives_in_redis_when_configured(
     tenant_id: int,
     settings: Any,
 ) -> None:
-    import redis
-
     settings.LLM_BREAKER_FAILURES = 3
     mock_llm.configure(fault="500")
+    before = time.time()
+
     await _answer(tenant_id=tenant_id, providers=_chain(mock_llm, backup_llm))
 
-    raw = redis.Redis.from_url(redis_url)
-    assert raw.exists(cache.make_key(f"llm:cb:{tenant_id}:1:open_until")) == 1
-    assert int(raw.get(cache.make_key(f"llm:cb:{tenant_id}:1:failures")) or 0) == 3
+    client = redis_client()
+    assert client is not None
+    prefix = f"kefu:llm:cb:{tenant_id}:1"
+    assert await client.get(f"{prefix}:failures") == b"3"
+    assert 0 < await client.ttl(f"{prefix}:failures") <= 24 * 3600
+    open_until = float(await client.get(f"{prefix}:open_until") or 0)
+    assert before + 30 <= open_until <= time.time() + 30
+    assert await client.exists(f"{prefix}:trial") == 0
+    # The backup answered at once: a healthy provider leaves no state behind.
+    assert (
+        await client.exists(
+            *(f"kefu:llm:cb:{tenant_id}:2:{part}" for part in ("failures", "open_until"))
+        )
+        == 0
+    )
 
 
-async def test_a_broken_cache_never_fails_the_answer(
+async def test_an_unreachable_redis_never_fails_the_answer(
     mock_llm: MockLLMServer,
     backup_llm: MockLLMServer,
     settings: Any,
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    tenant_id = next(_tenant_ids)  # not the fixture: its clean-up needs a working cache
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": "redis://127.0.0.1:1/0",  # refused
-        }
-    }
+    tenant_id = next(_tenant_ids)  # not the fixture: its clean-up needs a working Redis
+    settings.REDIS_URL = REFUSED_REDIS_URL
+    # Failures are logged once per interval per process; start this test's interval afresh.
+    monkeypatch.setattr(helpdesk_site.redis, "_failures_last_logged", {})
     mock_llm.configure(text=ENGLISH_ANSWER, fault="500", fault_count=1)
 
     with caplog.at_level(logging.WARNING, logger="conversations.gateway"):
         for _ in range(2):
             deltas, usage = await _answer(
-                tenant_id=tenant_id, providers=_chain(mock_llm, backup_llm), cache_key="q"
+                tenant_id=tenant_id, providers=_chain(mock_llm, backup_llm), cache_key=QUESTION
             )
             assert "".join(deltas) == ENGLISH_ANSWER
-            assert usage.cached is False
+            assert (usage.provider, usage.cached) == ("Primary", False)
+    await redis_close()
 
     assert len(_chat_requests(mock_llm)) == 3  # a retry, then no cache to answer from
-    assert "llm cache operation failed: ConnectionError" in caplog.text
+    for operation in (
+        "llm answer cache read",
+        "llm circuit breaker check",
+        "llm circuit breaker update",
+        "llm answer cache write",
+    ):
+        assert f"Redis unavailable during {operation}, degraded without it (ConnectionError" in (
+            caplog.text
+        )
+    assert QUESTION not in caplog.text
+    assert "kefu:llm" not in caplog.text
+
+
+async def test_a_hanging_redis_delays_the_answer_but_never_fails_it(
+    mock_llm: MockLLMServer,
+    settings: Any,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tenant_id = next(_tenant_ids)
+    monkeypatch.setattr(helpdesk_site.redis, "_failures_last_logged", {})
+    mock_llm.configure(text=ENGLISH_ANSWER)
+
+    # Connections to a socket that listens but never accepts open (the kernel queues them) and
+    # then nothing ever answers.
+    with socket.socket() as silent, caplog.at_level(logging.WARNING, "conversations.gateway"):
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        settings.REDIS_URL = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        started = time.monotonic()
+        deltas, usage = await _answer(
+            tenant_id=tenant_id, providers=[_provider(mock_llm.base_url)], cache_key=QUESTION
+        )
+        elapsed = time.monotonic() - started
+        await redis_close()
+
+    assert "".join(deltas) == ENGLISH_ANSWER
+    assert (usage.attempts, usage.cached) == ((), False)
+    # Three steps touch Redis: the cache read, the breaker check and the cache write; each gives
+    # up after the shared client's socket timeout, a second (a success reads nothing more).
+    assert 3.0 <= elapsed < 4.5
+    assert caplog.text.count("degraded without it (TimeoutError") == 3
+
+
+async def test_the_in_process_store_expires_keys_and_drops_the_least_recently_used() -> None:
+    now = 1000.0
+    store = _LocalState(clock=lambda: now, max_keys=3)
+
+    assert await store.put("trial", b"1", ttl=5, only_if_absent=True) is True
+    assert await store.put("trial", b"1", ttl=5, only_if_absent=True) is False
+    assert [await store.incr("failures", ttl=60) for _ in range(3)] == [1, 2, 3]
+    await store.put("answer", b"text", ttl=60)
+    assert await store.get_many(["trial", "failures", "answer", "other"]) == [
+        b"1",
+        b"3",
+        b"text",
+        None,
+    ]
+
+    now += 5
+    assert await store.get_many(["trial"]) == [None]
+    assert await store.put("trial", b"1", ttl=5, only_if_absent=True) is True
+    await store.get_many(["failures"])  # now used more recently than "answer"
+    await store.put("answer 2", b"text 2", ttl=60)  # a fourth key: "answer" goes
+    assert await store.get_many(["answer", "failures", "trial", "answer 2"]) == [
+        None,
+        b"3",
+        b"1",
+        b"text 2",
+    ]
+    await store.delete(["failures", "trial"])
+    assert await store.get_many(["failures", "trial"]) == [None, None]
+    assert await store.incr("failures", ttl=60) == 1
 
 
 # --- Answer cache --------------------------------------------------------------------------------
 
 
 async def test_a_cached_answer_is_replayed_without_calling_the_provider(
-    mock_llm: MockLLMServer, tenant_id: int
+    backend: str, mock_llm: MockLLMServer, tenant_id: int
 ) -> None:
     mock_llm.configure(text=CHINESE_ANSWER)
     providers = [_provider(mock_llm.base_url, price_in="1", price_out="1")]
@@ -574,7 +875,7 @@ async def test_a_cached_answer_is_replayed_without_calling_the_provider(
     first, fresh = await _answer(tenant_id=tenant_id, providers=providers, cache_key="v3:退货")
     again, replayed = await _answer(tenant_id=tenant_id, providers=providers, cache_key="v3:退货")
 
-    assert len(first) > 1
+    assert "".join(first) == CHINESE_ANSWER
     assert again == [CHINESE_ANSWER]
     assert fresh.cached is False
     assert replayed.cached is True
@@ -583,13 +884,36 @@ async def test_a_cached_answer_is_replayed_without_calling_the_provider(
     assert replayed.attempts == ()
     assert len(_chat_requests(mock_llm)) == 1
 
+    # Another worker (another event loop, Redis client and connection) replays it too.
+    shared, _ = await _answer_in_another_worker(
+        tenant_id=tenant_id, providers=providers, cache_key="v3:退货"
+    )
+    assert shared == [CHINESE_ANSWER]
+    assert len(_chat_requests(mock_llm)) == 1
+
     # The key is the caller's, but a cached answer never crosses to another tenant.
     await _answer(tenant_id=tenant_id + 1, providers=providers, cache_key="v3:退货")
     assert len(_chat_requests(mock_llm)) == 2
 
 
+async def test_a_cached_answer_expires(
+    backend: str, mock_llm: MockLLMServer, tenant_id: int, settings: Any
+) -> None:
+    settings.LLM_ANSWER_CACHE_SECONDS = 1
+    mock_llm.configure(text=ENGLISH_ANSWER)
+    providers = [_provider(mock_llm.base_url)]
+
+    await _answer(tenant_id=tenant_id, providers=providers, cache_key="q")
+    _, replayed = await _answer(tenant_id=tenant_id, providers=providers, cache_key="q")
+    await asyncio.sleep(1.1)
+    _, fresh = await _answer(tenant_id=tenant_id, providers=providers, cache_key="q")
+
+    assert (replayed.cached, fresh.cached) == (True, False)
+    assert len(_chat_requests(mock_llm)) == 2
+
+
 async def test_interrupted_failed_and_abandoned_answers_are_not_cached(
-    mock_llm: MockLLMServer, tenant_id: int
+    backend: str, mock_llm: MockLLMServer, tenant_id: int
 ) -> None:
     mock_llm.configure(text=ENGLISH_ANSWER, fault="disconnect", fault_count=1)
     providers = [_provider(mock_llm.base_url)]
