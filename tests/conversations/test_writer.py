@@ -110,7 +110,7 @@ def test_a_write_for_another_tenants_conversation_fails_alone(shop) -> None:
 
     assert isinstance(good, MessageWritten) and good.answer_id is not None
     assert isinstance(bad, Conversation.DoesNotExist)
-    assert not Message.objects.filter(tenant=other_tenant).exists()
+    assert not Message.objects.filter(tenant_id=other_tenant.pk).exists()
     assert Message.objects.filter(conversation=mine).count() == 2
 
 
