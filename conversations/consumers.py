@@ -3,7 +3,7 @@
 import asyncio
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -158,6 +158,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             customer_id=session.customer_id,
             conversation_id=session.conversation_id,
             language=self.language,
+            new_conversation=session.new_conversation,
         )
         self.group = conversation_group(self.tenant.pk, session.conversation_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -213,7 +214,10 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             return
         if self.tasks is None:
             self.tasks = set()
-        task = asyncio.create_task(self._answer(self.chat, text.strip(), client_id))
+        chat = self.chat
+        if chat.new_conversation:  # from now on it has messages
+            self.chat = replace(chat, new_conversation=False)
+        task = asyncio.create_task(self._answer(chat, text.strip(), client_id))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 

@@ -43,11 +43,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from redis.exceptions import RedisError
 
 from conversations.models import Message
+from helpdesk_site.asyncdb import db_parallel
 from helpdesk_site.redis import redis_client, redis_failure_log
 
 logger = logging.getLogger(__name__)
@@ -156,10 +156,11 @@ def memory_local_reset() -> None:
     _local.reset()
 
 
-@database_sync_to_async
+@db_parallel
 def _turns_from_db(*, tenant_id: int, conversation_id: int) -> list[Turn]:
-    # database_sync_to_async rather than the async ORM: it closes connections that are past
-    # CONN_MAX_AGE or broken, which the consumer's long-lived thread would otherwise keep.
+    # A worker thread (database_sync_to_async) rather than the async ORM: it closes connections
+    # that are past CONN_MAX_AGE or broken; any worker, not the one shared thread, as every
+    # conversation's first read comes here.
     rows = (
         Message.objects.filter(
             tenant_id=tenant_id,

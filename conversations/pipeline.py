@@ -85,6 +85,9 @@ class ChatContext:
     customer_id: int
     conversation_id: int
     language: str  # "zh-hans" or "en": the widget's language until a message says otherwise
+    # The conversation has no earlier messages (this is its first): nothing to repeat, no
+    # history to read.
+    new_conversation: bool = False
 
 
 def handoff_text(outcome: HandoffOutcome, language: str) -> str:
@@ -162,7 +165,7 @@ async def answer_customer_message(
     decision = await rate_limits_check(tenant_id=tenant.pk, visitor_id=ctx.visitor_id)
     # Everything that decides the answer is worked out before the message is stored, so that a
     # FAQ answer is stored with it: one write, and the answer follows the acknowledgement.
-    earlier: list[Turn] | None = None
+    earlier: list[Turn] | None = [] if ctx.new_conversation else None
     route = _Route.ANSWER
     if not decision.allowed:
         route = _Route.RATE_LIMITED
@@ -170,7 +173,7 @@ async def answer_customer_message(
         route = _Route.BLOCKED
     elif asks_for_person(tenant=tenant, text=question):
         route = _Route.PERSON_ASKED
-    elif tenant.handoff_on_repeated_question:
+    elif tenant.handoff_on_repeated_question and earlier is None:
         earlier = await memory_recent(tenant_id=tenant.pk, conversation_id=ctx.conversation_id)
         asked_before = [turn.content for turn in earlier if turn.role == Message.Role.CUSTOMER]
         if repeated_question(text=question, earlier=asked_before):

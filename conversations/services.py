@@ -64,6 +64,7 @@ class WidgetSession:
     resumed: bool
     history: list[HistoryItem]
     identity_rejected: bool = False
+    new_conversation: bool = False  # started by this hello: no messages yet
 
 
 def visitor_token_issue(*, tenant_id: int, external_id: str) -> str:
@@ -145,6 +146,7 @@ def widget_session_start(
             .order_by("-created_at", "-id")
             .first()
         )
+    new_conversation = conversation is None
     if conversation is None:
         conversation = Conversation.objects.create(
             tenant=tenant, customer=customer, channel=Channel.WIDGET, language=language
@@ -158,6 +160,7 @@ def widget_session_start(
         resumed=resumed,
         history=_history(conversation) if resumed else [],
         identity_rejected=rejected,
+        new_conversation=new_conversation,
     )
 
 
