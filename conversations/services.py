@@ -4,7 +4,6 @@ in ``database_sync_to_async`` (one thread hop per call, so each function does on
 import hashlib
 import hmac
 import secrets
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -16,7 +15,6 @@ from django.utils import timezone
 
 from conversations.handoff import unanswered_streak
 from conversations.models import Channel, Conversation, Customer, Message
-from knowledge.services import knowledge_entries_record_hits
 from tenants.models import Tenant
 
 VISITOR_SIGNING_NAMESPACE = "kefu.widget.visitor"
@@ -264,13 +262,6 @@ def _messages_insert(writes: Sequence[MessageWrite]) -> list[MessageWritten | Ex
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL synchronous_commit TO OFF")
     Message.objects.bulk_create(rows)
-    knowledge_entries_record_hits(
-        hits=Counter(
-            (write.tenant_id, write.faq_entry_id)
-            for write, plan in zip(writes, planned, strict=True)
-            if write.faq_entry_id is not None and not isinstance(plan, Exception) and plan[2]
-        )
-    )
     results: list[MessageWritten | Exception] = []
     for write, plan in zip(writes, planned, strict=True):
         if isinstance(plan, Exception):

@@ -3,6 +3,7 @@
 Every LLM call goes to the mock OpenAI-compatible server over real HTTP with the real client.
 """
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,6 +13,7 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.core.cache import cache
 
+from conversations import writer
 from conversations.memory import memory_local_reset
 from conversations.mockllm import MockLLMServer, stream_tokens
 from conversations.models import Conversation, Message
@@ -149,8 +151,9 @@ def stored(conversation_id: int) -> list[Message]:
     ],
 )
 async def test_faq_questions_are_answered_without_the_llm(
-    shop, mock_llm, question: str, answer: str
+    shop, mock_llm, question: str, answer: str, monkeypatch
 ) -> None:
+    monkeypatch.setattr(writer, "HITS_FLUSH_SECONDS", 0.01)
     await database_sync_to_async(provider)(shop, mock_llm)
     widget = Widget(shop)
     try:
@@ -169,7 +172,11 @@ async def test_faq_questions_are_answered_without_the_llm(
         "m1",
     )
     assert (assistant.source, assistant.content, assistant.confidence) == ("faq", answer, 1.0)
-    entry = await KnowledgeEntry.objects.aget(tenant=shop, answer=answer)
+    for _ in range(100):  # hit counts are written a moment later, for all answers at once
+        entry = await KnowledgeEntry.objects.aget(tenant=shop, answer=answer)
+        if entry.hit_count:
+            break
+        await asyncio.sleep(0.02)
     assert entry.hit_count == 1
 
 
