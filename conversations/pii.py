@@ -62,7 +62,17 @@ _EMAIL_RE = re.compile(
     r"(?<![A-Za-z0-9._%+-])(?P<local>[A-Za-z0-9][A-Za-z0-9._%+-]*)"
     r"@(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,})(?![A-Za-z0-9-])"
 )
-_DIGIT_RE = re.compile(r"\d")
+# Maximal runs of at least 11 digits, consecutive digits at most one space or hyphen apart. The
+# phone, ID and card patterns allow no more than one separator between two digits, so each of
+# their matches lies inside one such run: the run itself, but for a phone's "+" just before it
+# and an ID's "X" just after it, and their look-arounds read at most two characters past it.
+# The patterns therefore only search each run's window, and only those patterns whose validated
+# matches fit in the run's digits: a phone has 11, a card 13 to 19, an ID 17 and a check
+# character. Most messages with digits (prices, dates, short order numbers) have no such run,
+# and a long order number costs a search of a few characters instead of the whole message.
+_DIGIT_RUN_RE = re.compile(r"\d(?:[ -]?\d){10,}")
+_CARD_DIGITS = 13
+_ID_DIGITS = 17
 _SEPARATORS = str.maketrans("", "", " -")
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -110,16 +120,25 @@ def pii_apply(text: str, spans: tuple[PiiSpan, ...]) -> str:
 
 def pii_spans(text: str) -> tuple[PiiSpan, ...]:
     """Every piece of personal data in ``text``, sorted by position and not overlapping."""
-    has_digit = _DIGIT_RE.search(text) is not None
-    if not has_digit and "@" not in text:
-        return ()
     candidates: list[PiiSpan] = []
-    if has_digit:
-        candidates.extend(_id_cards(text))
-        candidates.extend(_phones(text))
-        candidates.extend(_bank_cards(text))
-    if "@" in text:
+    for run in _DIGIT_RUN_RE.finditer(text):
+        digits = len(run[0]) - run[0].count(" ") - run[0].count("-")
+        window = (max(run.start() - 1, 0), run.end() + 2)
+        if digits >= _ID_DIGITS:
+            candidates.extend(_id_cards(text, *window))
+        candidates.extend(_phones(text, *window))
+        if digits >= _CARD_DIGITS:
+            candidates.extend(_bank_cards(text, *window))
+    if "@" in text:  # the e-mail pattern knows only the ASCII "@"
         candidates.extend(_emails(text))
+    return _disjoint(candidates)
+
+
+def _disjoint(candidates: list[PiiSpan]) -> tuple[PiiSpan, ...]:
+    """The candidates that win their overlaps: the earliest, then the longest, then the
+    strongest kind."""
+    if not candidates:
+        return ()
     candidates.sort(key=lambda s: (s.start, s.start - s.end, _KIND_RANK[s.kind]))
     chosen: list[PiiSpan] = []
     for span in candidates:
@@ -128,26 +147,30 @@ def pii_spans(text: str) -> tuple[PiiSpan, ...]:
     return tuple(chosen)
 
 
-def _phones(text: str) -> list[PiiSpan]:
+# The finders below search ``text[start:end]``, a run's window (``pii_spans``): look-behinds
+# still read the text before ``start``; look-aheads see the text end at ``end``.
+
+
+def _phones(text: str, start: int, end: int) -> list[PiiSpan]:
     spans = []
-    for m in _PHONE_RE.finditer(text):
+    for m in _PHONE_RE.finditer(text, start, end):
         prefix = m["prefix"] or ""
         spans.append(PiiSpan(m.start(), m.end(), PHONE, f"{prefix}{m['head']}****{m['tail']}"))
     return spans
 
 
-def _id_cards(text: str) -> list[PiiSpan]:
+def _id_cards(text: str, start: int, end: int) -> list[PiiSpan]:
     spans = []
-    for m in _ID_RE.finditer(text):
+    for m in _ID_RE.finditer(text, start, end):
         number = m[0].replace(" ", "")
         if id_card_is_valid(number):
             spans.append(PiiSpan(m.start(), m.end(), ID_CARD, f"{number[:6]}********{number[-4:]}"))
     return spans
 
 
-def _bank_cards(text: str) -> list[PiiSpan]:
+def _bank_cards(text: str, start: int, end: int) -> list[PiiSpan]:
     spans = []
-    for m in _CARD_RE.finditer(text):
+    for m in _CARD_RE.finditer(text, start, end):
         digits = m[0].translate(_SEPARATORS)
         if 13 <= len(digits) <= 19 and luhn_is_valid(digits):
             spans.append(PiiSpan(m.start(), m.end(), BANK_CARD, f"**** **** **** {digits[-4:]}"))

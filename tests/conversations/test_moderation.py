@@ -61,9 +61,18 @@ def test_fold_is_nfkc_casefold_one_character_at_a_time(text: str, folded: str) -
     assert fold(text) == folded
 
 
+def test_folding_twice_changes_nothing() -> None:
+    # ``WordFilter`` searches text with only its ASCII letters lowered, instead of the folded
+    # text, when it holds no character that the fold changes into a listed word's: sound only
+    # while this holds for every code point, which a new Unicode version could break.
+    every = "".join(chr(point) for point in range(0x110000) if not 0xD800 <= point <= 0xDFFF)
+    folded = fold(every)
+    assert fold(folded) == folded
+
+
 def test_fold_keeps_length_on_every_path() -> None:
     rng = random.Random(20)
-    alphabet = "ＡＢＣabcXYZ傻逼你好，。！？ﬁßİΣｶ①㈱…\u3000\u0301😀"
+    alphabet = "ＡＢＣabcXYZ傻逼你好，。！？ﬁßİΣｶ①㈱…\u3000\u0301😀𝐀\ud83d\ude00"
     for length in (1, 5, 47, 48, 49, 200):
         for _ in range(50):
             text = "".join(rng.choice(alphabet) for _ in range(length))
@@ -170,6 +179,56 @@ def test_unknown_action_is_refused() -> None:
 def test_filter_is_immutable() -> None:
     with pytest.raises(AttributeError):
         EMPTY_FILTER.longest = 3
+
+
+@pytest.mark.parametrize(
+    ("listed", "text", "masked"),
+    [
+        ("abc", "𝐀𝐁𝐂 and 😀", "*** and 😀"),  # mathematical letters beyond the BMP fold too
+        ("😀😀", "ok 😀😀😀", "ok ***"),  # so do words made of emoji, overlapping
+        ("İstanbul", "İSTANBUL!", "********!"),  # "İ" folds to itself: lower() gives two
+        ("σας", "ΟΙ ΦΙΛΟΙ ΣΑΣ", "ΟΙ ΦΙΛΟΙ ***"),  # non-ASCII capitals, folded to "σασ"
+        ("σας", "σας", "***"),  # a final "ς" folds to "σ"
+        ("a", "\ud800a\udc00", "\ud800*\udc00"),  # lone surrogates are just characters
+    ],
+)
+def test_letters_beyond_ascii_fold_too(listed: str, text: str, masked: str) -> None:
+    assert words((listed, "mask")).scan(text).text == masked
+
+
+def occurrences(listed: list[str], text: str) -> list[tuple[int, int, str]]:
+    """Every occurrence of each word's fold in the folded text, found one word at a time."""
+    folded = fold(text)
+    found = []
+    for key in dict.fromkeys(fold(word) for word in listed):
+        start = folded.find(key)
+        while start != -1:
+            found.append((start, start + len(key), key))
+            start = folded.find(key, start + 1)
+    return sorted(found)
+
+
+def test_find_agrees_with_searching_the_folded_text_word_by_word() -> None:
+    # Characters that fold, that lower() alone leaves unfolded, beyond the BMP, in Chinese.
+    alphabet = "abAB ＡｂΣσςİi傻逼你ﬁß，,１1😀𝐀"
+    rng = random.Random(7)
+    for _ in range(300):
+        listed = ["".join(rng.choices(alphabet, k=rng.randint(1, 4))) for _ in range(6)]
+        listed = [word for word in listed if word.strip() == word]
+        word_filter = words(*((word, "review") for word in listed))
+        for length in (0, 1, 10, 60):
+            text = "".join(rng.choices(alphabet, k=length))
+            found = [(m.start, m.end, fold(m.word)) for m in word_filter.find(text)]
+            assert found == occurrences(listed, text), (listed, text)
+
+
+def test_find_new_is_what_find_adds_as_text_grows() -> None:
+    word_filter = words(("abcd", "mask"), ("cdef", "block"), ("de", "review"), ("傻逼", "mask"))
+    text = "xabcdefy傻逼abcd"
+    for seen in range(len(text) + 1):
+        expected = [m for m in word_filter.find(text) if m.end > seen]
+        assert word_filter.find_new(text, seen) == expected, seen
+    assert EMPTY_FILTER.find_new(text, 3) == []
 
 
 # --- moderate_with: words and personal data together ----------------------------------------
@@ -465,6 +524,67 @@ def test_empty_delta_changes_nothing() -> None:
     moderator = StreamModerator(STREAM_FILTER)
     assert moderator.feed("") == StreamVerdict(emit="", blocked=False)
     assert run_stream(moderator, ["ok"]) == ("ok", StreamVerdict(emit="ok", blocked=False))
+
+
+def random_deltas(rng: random.Random, text: str) -> list[str]:
+    deltas = []
+    while text:
+        size = rng.randint(1, 5)
+        deltas.append(text[:size])
+        text = text[size:]
+    return deltas
+
+
+OVERLAPPING_FILTER = words(
+    ("abcd", "mask"),
+    ("cdef", "mask"),
+    ("de", "review"),
+    ("bcdefgh", "block"),
+    ("傻逼", "mask"),
+    ("大傻逼们", "mask"),
+    ("逼们", "review"),
+    ("炸弹", "block"),
+    ("Ｄａｍｎ", "mask"),
+)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_stream_in_many_deltas_shows_what_scanning_the_whole_answer_shows(seed: int) -> None:
+    rng = random.Random(seed)
+    alphabet = "abcdefgh 大傻逼们炸弹，DAMNdamn😀"
+    for _ in range(200):
+        answer = "".join(rng.choices(alphabet, k=rng.randint(1, 40)))
+        scan = OVERLAPPING_FILTER.scan(answer)
+        for deltas in (list(answer), random_deltas(rng, answer)):
+            moderator = StreamModerator(OVERLAPPING_FILTER)
+            shown, verdict = run_stream(moderator, deltas)
+            if scan.blocked:
+                first_block = min(
+                    (m for m in scan.matches if m.action == "block"), key=lambda m: m.end
+                )
+                assert verdict.reason == "blocked_word", (answer, deltas)
+                assert len(shown) <= first_block.start, (answer, deltas)
+                assert scan.text.startswith(shown), (answer, deltas)
+            else:
+                assert (shown, verdict.blocked, verdict.review) == (scan.text, False, scan.review)
+                assert set(moderator.hits) == {WordHit(m.list_name, m.action) for m in scan.matches}
+
+
+def test_words_split_over_many_deltas_are_masked_and_blocked() -> None:
+    assert (
+        run_stream(StreamModerator(OVERLAPPING_FILTER), list("你们大傻逼们好"))[0] == "你们****好"
+    )
+    assert (
+        run_stream(StreamModerator(OVERLAPPING_FILTER), ["xa", "b", "c", "d", "e", "fy"])[0]
+        == "x******y"
+    )
+    # Full-width and emoji ends: the last delta's character only folds to a word's end.
+    assert run_stream(StreamModerator(OVERLAPPING_FILTER), ["oh D", "A", "M", "Ｎ"])[0] == "oh ****"
+    emoji = words(("😀😀", "block"))
+    shown, verdict = run_stream(StreamModerator(emoji), ["hi ", "😀", "😀", " there"])
+    assert (shown, verdict.reason) == ("hi ", "blocked_word")
+    shown, verdict = run_stream(StreamModerator(OVERLAPPING_FILTER), ["这", "里", "有炸", "弹"])
+    assert (shown, verdict.reason) == ("", "blocked_word")
 
 
 # --- System-prompt leak ---------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """pii_mask: phones, ID numbers, bank cards and e-mails masked; look-alikes left alone."""
 
+import random
 from datetime import UTC, datetime
 
 import pytest
 
+from conversations import pii
 from conversations.pii import (
     PiiResult,
     PiiSpan,
@@ -154,6 +156,7 @@ def test_18_digits_failing_the_id_check_but_passing_luhn_is_a_card() -> None:
         ("卡号 6222 0212 3456 7890 128 可以吗", "卡号 **** **** **** 0128 可以吗"),
         ("amex 3782 822463 10005", "amex **** **** **** 0005"),
         ("4222222222222", "**** **** **** 2222"),  # 13 digits
+        ("4222-2222-2222-2", "**** **** **** 2222"),  # 13 digits, 3 hyphens
     ],
 )
 def test_luhn_valid_cards_keep_last_four(text: str, masked: str) -> None:
@@ -226,6 +229,89 @@ def test_order_number_checks_really_fail() -> None:
     # The false-positive cases above only mean something if their checks do fail.
     for digits in ("20231234567890123", "2023123456789012", "1234567890123"):
         assert not luhn_is_valid(digits), digits
+
+
+# --- Only long runs of digits are searched -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "masked", "kinds"),
+    [
+        ("手机 １３８ ００１３ ８０００", "手机 １３８****８０００", ("phone",)),
+        ("卡 ４１１１-１１１１-１１１１-１１１１", "卡 **** **** **** １１１１", ("bank_card",)),
+        (
+            "身份证 １１０１０５ １９４９１２３１ ００２X",
+            "身份证 １１０１０５********００２X",
+            ("id_card",),
+        ),
+        (
+            "¥1,380.00，订单 2023-12-31，电话 138-0013-8000，卡 4111 1111 1111 1111",
+            "¥1,380.00，订单 2023-12-31，电话 138****8000，卡 **** **** **** 1111",
+            ("phone", "bank_card"),
+        ),
+        # Two runs a separator and a "+" apart: each is searched with its own edges.
+        ("13800138000 +8613912345678", "138****8000 +86139****5678", ("phone",)),
+    ],
+)
+def test_separated_and_full_width_numbers_are_still_found(
+    text: str, masked: str, kinds: tuple[str, ...]
+) -> None:
+    assert pii_mask(text) == PiiResult(text=masked, kinds=kinds)
+
+
+def test_the_plus_before_a_run_belongs_to_the_phone() -> None:
+    assert pii_spans("tel +8613800138000") == (
+        PiiSpan(start=4, end=18, kind="phone", replacement="+86138****8000"),
+    )
+
+
+def test_a_digit_right_after_the_check_character_makes_no_id() -> None:
+    # The "X" ends the run of digits; the digit after it is still read by the look-ahead.
+    assert pii_mask(f"{VALID_ID}5") == PiiResult(text=f"{VALID_ID}5", kinds=())
+
+
+def random_number(rng: random.Random) -> str:
+    """A phone, an ID, a Luhn-valid card or any digits, written as a customer might."""
+    kind = rng.randrange(4)
+    if kind == 0:
+        digits = "1" + rng.choice("3456789") + "".join(rng.choices("0123456789", k=9))
+    elif kind == 1:
+        first17 = f"110105{rng.randint(1950, 2005)}0{rng.randint(1, 9)}1{rng.randint(0, 9)}"
+        first17 += "".join(rng.choices("0123456789", k=3))
+        digits = first17 + id_check_char(first17)
+    elif kind == 2:
+        partial = "".join(rng.choices("0123456789", k=rng.randint(12, 18)))
+        digits = partial + luhn_check_digit(partial)
+    else:
+        digits = "".join(rng.choices("0123456789", k=rng.randint(1, 20)))
+    written = []
+    for digit in digits:
+        if digit.isdigit() and rng.random() < 0.2:
+            digit = chr(ord("０") + int(digit))
+        written.append(digit + (rng.choice([" ", "-", " -", "."]) if rng.random() < 0.1 else ""))
+    before = rng.choice(["", "", "+86", "0086 ", "SF", "x@"])
+    return before + "".join(written) + rng.choice(["", "", "X", "5", "a", " "])
+
+
+def test_searching_only_long_digit_runs_finds_what_searching_everything_finds() -> None:
+    rng = random.Random(11)
+    filler = ["订单", "，", " ", "a.b@example.com", "abc", "¥12.50", "2023-12-31 12:30"]
+    found: set[str] = set()
+    for _ in range(3000):
+        text = "".join(
+            random_number(rng) if rng.random() < 0.5 else rng.choice(filler)
+            for _ in range(rng.randint(1, 5))
+        )
+        everywhere = (0, len(text))
+        candidates = [
+            *pii._id_cards(text, *everywhere),
+            *pii._phones(text, *everywhere),
+            *pii._bank_cards(text, *everywhere),
+            *pii._emails(text),
+        ]
+        assert pii_spans(text) == pii._disjoint(candidates), text
+        found.update(span.kind for span in candidates)
+    assert found == {"phone", "id_card", "bank_card", "email"}
 
 
 def test_spans_are_sorted_and_disjoint() -> None:
