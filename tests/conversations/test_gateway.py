@@ -32,10 +32,10 @@ from conversations.gateway import (
     StreamDone,
     StreamInterrupted,
     TextDelta,
-    _LocalState,
     chat_stream,
     gateway_local_reset,
 )
+from conversations.gateway.state import _LocalState
 from conversations.mockllm import MockLLMServer, stream_tokens
 from helpdesk_site.redis import redis_client, redis_close
 
