@@ -9,9 +9,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helpdesk_site.settings.base")
 # Django must be set up before anything imports models.
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddleware  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.sessions import CookieMiddleware, SessionMiddleware  # noqa: E402
 
 from helpdesk_site.routing import websocket_urlpatterns  # noqa: E402
 
@@ -19,9 +17,8 @@ application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         # Widget sockets check the Origin against their tenant's allowed origins in the
-        # consumer, so there is no global origin validator here.
-        "websocket": CookieMiddleware(
-            SessionMiddleware(AuthMiddleware(URLRouter(websocket_urlpatterns)))
-        ),
+        # consumer, so there is no global origin validator here. Session and auth middleware
+        # wrap only the routes that use them (helpdesk_site/routing.py).
+        "websocket": URLRouter(websocket_urlpatterns),
     }
 )

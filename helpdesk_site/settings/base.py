@@ -84,7 +84,15 @@ DATABASES = {
 # Persistent connections: the ASGI server reaches the database from worker threads, and
 # opening a PostgreSQL connection per call costs more than the query.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Health checks stay on, knowingly. Channels runs close_old_connections() around every
+# database_sync_to_async hop, which re-arms the check, so the first query of each hop pays a
+# "SELECT 1" round trip: measured ~1 per FAQ answer (a group-commit batch shares one) and ~2 per
+# widget hello, ~65 µs each against a local PostgreSQL. CONN_MAX_AGE keeps connections younger
+# than any proxy's idle timeout, so what the check catches is a database restart or failover:
+# without it the hop that finds the broken connection fails, once per worker thread, and a
+# failed group-commit batch fails every message in it. DATABASE_CONN_HEALTH_CHECKS=false saves
+# the pings.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_CONN_HEALTH_CHECKS", default=True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the demo's ASGI server read while a Celery-eager write is in flight.
     DATABASES["default"]["OPTIONS"] = {
@@ -96,11 +104,39 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
 
+# The channel layer's Redis connections, per ASGI process (channels-redis passes the keys of a
+# hosts entry to redis-py's ConnectionPool.from_url).
+# - socket_timeout: channels-redis waits for messages in BZPOPMIN for up to 5 s
+#   (RedisChannelLayer.brpop_timeout); redis-py's default socket timeout is also 5 s, so reply
+#   and timeout raced and a busy loop lost the race, killing a consumer and its socket. 15 s
+#   leaves a margin and still bounds a hung Redis.
+# - max_connections: every group_add/group_discard/group_send holds a connection while it runs,
+#   so a burst of closing sockets wants one each, and the pool never shrinks afterwards. Beyond
+#   its limit (redis-py's default: 100) a pool fails at once with MaxConnectionsError instead
+#   of waiting, and channels-redis always builds this plain ConnectionPool: a waiting (blocking)
+#   pool cannot be configured here. The limit is therefore what one process may keep open after
+#   a burst; times the number of processes it must stay well under Redis's maxclients (10,000
+#   by default), which the cache and Celery share. 10,000 sockets of one process closing at
+#   once: with 100, 8,900 of their group leaves failed; with 1,000, 2,700 failed (logged; the
+#   memberships lapse with the layer's group expiry) and 890 connections stayed open; with no
+#   effective limit, 4,280 stayed open.
+CHANNEL_LAYER_SOCKET_TIMEOUT = env.float("CHANNEL_LAYER_SOCKET_TIMEOUT", default=15.0)
+CHANNEL_LAYER_MAX_CONNECTIONS = env.int("CHANNEL_LAYER_MAX_CONNECTIONS", default=1000)
+
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": "kefu:ch"},
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": CHANNEL_LAYER_SOCKET_TIMEOUT,
+                        "max_connections": CHANNEL_LAYER_MAX_CONNECTIONS,
+                    }
+                ],
+                "prefix": "kefu:ch",
+            },
         }
     }
     CACHES = {
@@ -194,6 +230,17 @@ RATE_LIMIT_TENANT = env.str("RATE_LIMIT_TENANT", default="600/60")
 CONVERSATION_MEMORY_TTL_SECONDS = env.int("CONVERSATION_MEMORY_TTL_SECONDS", default=1800)
 MODERATION_CHECK_SECONDS = env.float("MODERATION_CHECK_SECONDS", default=1.0)
 
+# Transport loggers write a line per connection or request: uvicorn two per WebSocket connect
+# and one per close ("uvicorn.error"; 30,000 lines for 10,000 idle widgets), the LLM client's
+# HTTP library one per request next to the gateway's own ("httpx2"/"httpcore2" here,
+# "httpx"/"httpcore" for the classic package). TRANSPORT_LOG_LEVEL (default WARNING) is their
+# level; INFO shows them again, including uvicorn's startup lines. Django applies LOGGING when
+# the ASGI application is imported, after uvicorn has applied its --log-level, so this setting
+# wins over that flag. Never list the "uvicorn" logger itself: configuring it would remove
+# uvicorn's handler, and it does not propagate, so its errors would vanish.
+TRANSPORT_LOG_LEVEL = env.str("TRANSPORT_LOG_LEVEL", default="WARNING")
+TRANSPORT_LOGGERS = ("uvicorn.error", "httpx", "httpx2", "httpcore", "httpcore2")
+
 LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -203,6 +250,7 @@ LOGGING: dict[str, Any] = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "bm25s": {"level": "WARNING"},
+        **{name: {"level": TRANSPORT_LOG_LEVEL} for name in TRANSPORT_LOGGERS},
     },
 }
 

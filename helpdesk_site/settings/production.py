@@ -34,9 +34,6 @@ if not REDIS_URL:
     # Several ASGI and Celery processes must share the channel layer, cache and broker.
     _refuse("set REDIS_URL; the in-memory channel layer cannot span processes.")
 
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "servestatic.storage.CompressedManifestStaticFilesStorage"},

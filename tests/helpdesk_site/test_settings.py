@@ -17,6 +17,11 @@ CONFIG_VARS = (
     "DEBUG",
     "ALLOWED_HOSTS",
     "CELERY_BROKER_URL",
+    "CHANNEL_LAYER_MAX_CONNECTIONS",
+    "CHANNEL_LAYER_SOCKET_TIMEOUT",
+    "DATABASE_CONN_HEALTH_CHECKS",
+    "LOG_LEVEL",
+    "TRANSPORT_LOG_LEVEL",
 )
 
 PROBE = """
@@ -45,8 +50,10 @@ def _run(args: list[str], settings_module: str, **env: str) -> subprocess.Comple
     )
 
 
-def _probe(settings_module: str = "helpdesk_site.settings.base", **env: str) -> dict:
-    result = _run(["-c", PROBE], settings_module, **env)
+def _probe(
+    settings_module: str = "helpdesk_site.settings.base", probe: str = PROBE, **env: str
+) -> dict:
+    result = _run(["-c", probe], settings_module, **env)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -112,3 +119,96 @@ def test_production_refuses_unsafe_values(override: dict[str, str], complaint: s
     assert result.returncode != 0
     assert "Unsafe production configuration" in result.stderr
     assert complaint in result.stderr
+
+
+# What channels-redis really builds from CHANNEL_LAYERS (creating a pool does not connect).
+LAYER_POOL_PROBE = """
+import json, django
+django.setup()
+from channels.layers import get_channel_layer
+pool = get_channel_layer().create_pool(0)
+print(json.dumps({
+    "socket_timeout": pool.connection_kwargs["socket_timeout"],
+    "max_connections": pool.max_connections,
+}))
+"""
+
+
+def test_channel_layer_outwaits_its_blocking_reads_and_bounds_its_pool() -> None:
+    # BZPOPMIN waits up to 5 s: a 5 s socket timeout (redis-py's default) raced it.
+    probe = _probe(probe=LAYER_POOL_PROBE, REDIS_URL="redis://127.0.0.1:6379/3")
+    assert probe == {"socket_timeout": 15.0, "max_connections": 1000}
+
+
+def test_channel_layer_pool_follows_the_environment() -> None:
+    probe = _probe(
+        probe=LAYER_POOL_PROBE,
+        REDIS_URL="redis://127.0.0.1:6379/3",
+        CHANNEL_LAYER_MAX_CONNECTIONS="250",
+        CHANNEL_LAYER_SOCKET_TIMEOUT="30",
+    )
+    assert probe == {"socket_timeout": 30.0, "max_connections": 250}
+
+
+# The app loaded the way uvicorn loads it: uvicorn applies --log-level, then importing the
+# application sets Django up, which applies LOGGING.
+SERVER_LOGGING_PROBE = """
+import json, logging, uvicorn
+config = uvicorn.Config("helpdesk_site.asgi:application", lifespan="off", log_level="info")
+config.load()
+print(json.dumps({
+    **{
+        name: logging.getLevelName(logging.getLogger(name).getEffectiveLevel())
+        for name in ("uvicorn.error", "httpx2", "httpcore2", "conversations")
+    },
+    "uvicorn_handlers": len(logging.getLogger("uvicorn").handlers),
+}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("settings_module", "env"),
+    [("helpdesk_site.settings.base", {}), ("helpdesk_site.settings.production", PRODUCTION_ENV)],
+)
+def test_server_process_logs_no_line_per_connection_or_request(
+    settings_module: str, env: dict[str, str]
+) -> None:
+    probe = _probe(settings_module, probe=SERVER_LOGGING_PROBE, **env)
+    assert probe == {
+        "uvicorn.error": "WARNING",
+        "httpx2": "WARNING",
+        "httpcore2": "WARNING",
+        "conversations": "INFO",
+        "uvicorn_handlers": 1,
+    }
+
+
+def test_transport_log_level_brings_connection_lines_back() -> None:
+    probe = _probe(probe=SERVER_LOGGING_PROBE, TRANSPORT_LOG_LEVEL="INFO")
+    assert probe["uvicorn.error"] == probe["httpx2"] == "INFO"
+
+
+HEALTH_CHECKS_PROBE = """
+import json, django
+from django.conf import settings
+django.setup()
+print(json.dumps(settings.DATABASES["default"]["CONN_HEALTH_CHECKS"]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("settings_module", "env", "expected"),
+    [
+        ("helpdesk_site.settings.base", {}, True),
+        ("helpdesk_site.settings.production", PRODUCTION_ENV, True),
+        (
+            "helpdesk_site.settings.production",
+            {**PRODUCTION_ENV, "DATABASE_CONN_HEALTH_CHECKS": "false"},
+            False,
+        ),
+    ],
+)
+def test_database_health_checks_are_on_unless_turned_off(
+    settings_module: str, env: dict[str, str], expected: bool
+) -> None:
+    assert _probe(settings_module, probe=HEALTH_CHECKS_PROBE, **env) is expected
