@@ -7,7 +7,9 @@ from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
@@ -28,6 +30,7 @@ from conversations.pipeline import (
 from conversations.tickets import ticket_from_conversation, tickets_for_customer
 from helpdesk_site.asyncdb import db_parallel
 from tenants.models import Language, Tenant
+from tenants.selectors import tenant_get_by_public_key
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
@@ -91,9 +94,25 @@ class WidgetConsumer(AsyncWebsocketConsumer):
     answering: asyncio.Lock | None = None
     tasks: set[asyncio.Task[None]] | None = None
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels' dispatch without its hop, before every frame and every group event, to the
+        process's one shared database thread to close stale connections: under load every
+        socket queued behind that thread. Each database call here runs in
+        ``database_sync_to_async``, which closes stale connections around the call itself."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']}")
+        await handler(message)
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        # Channels' version also hops to the shared database thread (see dispatch); this
+        # consumer joins its conversation group itself and leaves it in disconnect().
+        await self.disconnect(message["code"])
+        raise StopConsumer
+
     async def connect(self) -> None:
         public_key = self.scope["url_route"]["kwargs"]["public_key"]
-        tenant = await Tenant.objects.filter(public_key=public_key, is_active=True).afirst()
+        tenant = await db_parallel(tenant_get_by_public_key)(public_key=public_key)
         headers = {
             name.decode("latin1"): value.decode("latin1") for name, value in self.scope["headers"]
         }

@@ -39,6 +39,29 @@ async def test_listed_origin_connects_and_pings() -> None:
         await communicator.disconnect()
 
 
+async def test_frames_do_not_queue_for_the_shared_database_thread(monkeypatch) -> None:
+    # Channels closes stale database connections on its one shared thread before every frame;
+    # the widget's socket skips that (its database calls do it in their own worker thread).
+    hops: list[str] = []
+
+    async def counted() -> None:
+        hops.append("close_old_connections")
+
+    monkeypatch.setattr("channels.consumer.aclose_old_connections", counted)
+    monkeypatch.setattr("channels.generic.websocket.aclose_old_connections", counted)
+    tenant = await _tenant(allowed_origins=["https://shop.example.com"])
+    communicator = _communicator(tenant.public_key, "https://shop.example.com")
+    try:
+        connected, _ = await communicator.connect()
+        assert connected
+        for frame_id in range(3):
+            await communicator.send_to(text_data=json.dumps({"type": "ping", "id": frame_id}))
+            assert (await communicator.receive_json_from())["id"] == frame_id
+    finally:
+        await communicator.disconnect()
+    assert hops == []
+
+
 async def test_kefus_own_host_may_connect() -> None:
     tenant = await _tenant(allowed_origins=[])
     communicator = _communicator(
