@@ -100,26 +100,20 @@ def versions() -> dict[str, str]:
 GIT = [shutil.which("git") or "git"]
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(  # noqa: S603 - git with fixed arguments
+        [*GIT, *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
+
+
 def git_commit() -> str:
     """The commit measured, with "+dirty" when the code under test (anything outside bench/ and
     docs/) differs from it."""
     try:
-        head = subprocess.run(  # noqa: S603 - git with fixed arguments
-            [*GIT, "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(  # noqa: S603 - git with fixed arguments
-            [*GIT, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench", ":!docs"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        head = _git("rev-parse", "--short", "HEAD")
+        dirty = _git(
+            "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench", ":!docs"
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return head + ("+dirty" if dirty else "")

@@ -179,8 +179,9 @@ async def answer_customer_message(
         if repeated_question(text=question, earlier=asked_before):
             route = _Route.REPEATED
     match = await afaq_match(tenant=tenant, query=question) if route is _Route.ANSWER else None
-    faq_answer = None
+    faq_answer, faq_entry_id = None, None
     if match is not None and match.answers_directly:
+        faq_entry_id = match.entry_id
         elapsed = _ms(started)
         faq_answer = services.AnswerRecord(
             content=match.answer,
@@ -197,7 +198,7 @@ async def answer_customer_message(
             conversation_id=ctx.conversation_id,
             customer=services.CustomerText(client_message_id, question, moderation.flags),
             answer=faq_answer,
-            faq_entry_id=match.entry_id if faq_answer is not None and match else None,
+            faq_entry_id=faq_entry_id,
         )
     )
     ack = {"type": "ack", "id": client_message_id, "message_id": written.customer_message_id}
