@@ -148,9 +148,10 @@ def conversation_handoff(
 ) -> HandoffOutcome:
     """Moves a conversation from the assistant to the people.
 
-    Automatic triggers only move a conversation that is with the assistant; a customer who asks
-    for a person also reopens a resolved one. A conversation already queued or with an agent is
-    left as it is, so handoff never loops.
+    Automatic triggers only move a conversation that is with the assistant, or that counts as
+    resolved by it (a thumbs-down afterwards says it was not); a customer who asks for a person
+    also reopens one a person resolved, or one closed as abandoned in the queue. A conversation
+    already queued or with an agent is left as it is, so handoff never loops.
     """
     conversation = (
         # of=("self",): PostgreSQL cannot lock the nullable side of the assignee join.
@@ -158,10 +159,15 @@ def conversation_handoff(
         .select_related("assignee")
         .get(pk=conversation_id, tenant=tenant)
     )
-    movable = [Conversation.Status.BOT] + ([Conversation.Status.RESOLVED] if by_customer else [])
+    movable = conversation.status == Conversation.Status.BOT or (
+        conversation.status == Conversation.Status.RESOLVED
+        and (by_customer or conversation.resolution_kind == Conversation.ResolutionKind.AI)
+    )
+    if by_customer and conversation.status == Conversation.Status.CLOSED:
+        movable = conversation.resolution_kind == Conversation.ResolutionKind.ABANDONED
     online = online_agent_ids(tenant_id=tenant.pk)
     available = bool(online) and within_business_hours(tenant)
-    if conversation.status not in movable:
+    if not movable:
         return HandoffOutcome(
             status=conversation.status,
             moved=False,
@@ -175,8 +181,16 @@ def conversation_handoff(
     conversation.handoff_reason = reason
     conversation.resolution_kind = ""
     conversation.resolved_at = None
+    conversation.closed_at = None
     conversation.assignee = None
-    fields = ["status", "queued_at", "handoff_reason", "resolution_kind", "resolved_at"]
+    fields = [
+        "status",
+        "queued_at",
+        "handoff_reason",
+        "resolution_kind",
+        "resolved_at",
+        "closed_at",
+    ]
     assignee_id = _least_busy(tenant.pk, online) if tenant.auto_assign and available else None
     if assignee_id is not None:
         conversation.status = Conversation.Status.HUMAN

@@ -50,6 +50,7 @@ from conversations.handoff import (
     conversation_handoff,
     repeated_question,
 )
+from conversations.lifecycle import AUTO_ENDED_STATUSES, conversation_reopen
 from conversations.memory import Turn, memory_append, memory_recent
 from conversations.models import Conversation, Message
 from conversations.moderation import (
@@ -206,6 +207,12 @@ async def answer_customer_message(
         await send({**ack, "duplicate": True})
         return
     await send(ack)
+    if written.conversation_status in AUTO_ENDED_STATUSES:
+        reopened = await database_sync_to_async(conversation_reopen)(
+            tenant_id=tenant.pk, conversation_id=ctx.conversation_id
+        )
+        if reopened == Conversation.Status.CLOSED:  # the widget showed it closed
+            await send({"type": "status", "status": Conversation.Status.BOT})
 
     with translation.override(language):
         if route is _Route.RATE_LIMITED:

@@ -170,6 +170,25 @@ CELERY_TASK_SOFT_TIME_LIMIT = 300
 CELERY_TASK_TIME_LIMIT = 360
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
+# Conversation lifecycle (conversations/lifecycle.py): idle minutes after which a conversation
+# counts as resolved by the assistant, or as abandoned in the queue; the sweep that records
+# both runs every CONVERSATION_SWEEP_SECONDS under `celery -A helpdesk_site beat`, and on the
+# console's home page for the signed-in tenant (the embedded defaults have no beat).
+CONVERSATION_AI_RESOLVED_AFTER_MINUTES = env.int(
+    "CONVERSATION_AI_RESOLVED_AFTER_MINUTES", default=30
+)
+CONVERSATION_ABANDONED_AFTER_MINUTES = env.int("CONVERSATION_ABANDONED_AFTER_MINUTES", default=60)
+CONVERSATION_SWEEP_SECONDS = env.int("CONVERSATION_SWEEP_SECONDS", default=60)
+CONVERSATION_SWEEP_BATCH = env.int("CONVERSATION_SWEEP_BATCH", default=500)
+CELERY_BEAT_SCHEDULE = {
+    "conversations-sweep": {
+        "task": "conversations.tasks.conversations_sweep_task",
+        "schedule": CONVERSATION_SWEEP_SECONDS,
+        # A run that waited longer than the interval is superseded by the next one.
+        "options": {"expires": CONVERSATION_SWEEP_SECONDS},
+    }
+}
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
