@@ -22,7 +22,7 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.utils import timezone
 
-from conversations.handoff import conversation_group
+from conversations.handoff import agents_group, agents_reachable, conversation_group
 from conversations.models import AgentPresence, Conversation, Message
 from helpdesk_site.asgi import application
 from helpdesk_site.redis import redis_close
@@ -189,6 +189,26 @@ async def test_a_pooled_connection_from_before_a_restart_is_replaced(
         assert not layer.is_degraded()
     finally:
         await layer.group_discard("agents.1", channel)
+        await layer.close_pools()
+
+
+async def test_agents_count_as_reachable_during_an_outage_only_from_this_process(
+    private_redis: PrivateRedis,
+) -> None:
+    layer = get_channel_layer()
+    console = await layer.new_channel()
+    try:
+        assert agents_reachable(tenant_id=7)
+        private_redis.kill()
+        await layer.group_send(agents_group(8), {"type": "queue.changed"})
+        assert layer.is_degraded()
+        assert not agents_reachable(tenant_id=7)
+
+        await layer.group_add(agents_group(7), console)  # a console on this process
+        assert agents_reachable(tenant_id=7)
+        assert not agents_reachable(tenant_id=8)
+    finally:
+        await layer.group_discard(agents_group(7), console)
         await layer.close_pools()
 
 
