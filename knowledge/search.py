@@ -30,7 +30,7 @@ from knowledge.confidence import MatchFeatures, match_confidence
 from knowledge.dense import mostly_chinese, stored_vectors
 from knowledge.index import FaqScores, TenantIndex, UnitKind
 from knowledge.selectors import knowledge_entry_count, knowledge_index_records
-from knowledge.services import knowledge_version_cache_key
+from knowledge.services import KNOWLEDGE_VERSION_CACHE_SECONDS, knowledge_version_cache_key
 from knowledge.text import normalize
 from tenants.models import Tenant
 
@@ -177,7 +177,7 @@ def current_knowledge_version(tenant_id: int) -> int:
             version = _knowledge_version_stored(tenant_id)
             # ``add``, not ``set``: a version published at commit must win over one read
             # before it.
-            cache.add(key, version, timeout=None)
+            cache.add(key, version, timeout=KNOWLEDGE_VERSION_CACHE_SECONDS)
     except (RedisError, OSError) as exc:
         # The database holds the version: questions are answered while the cache is down.
         redis_failure_log(logger=logger, operation="knowledge version read", error=exc)

@@ -185,6 +185,12 @@ def knowledge_entries_set_enabled(
     return changed
 
 
+# The cached copy of a tenant's knowledge version expires: an edit made while the cache was
+# unreachable could not clear it, and no process may trust a stale copy for longer than this
+# once the cache is back. Each process then reads the database once per tenant per period.
+KNOWLEDGE_VERSION_CACHE_SECONDS = 60
+
+
 def knowledge_version_cache_key(tenant_id: int) -> str:
     return f"kb:version:{tenant_id}"
 
@@ -207,7 +213,11 @@ def knowledge_changed(*, tenant_id: int) -> None:
     def publish() -> None:
         version = Tenant.objects.filter(pk=tenant_id).values_list("knowledge_version", flat=True)
         try:
-            cache.set(knowledge_version_cache_key(tenant_id), version.first(), timeout=None)
+            cache.set(
+                knowledge_version_cache_key(tenant_id),
+                version.first(),
+                timeout=KNOWLEDGE_VERSION_CACHE_SECONDS,
+            )
         except (RedisError, OSError) as exc:
             redis_failure_log(logger=logger, operation="knowledge version publish", error=exc)
         if dense_retrieval_possible(tenant_id=tenant_id):

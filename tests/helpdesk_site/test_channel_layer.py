@@ -20,6 +20,8 @@ import redis
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
+from django.core.cache import cache
+from django.db import transaction
 from django.utils import timezone
 
 from conversations.handoff import agents_group, agents_reachable, conversation_group
@@ -27,7 +29,7 @@ from conversations.models import AgentPresence, Conversation, Message
 from helpdesk_site.asgi import application
 from helpdesk_site.redis import redis_close
 from knowledge import services as knowledge_services
-from knowledge.search import registry
+from knowledge.search import current_knowledge_version, registry
 from tenants.models import Role
 from tests import factories
 from tests.conftest import skip_or_fail
@@ -210,6 +212,23 @@ async def test_agents_count_as_reachable_during_an_outage_only_from_this_process
     finally:
         await layer.group_discard(agents_group(7), console)
         await layer.close_pools()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_knowledge_edit_during_an_outage_is_saved_and_seen(private_redis: PrivateRedis) -> None:
+    tenant = factories.TenantFactory()
+    assert current_knowledge_version(tenant.pk) == 0  # cached in Redis
+    private_redis.kill()
+
+    with transaction.atomic():
+        knowledge_services.knowledge_changed(tenant_id=tenant.pk)
+
+    assert current_knowledge_version(tenant.pk) == 1  # from the database meanwhile
+    private_redis.start()
+    assert current_knowledge_version(tenant.pk) == 1
+    # A copy that an edit during an outage could not clear does not outlive its period.
+    ttl = redis.Redis.from_url(private_redis.url).ttl(cache.make_key(f"kb:version:{tenant.pk}"))
+    assert 0 < ttl <= knowledge_services.KNOWLEDGE_VERSION_CACHE_SECONDS
 
 
 # The widget --------------------------------------------------------------------------------------
