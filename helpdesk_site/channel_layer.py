@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 OUTAGE_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 PROBE_DELAY_FIRST_SECONDS = 0.25
 PROBE_DELAY_CAP_SECONDS = 5.0
+PROBE_TIMEOUT_SECONDS = 1.0
 # Without it redis-py waits for a connection as long as for a reply (the socket timeout, above
 # the layer's 5 s blocking pop): a Redis that vanished from the network would stall every hello.
 CONNECT_TIMEOUT_SECONDS = 2.0
@@ -118,7 +119,9 @@ class DegradingRedisChannelLayer(RedisChannelLayer):
         outage.next_probe_at = time.monotonic() + outage.delay
         try:
             for index in range(self.ring_size):
-                await self.connection(index).ping()
+                # Probes run inline in group calls: a Redis that hangs must not hold a hello
+                # for the layer's whole socket timeout. (asyncio's TimeoutError is an OSError.)
+                await asyncio.wait_for(self.connection(index).ping(), PROBE_TIMEOUT_SECONDS)
         except OUTAGE_ERRORS:
             return
         # Up before the restore: memberships made meanwhile go straight to Redis.
