@@ -138,18 +138,27 @@ class DegradingRedisChannelLayer(RedisChannelLayer):
         self._receivers_wake()
 
     async def _memberships_restore(self) -> None:
-        """Writes the memberships made and dropped during the outage back to Redis."""
+        """Writes the memberships made and dropped during the outage back to Redis: a pipeline
+        per shard (thousands of sockets must not cost thousands of round trips)."""
         now = time.time()
+        pipes: dict[int, Any] = {}
+
+        def pipe_for(group: str) -> Any:
+            index = self.consistent_hash(group)
+            if index not in pipes:
+                pipes[index] = self.connection(index).pipeline(transaction=False)
+            return pipes[index]
+
         for group, members in list(self._local_groups.items()):
-            if not members:
-                continue
-            connection = self.connection(self.consistent_hash(group))
-            key = self._group_key(group)
-            await connection.zadd(key, dict.fromkeys(members, now))
-            await connection.expire(key, self.group_expiry)
+            if members:
+                key = self._group_key(group)
+                pipe_for(group).zadd(key, dict.fromkeys(members, now))
+                pipe_for(group).expire(key, self.group_expiry)
         discards = set(self._pending_discards)
         for group, channel in discards:
-            await self.connection(self.consistent_hash(group)).zrem(self._group_key(group), channel)
+            pipe_for(group).zrem(self._group_key(group), channel)
+        for pipe in pipes.values():
+            await pipe.execute()
         self._pending_discards -= discards
 
     def _receivers_wake(self) -> None:
