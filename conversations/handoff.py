@@ -49,6 +49,18 @@ def broadcast(group: str, event: dict[str, Any]) -> None:
     transaction.on_commit(send, robust=True)
 
 
+def agents_reachable(*, tenant_id: int) -> bool:
+    """Whether the tenant's agent consoles can be told of a handoff live.
+
+    Always, unless the channel layer lost Redis: then only consoles connected to this process
+    can be, and a customer must not be promised a person that nobody will hear of.
+    """
+    layer = get_channel_layer()
+    if layer is None or not getattr(layer, "is_degraded", lambda: False)():
+        return True
+    return bool(layer.group_has_local_members(agents_group(tenant_id)))
+
+
 # Triggers ---------------------------------------------------------------------------------------
 
 
@@ -144,7 +156,12 @@ def _least_busy(tenant_id: int, candidates: list[int]) -> int | None:
 
 @transaction.atomic
 def conversation_handoff(
-    *, tenant: Tenant, conversation_id: int, reason: str, by_customer: bool
+    *,
+    tenant: Tenant,
+    conversation_id: int,
+    reason: str,
+    by_customer: bool,
+    agents_reachable: bool = True,
 ) -> HandoffOutcome:
     """Moves a conversation from the assistant to the people.
 
@@ -152,6 +169,8 @@ def conversation_handoff(
     resolved by it (a thumbs-down afterwards says it was not); a customer who asks for a person
     also reopens one a person resolved, or one closed as abandoned in the queue. A conversation
     already queued or with an agent is left as it is, so handoff never loops.
+    ``agents_reachable`` False (agents cannot be told live) queues it without assigning anyone,
+    and the customer is offered the contact form.
     """
     conversation = (
         # of=("self",): PostgreSQL cannot lock the nullable side of the assignee join.
@@ -166,7 +185,7 @@ def conversation_handoff(
     if by_customer and conversation.status == Conversation.Status.CLOSED:
         movable = conversation.resolution_kind == Conversation.ResolutionKind.ABANDONED
     online = online_agent_ids(tenant_id=tenant.pk)
-    available = bool(online) and within_business_hours(tenant)
+    available = agents_reachable and bool(online) and within_business_hours(tenant)
     if not movable:
         return HandoffOutcome(
             status=conversation.status,

@@ -46,6 +46,7 @@ from conversations.gateway import (
 from conversations.handoff import (
     HandoffOutcome,
     agents_group,
+    agents_reachable,
     asks_for_person,
     conversation_handoff,
     repeated_question,
@@ -116,6 +117,7 @@ async def hand_off(
         conversation_id=ctx.conversation_id,
         reason=reason,
         by_customer=by_customer,
+        agents_reachable=agents_reachable(tenant_id=ctx.tenant.pk),
     )
     await send(status_frame(outcome, language))
     return outcome

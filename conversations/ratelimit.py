@@ -24,8 +24,9 @@ idempotent when the client retries it after a lost reply. Without Redis, an in-p
 equivalent (a sorted deque per bucket behind a lock, empty buckets dropped): exact for one
 process, which is the only deployment that runs without Redis.
 
-Rate limiting must never take the chat down: when Redis errors or times out, the hit is allowed
-(fail open) and a warning is logged without bucket names, which hold visitor ids.
+Rate limiting must never take the chat down: when Redis errors or times out, the hit is decided
+by the in-process backend instead (limits per process while Redis is down), and a rate-limited
+warning is logged without bucket names, which hold visitor ids.
 """
 
 import bisect
@@ -148,12 +149,9 @@ async def _checks_hit(*, checks: Sequence[_Check], now: float | None) -> RateDec
         )
     except (RedisError, OSError) as exc:
         redis_failure_log(logger=logger, operation="rate limit check", error=exc)
-        # Remaining is unknown; report it as for a first event so no client backs off on a guess.
-        return RateDecision(
-            allowed=True,
-            remaining=min(check.rule.limit for check in checks) - 1,
-            retry_after_seconds=0.0,
-        )
+        # Limits stay on while Redis is down, counted per process: a visitor spread over
+        # several processes gets up to that many times the limit, never an unlimited one.
+        return _local.hit(checks=checks, now=time.monotonic() if now is None else now)
     return RateDecision(
         allowed=bool(allowed),
         remaining=int(remaining),

@@ -11,6 +11,9 @@ from typing import Any
 
 import environ
 from django.utils.translation import gettext_lazy as _
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.retry import Retry
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -126,7 +129,8 @@ CHANNEL_LAYER_MAX_CONNECTIONS = env.int("CHANNEL_LAYER_MAX_CONNECTIONS", default
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels-redis's layer, delivering within the process while Redis is down.
+            "BACKEND": "helpdesk_site.channel_layer.DegradingRedisChannelLayer",
             "CONFIG": {
                 "hosts": [
                     {
@@ -144,8 +148,14 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "kefu",
-            # No timeout by default: a hung Redis would hold a worker thread forever.
-            "OPTIONS": {"socket_connect_timeout": 1.0, "socket_timeout": 1.0},
+            # No timeout by default: a hung Redis would hold a worker thread forever. One retry
+            # on a connection error: a pooled connection that died with a Redis restart is
+            # replaced instead of failing the first read after it.
+            "OPTIONS": {
+                "socket_connect_timeout": 1.0,
+                "socket_timeout": 1.0,
+                "retry": Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
+            },
         }
     }
     CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
