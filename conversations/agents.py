@@ -10,6 +10,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop, override
@@ -31,17 +32,32 @@ class Agent:
     role: str
 
 
+def _agent_memberships(user_id: int) -> QuerySet[Membership]:
+    return Membership.objects.filter(
+        user_id=user_id, user__is_active=True, role__in=AGENT_ROLES, tenant__is_active=True
+    ).select_related("tenant", "user")
+
+
+def _agent(membership: Membership) -> Agent:
+    return Agent(
+        membership.tenant, membership.user_id, membership.user.get_username(), membership.role
+    )
+
+
 def agent_for_user(*, user: Any, tenant_id: int | None) -> Agent | None:
     """The user as an agent of their active tenant (or the given one), if their role allows."""
-    memberships = Membership.objects.filter(
-        user_id=user.pk, role__in=AGENT_ROLES, tenant__is_active=True
-    ).select_related("tenant", "user")
+    memberships = _agent_memberships(user.pk)
     membership = (
         memberships.filter(tenant_id=tenant_id).first() if tenant_id is not None else None
     ) or memberships.order_by("tenant__name").first()
-    if membership is None:
-        return None
-    return Agent(membership.tenant, user.pk, membership.user.get_username(), membership.role)
+    return _agent(membership) if membership is not None else None
+
+
+def agent_access_check(*, agent: Agent) -> Agent | None:
+    """The agent as they are now in the same tenant: None once they were removed from it,
+    demoted below agent, deactivated, or the tenant was; otherwise with their current role."""
+    membership = _agent_memberships(agent.user_id).filter(tenant_id=agent.tenant.pk).first()
+    return _agent(membership) if membership is not None else None
 
 
 def presence_set(*, agent: Agent, status: str) -> None:
