@@ -15,7 +15,13 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop, override
 
-from conversations.handoff import AGENT_ROLES, agents_group, broadcast, conversation_group
+from conversations.handoff import (
+    AGENT_ROLES,
+    agents_group,
+    broadcast,
+    conversation_group,
+    customer_card,
+)
 from conversations.models import AgentPresence, CannedResponse, Conversation, Message
 from tenants.models import Membership, Tenant
 
@@ -214,7 +220,7 @@ def conversation_detail(*, agent: Agent, conversation_id: int) -> dict[str, Any]
         "assignee_id": conversation.assignee_id,
         "reason": conversation.handoff_reason,
         "customer": {
-            "name": str(customer),
+            **customer_card(customer),
             "email": customer.email,
             "phone": customer.phone,
             "identified": customer.identified,

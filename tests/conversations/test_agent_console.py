@@ -399,3 +399,23 @@ async def test_typing_frames_are_passed_on_once_per_window_each_way(shop) -> Non
         await widget.close()
         await console.close()
     assert (customer_typing, agent_typing) == (1, 1)
+
+
+async def test_customers_who_gave_no_name_are_numbered_visitors(shop) -> None:
+    li = await database_sync_to_async(member)(shop, "li")
+    anonymous = await database_sync_to_async(factories.CustomerFactory)(
+        tenant=shop, display_name="", external_id="JDmdiOhOqECX3ABh_9WI4w"
+    )
+    item = await database_sync_to_async(factories.ConversationFactory)(
+        tenant=shop, customer=anonymous, status="queued"
+    )
+    console = Console(li)
+    try:
+        lists = await console.open()
+        assert lists["queue"][0]["customer"] == {"id": anonymous.pk, "name": ""}
+        await console.send({"type": "open", "conversation_id": item.pk})
+        detail = await console.receive("conversation")
+        assert (detail["customer"]["id"], detail["customer"]["name"]) == (anonymous.pk, "")
+    finally:
+        await console.close()
+    assert str(anonymous) == f"Visitor #{anonymous.pk}"  # the console's lists and forms
