@@ -134,3 +134,27 @@ def test_answers_render_as_the_widget_renders_them_and_customers_have_readable_n
     assert console.locator("#kefu-agent img").count() == 0
     ARTIFACTS.mkdir(exist_ok=True)
     console.screenshot(path=str(ARTIFACTS / "agent-console.png"), full_page=True)
+
+
+def test_an_agent_demoted_while_the_console_is_open_is_told_and_can_no_longer_accept(
+    shop,  # noqa: F811
+    server,  # noqa: F811
+    new_page,  # noqa: F811
+) -> None:
+    user = factories.UserFactory(username="wang")
+    membership = factories.MembershipFactory(user=user, tenant=shop, role=Role.AGENT)
+    waiting = factories.ConversationFactory(tenant=shop, status="queued")
+    console = new_page()
+    console_login(console, server.url, "wang", "pass-word-123")
+    console.goto(f"{server.url}/console/agent/")
+    console.locator("#kefu-queue button.kefu-open").click()
+    expect(console.locator("#kefu-status")).to_have_text("Waiting for an agent")
+
+    membership.role = Role.VIEWER  # an admin demotes Wang in another browser
+    membership.save(update_fields=["role"])
+    console.click("#kefu-accept")
+
+    expect(console.locator("#kefu-notice")).to_have_text(
+        "You no longer have access to the agent console."
+    )
+    assert Conversation.objects.get(pk=waiting.pk).status == "queued"
