@@ -41,8 +41,21 @@ def _own_origin(scope: dict[str, Any]) -> str | None:
     # A leading dot would turn the pattern below into a wildcard for every subdomain.
     if not domain or domain.startswith(".") or not validate_host(domain, allowed_hosts):
         return None
-    scheme = "https" if scope.get("scheme") in ("wss", "https") else "http"
+    scheme = "https" if _secure(scope) else "http"
     return f"{scheme}://{host}"
+
+
+def _secure(scope: dict[str, Any]) -> bool:
+    """Whether the browser reached Kefu over TLS: ``HttpRequest.is_secure`` for a handshake,
+    trusting ``SECURE_PROXY_SSL_HEADER`` as the console's pages do."""
+    if scope.get("scheme") in ("wss", "https"):
+        return True
+    if not settings.SECURE_PROXY_SSL_HEADER:
+        return False
+    meta_name, secure_value = settings.SECURE_PROXY_SSL_HEADER
+    name = meta_name.removeprefix("HTTP_").replace("_", "-").lower().encode("latin1")
+    value = _header(scope, name)
+    return value is not None and value.split(",", 1)[0].strip() == secure_value
 
 
 def _trusted_patterns() -> list[str]:

@@ -91,8 +91,10 @@ async def test_agent_socket_serves_the_signed_in_agent_from_the_session_cookie()
         await communicator.disconnect()
 
 
-async def _agent_handshake(cookie: bytes, *, origin: bytes | None, host: bytes) -> tuple[bool, Any]:
-    headers = [(b"host", host), (b"cookie", cookie)]
+async def _agent_handshake(
+    cookie: bytes, *, origin: bytes | None, host: bytes, extra: tuple = ()
+) -> tuple[bool, Any]:
+    headers = [(b"host", host), (b"cookie", cookie), *extra]
     if origin is not None:
         headers.append((b"origin", origin))
     communicator = WebsocketCommunicator(application, "/ws/agent/", headers=headers)
@@ -142,3 +144,18 @@ async def test_agent_socket_accepts_its_own_origin_and_csrf_trusted_origins(
     cookie = await _signed_in_agent_cookie(await sync_to_async(TenantFactory)())
     connected, code = await _agent_handshake(cookie, origin=origin, host=host)
     assert connected, code
+
+
+@pytest.mark.parametrize(
+    ("origin", "connected"), [(b"https://localhost", True), (b"http://localhost", False)]
+)
+async def test_behind_a_tls_proxy_the_own_origin_is_https(
+    settings: Any, origin: bytes, connected: bool
+) -> None:
+    # As in production: the proxy says the browser used TLS; the handshake reaches Kefu as ws.
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    cookie = await _signed_in_agent_cookie(await sync_to_async(TenantFactory)())
+    result = await _agent_handshake(
+        cookie, origin=origin, host=b"localhost", extra=((b"x-forwarded-proto", b"https"),)
+    )
+    assert result[0] is connected, result
