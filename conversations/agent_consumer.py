@@ -12,10 +12,11 @@ is one of ``AgentPresence.Status``), gets an ``error`` frame and changes nothing
 stays open.
 
 Access is not decided once at connect: an agent removed from the tenant, demoted to viewer or
-deactivated (or whose tenant was) must stop working and stop seeing the queue and customers'
-messages at once, whichever process serves their socket. So the membership is read again before
-every action, and at most ``AGENT_ACCESS_RECHECK_SECONDS`` old before passing on a group event
-or a typing frame (those come in bursts); once it is gone the socket gets ``error``
+deactivated (or whose tenant was), or whose session ended (signed out, expired, password
+changed), must stop working and stop seeing the queue and customers' messages at once, whichever
+process serves their socket. So membership and session are read again before every action, and
+at most ``AGENT_ACCESS_RECHECK_SECONDS`` old before passing on a group event or a typing frame
+(those come in bursts); once access is gone the socket gets ``error``
 {code: access_revoked} and is closed with 4403. A changed role takes effect the same way.
 """
 
@@ -149,7 +150,10 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
         now = time.monotonic()
         if max_age > 0 and now - self.access_checked_at < max_age:
             return True
-        agent = await database_sync_to_async(agents.agent_access_check)(agent=self.agent)
+        session = self.scope.get("session")
+        agent = await database_sync_to_async(agents.agent_access_check)(
+            agent=self.agent, session_key=getattr(session, "session_key", None)
+        )
         if agent is None:
             self.access_lost = True
             await self.channel_layer.group_discard(self.group, self.channel_name)

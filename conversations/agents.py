@@ -5,8 +5,12 @@ after commit through ``conversations.handoff.broadcast``.
 """
 
 from dataclasses import dataclass
+from importlib import import_module
+from types import SimpleNamespace
 from typing import Any
 
+from django.conf import settings
+from django.contrib import auth
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -59,11 +63,22 @@ def agent_for_user(*, user: Any, tenant_id: int | None) -> Agent | None:
     return _agent(membership) if membership is not None else None
 
 
-def agent_access_check(*, agent: Agent) -> Agent | None:
+def agent_access_check(*, agent: Agent, session_key: str | None = None) -> Agent | None:
     """The agent as they are now in the same tenant: None once they were removed from it,
-    demoted below agent, deactivated, or the tenant was; otherwise with their current role."""
+    demoted below agent, deactivated, or the tenant was, or (given the ``session_key`` they
+    signed in with) once that session ended: signed out, expired, or their password changed;
+    otherwise with their current role."""
     membership = _agent_memberships(agent.user_id).filter(tenant_id=agent.tenant.pk).first()
-    return _agent(membership) if membership is not None else None
+    if membership is None:
+        return None
+    if session_key is not None:
+        session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+        # Django's own check for a request: the session names the user, and its hash of the
+        # user's password still matches.
+        user = auth.get_user(SimpleNamespace(session=session))  # type: ignore[arg-type]
+        if user.pk != agent.user_id:
+            return None
+    return _agent(membership)
 
 
 def presence_set(*, agent: Agent, status: str) -> None:

@@ -6,6 +6,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+from django.contrib.auth import SESSION_KEY, get_user_model
+from django.contrib.sessions.backends.db import SessionStore
 from django.test import Client
 
 from conversations.consumers import WidgetConsumer
@@ -159,3 +161,34 @@ async def test_behind_a_tls_proxy_the_own_origin_is_https(
         cookie, origin=origin, host=b"localhost", extra=((b"x-forwarded-proto", b"https"),)
     )
     assert result[0] is connected, result
+
+
+@sync_to_async
+def _end_session(cookie: bytes, how: str) -> None:
+    session_key = cookie.decode().split("=", 1)[1]
+    session = SessionStore(session_key)
+    if how == "signed_out":
+        session.delete()
+    else:  # an admin resets the password of a compromised account
+        user = get_user_model().objects.get(pk=session[SESSION_KEY])
+        user.set_password("a-new-pass-word-456")
+        user.save()
+
+
+@pytest.mark.parametrize("how", ["signed_out", "password_changed"])
+async def test_an_open_agent_socket_ends_with_its_session(how: str) -> None:
+    cookie = await _signed_in_agent_cookie(await sync_to_async(TenantFactory)())
+    communicator = WebsocketCommunicator(application, "/ws/agent/", headers=[(b"cookie", cookie)])
+    try:
+        connected, code = await communicator.connect()
+        assert connected, code
+        assert (await communicator.receive_json_from(timeout=5))["type"] == "lists"
+        await _end_session(cookie, how)
+        await communicator.send_json_to({"type": "agents"})
+        assert (await communicator.receive_json_from(timeout=5))["code"] == "access_revoked"
+        assert await communicator.receive_output(timeout=5) == {
+            "type": "websocket.close",
+            "code": 4403,
+        }
+    finally:
+        await communicator.disconnect()
