@@ -27,6 +27,7 @@ from conversations.pipeline import (
     answer_customer_message,
     hand_off,
 )
+from conversations.throttle import typing_throttle_pass
 from conversations.tickets import ticket_from_conversation, tickets_for_customer
 from helpdesk_site.asyncdb import db_parallel
 from tenants.models import Language, Tenant
@@ -346,7 +347,9 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         await self.send_frame({"type": "ack", "rating": value})
 
     async def on_typing(self, frame: dict[str, Any]) -> None:
-        if self.chat is not None:
+        if self.chat is not None and await typing_throttle_pass(
+            tenant_id=self.tenant.pk, conversation_id=self.chat.conversation_id, sender="customer"
+        ):
             await self.channel_layer.group_send(
                 agents_group(self.tenant.pk),
                 {"type": "customer.typing", "conversation_id": self.chat.conversation_id},

@@ -19,7 +19,7 @@ from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from conversations.models import AgentPresence, Conversation, Message
+from conversations.models import AgentPresence, Conversation, Customer, Message
 from knowledge.text import normalize, tokenize
 from tenants.models import Membership, Role, Tenant
 
@@ -228,6 +228,12 @@ def conversation_handoff(
     )
 
 
+def customer_card(customer: Customer) -> dict[str, Any]:
+    """How the agent console names a customer: the name or e-mail they gave, else (``name``
+    empty) the console shows "Visitor #<id>" in the agent's language."""
+    return {"id": customer.pk, "name": customer.display_name or customer.email}
+
+
 def open_conversations_for_agents(*, tenant_id: int, user_id: int) -> dict[str, list[dict]]:
     """The agent console's lists: the tenant's queue, and the agent's own conversations."""
     rows = (
@@ -244,7 +250,7 @@ def open_conversations_for_agents(*, tenant_id: int, user_id: int) -> dict[str, 
     for conversation in rows:
         item = {
             "id": conversation.pk,
-            "customer": str(conversation.customer),
+            "customer": customer_card(conversation.customer),
             "status": conversation.status,
             "reason": conversation.handoff_reason,
             "queued_at": conversation.queued_at.isoformat() if conversation.queued_at else None,

@@ -101,6 +101,8 @@ class ConsoleAdminSite(admin.AdminSite):
                 "agent": _("Agent"),
                 "system": _("System"),
             },
+            "visitor": _("Visitor #%(number)s") % {"number": "{number}"},
+            "accessLost": _("You no longer have access to the agent console."),
             "statuses": dict(Conversation.Status.choices),
             "reasons": dict(Conversation.HandoffReason.choices),
         }

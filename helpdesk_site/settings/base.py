@@ -256,6 +256,11 @@ LLM_ANSWER_CACHE_SECONDS = env.int("LLM_ANSWER_CACHE_SECONDS", default=3600)
 # Rate limits, "COUNT/SECONDS": per widget visitor and per tenant (sliding windows).
 RATE_LIMIT_VISITOR = env.str("RATE_LIMIT_VISITOR", default="20/60")
 RATE_LIMIT_TENANT = env.str("RATE_LIMIT_TENANT", default="600/60")
+# Typing indicators: at most one per conversation and direction in this many seconds (0: all).
+TYPING_THROTTLE_SECONDS = env.float("TYPING_THROTTLE_SECONDS", default=2.0)
+# The agent console's socket re-reads the agent's membership before every action, and before
+# passing on queue and customer events when its last read is older than this.
+AGENT_ACCESS_RECHECK_SECONDS = env.float("AGENT_ACCESS_RECHECK_SECONDS", default=1.0)
 CONVERSATION_MEMORY_TTL_SECONDS = env.int("CONVERSATION_MEMORY_TTL_SECONDS", default=1800)
 MODERATION_CHECK_SECONDS = env.float("MODERATION_CHECK_SECONDS", default=1.0)
 
