@@ -227,6 +227,7 @@ LLM_ANSWER_CACHE_SECONDS = env.int("LLM_ANSWER_CACHE_SECONDS", default=3600)
 # Rate limits, "COUNT/SECONDS": per widget visitor and per tenant (sliding windows).
 RATE_LIMIT_VISITOR = env.str("RATE_LIMIT_VISITOR", default="20/60")
 RATE_LIMIT_TENANT = env.str("RATE_LIMIT_TENANT", default="600/60")
+RATE_LIMIT_CONTACT = env.str("RATE_LIMIT_CONTACT", default="5/3600")
 CONVERSATION_MEMORY_TTL_SECONDS = env.int("CONVERSATION_MEMORY_TTL_SECONDS", default=1800)
 MODERATION_CHECK_SECONDS = env.float("MODERATION_CHECK_SECONDS", default=1.0)
 

@@ -39,6 +39,12 @@ def online_agent(tenant, username: str = "agent-li"):
     return user
 
 
+def offline_agent(tenant) -> None:
+    """An agent of the tenant who is not online (and gets the ticket e-mails)."""
+    user = factories.UserFactory(username="offline", email="offline@example.com")
+    factories.MembershipFactory(tenant=tenant, role=Role.AGENT, user=user)
+
+
 async def conversation(conversation_id: int) -> Conversation:
     return await Conversation.objects.select_related("assignee").aget(pk=conversation_id)
 
@@ -129,13 +135,14 @@ async def test_auto_assignment_picks_the_least_busy_online_agent(shop) -> None:
     )
     widget = Widget(shop)
     try:
-        welcome = await widget.open()
+        await widget.open()
         await widget.send({"type": "handoff"})
         status = await widget.receive()
     finally:
         await widget.close()
     assert status["status"] == "human" and status["text"] == "free has joined the conversation."
-    assert (await conversation(welcome["conversation_id"])).assignee_id == free.pk
+    # The widget's conversation, started by the handoff request (the other one is busy's).
+    assert await Conversation.objects.filter(tenant=shop, assignee=free).acount() == 1
 
 
 async def test_stale_or_away_agents_do_not_count_as_online(shop) -> None:
@@ -154,13 +161,7 @@ async def test_stale_or_away_agents_do_not_count_as_online(shop) -> None:
 
 
 async def test_nobody_online_the_customer_leaves_details_and_a_ticket_is_made(shop) -> None:
-    await database_sync_to_async(factories.MembershipFactory)(
-        tenant=shop,
-        role=Role.AGENT,
-        user=await database_sync_to_async(factories.UserFactory)(
-            username="offline", email="offline@example.com"
-        ),
-    )
+    await database_sync_to_async(offline_agent)(shop)
     widget = Widget(shop)
     try:
         welcome = await widget.open()
@@ -236,3 +237,73 @@ async def test_ratings_only_for_resolved_conversations(shop) -> None:
         tenant_id=shop.pk, conversation_id=item.pk, rating=4, comment="Quick"
     )
     assert (await conversation(item.pk)).csat_rating == 4
+
+
+async def test_contact_details_are_refused_unless_nobody_could_take_the_conversation(
+    shop,
+) -> None:
+    details = {"type": "contact", "name": "Wang", "email": "wang@example.com", "text": "Hi"}
+    widget = Widget(shop)
+    try:
+        await widget.open()
+        await widget.send(details)  # no conversation yet
+        before_any_message = await widget.receive()
+        await widget.ask("How long does delivery take?", "m1")
+        await widget.send(details)  # with the assistant: nobody asked for a person
+        with_the_assistant = await widget.receive()
+        await database_sync_to_async(online_agent)(shop)
+        await widget.send({"type": "handoff"})
+        assert (await widget.receive())["collect_contact"] is False
+        await widget.send(details)  # queued, and an agent is online
+        agent_online = await widget.receive()
+    finally:
+        await widget.close()
+    for refused in (before_any_message, with_the_assistant, agent_online):
+        assert (refused["type"], refused["code"]) == ("error", "contact_not_expected")
+    assert await Ticket.objects.filter(tenant=shop).acount() == 0
+    assert mail.outbox == []
+
+
+async def test_one_ticket_per_conversation_and_contact_details_are_rate_limited(
+    shop, settings
+) -> None:
+    settings.RATE_LIMIT_CONTACT = "3/3600"
+    await database_sync_to_async(offline_agent)(shop)
+    widget = Widget(shop)
+    try:
+        await widget.open()
+        await widget.send({"type": "handoff"})
+        assert (await widget.receive())["collect_contact"] is True
+        replies = []
+        for n in range(20):
+            await widget.send(
+                {"type": "contact", "email": f"wang{n}@example.com", "text": f"Note {n}"}
+            )
+            replies.append(await widget.receive())
+    finally:
+        await widget.close()
+    tickets = [reply for reply in replies if reply["type"] == "ticket"]
+    assert [(t["id"], t["updated"]) for t in tickets] == [
+        (tickets[0]["id"], False),
+        (tickets[0]["id"], True),
+        (tickets[0]["id"], True),
+    ]
+    assert {(r["type"], r["code"]) for r in replies[3:]} == {("error", "rate_limited")}
+    assert all(r["retry_after"] > 0 for r in replies[3:])
+    ticket = await Ticket.objects.aget(tenant=shop)
+    assert ticket.contact_email == "wang2@example.com"  # the latest details
+    assert [r.content async for r in ticket.replies.order_by("id")] == ["Note 1", "Note 2"]
+    assert len(mail.outbox) == 1  # the agents heard of the ticket once
+
+
+async def test_a_phone_number_must_look_like_one(shop) -> None:
+    widget = Widget(shop)
+    try:
+        await widget.open()
+        await widget.send({"type": "handoff"})
+        await widget.receive()
+        await widget.send({"type": "contact", "phone": "call me maybe"})
+        reply = await widget.receive()
+    finally:
+        await widget.close()
+    assert reply["code"] == "bad_contact" and reply["text"] == "Please enter a valid phone number."
