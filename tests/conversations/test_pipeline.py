@@ -13,14 +13,14 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.core.cache import cache
 
-from conversations import writer
+from conversations import services, writer
 from conversations.memory import memory_local_reset
 from conversations.mockllm import MockLLMServer, stream_tokens
 from conversations.models import Conversation, Customer, Message
 from conversations.pii import luhn_is_valid
 from conversations.ratelimit import rate_limit_local_reset
 from conversations.selectors import llm_providers_forget
-from conversations.services import visitor_token_read, widget_conversation_start
+from conversations.services import visitor_token_read
 from helpdesk_site.asgi import application
 from knowledge import services as knowledge_services
 from knowledge.models import KnowledgeEntry
@@ -584,7 +584,9 @@ def test_starting_the_conversation_costs_a_few_queries(shop, django_assert_max_n
     # On the first message's path: look up and insert the customer, insert the conversation
     # (with BEGIN, COMMIT and the savepoint around the customer's insert).
     with django_assert_max_num_queries(7):
-        started = widget_conversation_start(tenant=shop, external_id="visitor-1", language="en")
+        started = services.widget_conversation_start(
+            tenant=shop, external_id="visitor-1", language="en"
+        )
     assert started.new_conversation is True
-    again = widget_conversation_start(tenant=shop, external_id="visitor-1", language="en")
+    again = services.widget_conversation_start(tenant=shop, external_id="visitor-1", language="en")
     assert (again.conversation_id, again.new_conversation) == (started.conversation_id, False)
