@@ -1,5 +1,7 @@
 """Handoff triggers, the queue, tickets when nobody is there, ratings."""
 
+import json
+import logging
 from datetime import timedelta
 
 import pytest
@@ -8,6 +10,7 @@ from django.core import mail
 from django.utils import timezone
 
 from conversations.models import AgentPresence, Conversation, Ticket
+from conversations.pipeline import draft_reply
 from conversations.services import conversation_rate
 from conversations.tickets import ticket_reply_send
 from knowledge import services as knowledge_services
@@ -307,3 +310,40 @@ async def test_a_phone_number_must_look_like_one(shop) -> None:
     finally:
         await widget.close()
     assert reply["code"] == "bad_contact" and reply["text"] == "Please enter a valid phone number."
+
+
+async def test_a_contacts_phone_is_kept_whole_but_never_reaches_the_llm_or_the_logs(
+    shop, mock_llm, caplog
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    await database_sync_to_async(provider)(shop, mock_llm)
+    widget = Widget(shop)
+    try:
+        await widget.open()
+        await widget.ask("My kettle leaks", "m1")
+        await widget.send({"type": "handoff"})
+        assert (await widget.receive())["collect_contact"] is True
+        # The phone field holds a phone number and nothing else: free text goes in the note,
+        # where personal data is masked like in every message.
+        await widget.send({"type": "contact", "phone": "13800138000, ID 11010519491231002X"})
+        assert (await widget.receive())["code"] == "bad_contact"
+        await widget.send(
+            {"type": "contact", "phone": "13800138000", "text": "Call 13800138000 after 6"}
+        )
+        confirmation = await widget.receive()
+        # The conversation goes on with the assistant: its prompt has no contact data.
+        answer = await widget.ask("Where is my order?", "m2")
+    finally:
+        await widget.close()
+    assert answer[-1]["type"] == "done" and answer[-1]["source"] == "llm"
+    await draft_reply(tenant=shop, question="Where is my order?")
+    ticket = await Ticket.objects.select_related("customer").aget(pk=confirmation["id"])
+    # Contact data, kept whole where it is contact data: the customer's and the ticket's phone.
+    assert ticket.contact_phone == ticket.customer.phone == "13800138000"
+    # Free text, masked: the subject and the description (the note and the transcript).
+    assert "13800138000" not in ticket.subject + ticket.description
+    assert "138****8000" in ticket.description
+    prompts = json.dumps([request["body"] for request in mock_llm.requests()])
+    assert "Where is my order?" in prompts and "13800138000" not in prompts
+    assert len(mock_llm.requests()) == 3  # two answers and the agent's draft
+    assert not [r for r in caplog.records if "13800138000" in r.getMessage()]
