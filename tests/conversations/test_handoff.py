@@ -347,3 +347,33 @@ async def test_a_contacts_phone_is_kept_whole_but_never_reaches_the_llm_or_the_l
     assert "Where is my order?" in prompts and "13800138000" not in prompts
     assert len(mock_llm.requests()) == 3  # two answers and the agent's draft
     assert not [r for r in caplog.records if "13800138000" in r.getMessage()]
+
+
+async def test_the_welcome_lists_what_the_customer_still_owes(shop) -> None:
+    """A reconnecting widget learns that the contact form or the rating card is still open."""
+    widget = Widget(shop)
+    try:
+        await widget.open()
+        await widget.send({"type": "handoff"})  # nobody online
+        assert (await widget.receive())["collect_contact"] is True
+    finally:
+        await widget.close()
+    token = widget.welcome["visitor_token"]
+    conversation_id = (await Conversation.objects.aget(tenant=shop)).pk
+
+    async def pending() -> list[str]:
+        again = Widget(shop)
+        try:
+            return (await again.open(visitor_token=token))["pending"]
+        finally:
+            await again.close()
+
+    assert await pending() == ["contact"]
+    await database_sync_to_async(online_agent)(shop)
+    assert await pending() == []  # somebody can take it now
+    await Conversation.objects.filter(pk=conversation_id).aupdate(
+        status="resolved", resolution_kind="agent"
+    )
+    assert await pending() == ["rating"]
+    await Conversation.objects.filter(pk=conversation_id).aupdate(csat_rating=4)
+    assert await pending() == []
