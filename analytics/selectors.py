@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Exists, OuterRef, Q, Sum
 from django.utils import timezone
 
 from conversations.models import Conversation, Message, Ticket
@@ -39,7 +39,12 @@ def tenant_overview(*, tenant: Tenant, days: int = 30) -> TenantOverview:
     assistant and abandoned in the queue as ``conversations.lifecycle`` records them), answers,
     tokens and cost."""
     since = timezone.now() - timedelta(days=days)
-    conversations = Conversation.objects.filter(tenant=tenant, created_at__gte=since).aggregate(
+    # A conversation someone said something in, or that asked for a person: older versions
+    # started one for every page view, and those empty rows are not conversations.
+    held = Exists(Message.objects.filter(conversation=OuterRef("pk"))) | ~Q(handoff_reason="")
+    conversations = Conversation.objects.filter(
+        held, tenant=tenant, created_at__gte=since
+    ).aggregate(
         total=Count("id"),
         resolved_by_ai=Count("id", filter=Q(resolution_kind=Conversation.ResolutionKind.AI)),
         handed_off=Count("id", filter=~Q(handoff_reason="")),

@@ -130,6 +130,11 @@ def online_agent_ids(*, tenant_id: int) -> list[int]:
     )
 
 
+def agents_available(*, tenant: Tenant) -> bool:
+    """Someone could take a conversation now: an agent is online within business hours."""
+    return within_business_hours(tenant) and bool(online_agent_ids(tenant_id=tenant.pk))
+
+
 def queue_position(*, tenant_id: int, conversation: Conversation) -> int | None:
     if conversation.status != Conversation.Status.QUEUED or conversation.queued_at is None:
         return None

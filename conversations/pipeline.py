@@ -204,7 +204,12 @@ async def answer_customer_message(
             faq_entry_id=faq_entry_id,
         )
     )
-    ack = {"type": "ack", "id": client_message_id, "message_id": written.customer_message_id}
+    ack = {
+        "type": "ack",
+        "id": client_message_id,
+        "message_id": written.customer_message_id,
+        "conversation_id": ctx.conversation_id,
+    }
     if written.duplicate:
         await send({**ack, "duplicate": True})
         return

@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 RATE_LIMIT_KEY_PREFIX = "kefu:rl:"
 RATE_LIMIT_VISITOR_DEFAULT = "20/60"
 RATE_LIMIT_TENANT_DEFAULT = "600/60"
+RATE_LIMIT_CONTACT_DEFAULT = "5/3600"
 # How often the in-process backend drops buckets nobody hit for a whole window.
 LOCAL_SWEEP_INTERVAL_SECONDS = 30.0
 
@@ -109,6 +110,15 @@ async def rate_limits_check(
         ),
         now=now,
     )
+
+
+async def contact_rate_limit_check(
+    *, tenant_id: int, visitor_id: str, now: float | None = None
+) -> RateDecision:
+    """Counts one set of contact details left by a visitor: each may open or update a ticket
+    that people read, so the budget is far smaller than for chat messages."""
+    rule = _rule_from_setting(name="RATE_LIMIT_CONTACT", default=RATE_LIMIT_CONTACT_DEFAULT)
+    return await rate_limit_hit(bucket=f"contact:{tenant_id}:{visitor_id}", rule=rule, now=now)
 
 
 def rate_limit_parse(*, value: str) -> RateLimit:

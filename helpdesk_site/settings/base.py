@@ -261,6 +261,7 @@ TYPING_THROTTLE_SECONDS = env.float("TYPING_THROTTLE_SECONDS", default=2.0)
 # The agent console's socket re-reads the agent's membership before every action, and before
 # passing on queue and customer events when its last read is older than this.
 AGENT_ACCESS_RECHECK_SECONDS = env.float("AGENT_ACCESS_RECHECK_SECONDS", default=1.0)
+RATE_LIMIT_CONTACT = env.str("RATE_LIMIT_CONTACT", default="5/3600")
 CONVERSATION_MEMORY_TTL_SECONDS = env.int("CONVERSATION_MEMORY_TTL_SECONDS", default=1800)
 MODERATION_CHECK_SECONDS = env.float("MODERATION_CHECK_SECONDS", default=1.0)
 

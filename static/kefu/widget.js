@@ -43,8 +43,9 @@
  * - Protocol: docs/widget-protocol.md (hello/welcome, message/ack/delta/done, status, error,
  *   feedback, handoff, ping/pong) and the handoff frames of conversations/consumers.py
  *   (agent_message, typing, status.collect_contact → contact/ticket, rating_request → rating,
- *   welcome.tickets). Messages carry a client id until acknowledged, so a resend after a
- *   reconnect is deduplicated by the server and reconciled here.
+ *   welcome.tickets, welcome.pending → the contact form or the rating card again). Messages
+ *   carry a client id until acknowledged, so a resend after a reconnect is deduplicated by the
+ *   server and reconciled here.
  * - No request goes anywhere but the Kefu host the script was loaded from.
  */
 (() => {
@@ -123,6 +124,8 @@
       contactNote: "How can we help? (optional)",
       contactSend: "Send my details",
       contactNeeded: "Please leave an e-mail address or a phone number.",
+      contactAsk:
+        "Nobody is available right now. Leave your contact details and we will get back to you.",
       rate: "How did we do?",
       stars: "{n} out of 5",
       rated: "Thank you for your rating!",
@@ -161,6 +164,7 @@
       contactNote: "请描述您的问题（选填）",
       contactSend: "提交联系方式",
       contactNeeded: "请留下邮箱或电话。",
+      contactAsk: "目前暂无人工客服在线。请留下您的联系方式，我们会尽快与您联系。",
       rate: "请为本次服务评分",
       stars: "{n} 星（满分 5 星）",
       rated: "感谢您的评价！",
@@ -701,8 +705,11 @@ textarea:focus-visible, input:focus-visible { outline: 2px solid var(--accent);
     state.typing.clear();
   };
 
-  /** Nobody could take the conversation: a form for the customer's details (→ a ticket). */
-  const showContactForm = () => {
+  /**
+   * Nobody could take the conversation: a form for the customer's details (→ a ticket).
+   * `draft`: what was typed in it before the list was rebuilt (a reconnect).
+   */
+  const showContactForm = (draft = {}) => {
     if (ui.list.querySelector(".contact")) return;
     const form = el("form", "msg card contact");
     const fields = [
@@ -720,6 +727,7 @@ textarea:focus-visible, input:focus-visible { outline: 2px solid var(--accent);
       else input.rows = 2;
       input.autocomplete = autocomplete;
       input.maxLength = type ? 254 : MAX_CHARS;
+      if (typeof draft[name] === "string") input.value = draft[name];
     }
     el("button", "primary", t("contactSend"), form).type = "submit";
     form.addEventListener("submit", (event) => {
@@ -735,6 +743,15 @@ textarea:focus-visible, input:focus-visible { outline: 2px solid var(--accent);
     });
     appendToList(form);
     scrollToEnd(true);
+  };
+
+  /** What the customer typed in the contact form, if it is shown. */
+  const contactDraft = () => {
+    const form = ui.list.querySelector(".contact");
+    if (!form) return {};
+    const draft = {};
+    for (const input of form.querySelectorAll("[name]")) draft[input.name] = input.value;
+    return draft;
   };
 
   /** The agent resolved the conversation: five stars to rate it. */
@@ -925,10 +942,19 @@ textarea:focus-visible, input:focus-visible { outline: 2px solid var(--accent);
       if (typeof frame.visitor_token === "string") storage.set(TOKEN_KEY, frame.visitor_token);
       state.status = frame.status || "bot";
       setNotice(null);
+      const draft = contactDraft();
       renderHistory(
         Array.isArray(frame.history) ? frame.history : [],
         Array.isArray(frame.tickets) ? frame.tickets : [],
       );
+      // Requests the customer has not answered yet, asked before this socket (or on it): the
+      // rebuilt list has no trace of them.
+      const pending = Array.isArray(frame.pending) ? frame.pending : [];
+      if (pending.includes("contact")) {
+        systemLine(t("contactAsk"));
+        showContactForm(draft);
+      }
+      if (pending.includes("rating")) showRating();
       updateHumanButton();
       // Unacknowledged messages go (again) now, in order; the server drops repeats.
       for (const item of state.outbox) if (item.sentOn !== state.ws) transmit(item);

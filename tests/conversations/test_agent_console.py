@@ -77,8 +77,8 @@ async def test_the_whole_human_flow(shop) -> None:
         assert empty["queue"] == [] and empty["mine"] == []
 
         welcome = await widget.open()
-        conversation_id = welcome["conversation_id"]
         await widget.ask("How long does delivery take?", "m1")
+        conversation_id = welcome["conversation_id"]  # started by the first message
         await widget.send({"type": "handoff"})
         queued = await customer_frame(widget, "status")
         assert queued["status"] == "queued" and queued["agents_available"] is True
