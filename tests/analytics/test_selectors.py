@@ -15,7 +15,7 @@ AI = Conversation.ResolutionKind.AI
 ABANDONED = Conversation.ResolutionKind.ABANDONED
 
 
-def _talked(tenant, **fields) -> Conversation:
+def _talked(tenant, **fields):
     """A conversation in which the customer said something (a page view alone counts for
     nothing)."""
     conversation = factories.ConversationFactory(tenant=tenant, **fields)
