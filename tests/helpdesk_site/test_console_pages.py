@@ -67,7 +67,11 @@ def test_the_console_home_records_how_idle_conversations_ended(owner_client_a, t
     )
     Conversation.objects.filter(pk=resolved.pk).update(last_message_at=long_ago)
     factories.ConversationFactory(
-        tenant=tenant_a, status="queued", queued_at=long_ago, last_message_at=long_ago
+        tenant=tenant_a,
+        status="queued",
+        handoff_reason="customer_request",
+        queued_at=long_ago,
+        last_message_at=long_ago,
     )
     other = factories.ConversationFactory(status="queued", queued_at=long_ago)
 
