@@ -201,7 +201,8 @@ DEMO_PAGE = True
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.ApiKeyAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Every view declares the key scope it needs (tenants.authentication.HasScope).
+    "DEFAULT_PERMISSION_CLASSES": ["tenants.authentication.HasScope"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "helpdesk_site.api.exception_handler",
