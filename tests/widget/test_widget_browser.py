@@ -22,7 +22,7 @@ from knowledge import services as knowledge_services
 from knowledge.search import registry
 from tenants.models import Role, Tenant
 from tests import factories
-from tests.browser import browser, console_login  # noqa: F401 - fixture
+from tests.browser import BROWSER_WAIT_MS, browser, console_login  # noqa: F401 - fixture
 from tests.live_asgi import LiveAsgiServer, live_asgi  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -86,7 +86,7 @@ def new_page(browser: Browser) -> Iterator[Callable[..., Page]]:  # noqa: F811
         if init_script:
             context.add_init_script(init_script)
         page = context.new_page()
-        page.set_default_timeout(10_000)
+        page.set_default_timeout(BROWSER_WAIT_MS)
         return page
 
     yield open_page
