@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.core import signing
-from django.db import IntegrityError, connection, transaction
+from django.core.exceptions import ObjectDoesNotExist
+from django.db import DatabaseError, IntegrityError, InterfaceError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -216,7 +217,8 @@ def messages_record(*, writes: Sequence[MessageWrite]) -> list[MessageWritten | 
     """Stores a batch of the answer path's messages in one transaction (one commit for many
     customers: commits, not queries, are what a busy database waits on). Returns one result per
     write, in order: what was stored, or the error that write alone met (a conversation that
-    does not exist for its tenant) — one bad write never fails the others.
+    does not exist for its tenant, text the database cannot store) — one bad write never fails
+    the others.
 
     A customer message whose client id was stored before (a resend after a reconnect) is not
     stored again, and neither is the answer that came with it.
@@ -224,11 +226,26 @@ def messages_record(*, writes: Sequence[MessageWrite]) -> list[MessageWritten | 
     try:
         with transaction.atomic():
             return _messages_insert(writes)
-    except IntegrityError:
+    except (DatabaseError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+        if isinstance(exc, InterfaceError) or connection.connection is None:
+            raise  # the connection is gone: no smaller batch would fare better
         if len(writes) == 1:
-            return [_resent(writes[0])]
-    # A resend raced us through another process (or twice in one batch): one write at a time.
-    return [messages_record(writes=[write])[0] for write in writes]
+            return [_refused(writes[0], exc)]
+    # A row the database refused (a resend that raced us through another process or came
+    # twice in one batch, text it cannot store): the halves are tried on their own, down to the
+    # write at fault, so that one bad row costs a few more transactions and fails nobody else.
+    half = len(writes) // 2
+    return [*messages_record(writes=writes[:half]), *messages_record(writes=writes[half:])]
+
+
+def _refused(write: MessageWrite, error: Exception) -> MessageWritten | Exception:
+    """The result of a single write the database refused with ``error``."""
+    if isinstance(error, IntegrityError) and write.customer is not None:
+        try:
+            return _resent(write)
+        except ObjectDoesNotExist:  # not a resend: a conversation deleted meanwhile
+            return error
+    return error
 
 
 def _messages_insert(writes: Sequence[MessageWrite]) -> list[MessageWritten | Exception]:
