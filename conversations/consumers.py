@@ -3,6 +3,7 @@
 import asyncio
 import json
 import logging
+import re
 from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -29,6 +30,7 @@ from conversations.pipeline import (
 )
 from conversations.tickets import ticket_from_conversation, tickets_for_customer
 from helpdesk_site.asyncdb import db_parallel
+from helpdesk_site.untrusted import untrusted_text_clean
 from tenants.models import Language, Tenant
 from tenants.selectors import tenant_get_by_public_key
 
@@ -39,7 +41,10 @@ logger = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 16 * 1024
+# The protocol's frames nest two levels (hello's identity); a little room for what comes.
+MAX_FRAME_DEPTH = 8
 CLOSE_FORBIDDEN = 4403
+PUBLIC_KEY_FORMAT = re.compile(r"[A-Za-z0-9_-]{1,64}")  # tenants.models.new_public_key
 
 
 def origin_allowed(*, origin: str, host: str, allowed_origins: list[str]) -> bool:
@@ -65,6 +70,28 @@ def visitor_identity(raw: Any) -> services.VisitorIdentity | None:
         name=fields["name"] or "",
         email=fields["email"] or "",
     )
+
+
+class FrameTooDeep(Exception):
+    pass
+
+
+def frame_clean(value: Any, *, depth: int = 0) -> Any:
+    """A parsed frame with every string in it, keys too, made storable
+    (``untrusted_text_clean``): every field a widget sends is cleaned here, once, before any
+    handler sees it. Frames nest at most ``MAX_FRAME_DEPTH`` levels (``FrameTooDeep``)."""
+    if isinstance(value, str):
+        return untrusted_text_clean(value)
+    if isinstance(value, dict | list) and depth >= MAX_FRAME_DEPTH:
+        raise FrameTooDeep
+    if isinstance(value, dict):
+        return {
+            untrusted_text_clean(key): frame_clean(item, depth=depth + 1)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [frame_clean(item, depth=depth + 1) for item in value]
+    return value
 
 
 def widget_language(requested: Any, fallback: str) -> str:
@@ -112,7 +139,12 @@ class WidgetConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         public_key = self.scope["url_route"]["kwargs"]["public_key"]
-        tenant = await db_parallel(tenant_get_by_public_key)(public_key=public_key)
+        # A key no tenant can have (a NUL, which PostgreSQL refuses to compare) asks nothing.
+        tenant = (
+            await db_parallel(tenant_get_by_public_key)(public_key=public_key)
+            if PUBLIC_KEY_FORMAT.fullmatch(public_key)
+            else None
+        )
         headers = {
             name.decode("latin1"): value.decode("latin1") for name, value in self.scope["headers"]
         }
@@ -144,7 +176,10 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             await self.send_error("bad_frame", _("Frames must be JSON text of at most 16 KB."))
             return
         try:
-            frame = json.loads(text_data)
+            frame = frame_clean(json.loads(text_data))
+        except (RecursionError, FrameTooDeep):  # RecursionError: too deep for the parser
+            await self.send_error("bad_frame", _("Frames may not nest that deeply."))
+            return
         except ValueError:
             await self.send_error("bad_json", _("The frame is not valid JSON."))
             return

@@ -267,7 +267,7 @@ def test_a_message_the_database_refuses_fails_alone(shop, text) -> None:
     assert sorted(stored) == sorted(f"Question {i}" for i in range(48))
     if isinstance(bad, MessageWritten):  # SQLite stores a NUL: the message is then kept whole
         assert "\x00" in text
-        assert Message.objects.get(pk=bad.customer_message_id).content == text
+        assert Message.objects.filter(pk=bad.customer_message_id or 0).get().content == text
     else:
         assert isinstance(bad, (DatabaseError, ValueError))
 
