@@ -211,6 +211,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             visitor_id=session.external_id,
             customer_id=session.customer_id,
             conversation_id=session.conversation_id,
+            conversation_key=session.conversation_key,
             language=self.language,
             new_conversation=session.new_conversation,
         )

@@ -1,3 +1,4 @@
+import secrets
 from decimal import Decimal
 
 from django.conf import settings
@@ -42,6 +43,10 @@ class Customer(TenantOwnedModel):
 
     def __str__(self) -> str:
         return self.display_name or self.email or f"{self.get_channel_display()} {self.external_id}"
+
+
+def new_conversation_key() -> str:
+    return secrets.token_urlsafe(12)
 
 
 class Conversation(TenantOwnedModel):
@@ -105,6 +110,12 @@ class Conversation(TenantOwnedModel):
     assigned_at = models.DateTimeField(_("assigned at"), null=True, blank=True)
     resolved_at = models.DateTimeField(_("resolved at"), null=True, blank=True)
     closed_at = models.DateTimeField(_("closed at"), null=True, blank=True)
+    # Names the conversation in Redis and in-process caches (its memory), with its id: a
+    # database that is reset or restored from a backup hands old ids to new conversations, but
+    # never this random key, so no conversation reads what another left behind.
+    cache_key = models.CharField(
+        _("cache key"), max_length=16, default=new_conversation_key, editable=False
+    )
 
     class Meta:
         verbose_name = _("conversation")

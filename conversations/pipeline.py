@@ -84,6 +84,7 @@ class ChatContext:
     visitor_id: str
     customer_id: int
     conversation_id: int
+    conversation_key: str  # Conversation.cache_key: what its memory is named by, with its id
     language: str  # "zh-hans" or "en": the widget's language until a message says otherwise
     # The conversation has no earlier messages (this is its first): nothing to repeat, no
     # history to read.
@@ -174,7 +175,11 @@ async def answer_customer_message(
     elif asks_for_person(tenant=tenant, text=question):
         route = _Route.PERSON_ASKED
     elif tenant.handoff_on_repeated_question and earlier is None:
-        earlier = await memory_recent(tenant_id=tenant.pk, conversation_id=ctx.conversation_id)
+        earlier = await memory_recent(
+            tenant_id=tenant.pk,
+            conversation_id=ctx.conversation_id,
+            conversation_key=ctx.conversation_key,
+        )
         asked_before = [turn.content for turn in earlier if turn.role == Message.Role.CUSTOMER]
         if repeated_question(text=question, earlier=asked_before):
             route = _Route.REPEATED
@@ -246,7 +251,12 @@ async def answer_customer_message(
     if faq_answer is not None and written.answer_id is not None:
         await answer.stored(faq_answer, answer_id=written.answer_id, question=asked)
         return
-    await memory_append(tenant_id=tenant.pk, conversation_id=ctx.conversation_id, turns=[asked])
+    await memory_append(
+        tenant_id=tenant.pk,
+        conversation_id=ctx.conversation_id,
+        conversation_key=ctx.conversation_key,
+        turns=[asked],
+    )
 
     hits = await aknowledge_search(tenant=tenant, query=question, k=PASSAGES)
     providers = await db_parallel(llm_providers_for_tenant)(tenant_id=tenant.pk)
@@ -255,9 +265,13 @@ async def answer_customer_message(
         return
     if earlier is None:
         # Read after the question joined the memory: everything but the question.
-        earlier = (await memory_recent(tenant_id=tenant.pk, conversation_id=ctx.conversation_id))[
-            :-1
-        ]
+        earlier = (
+            await memory_recent(
+                tenant_id=tenant.pk,
+                conversation_id=ctx.conversation_id,
+                conversation_key=ctx.conversation_key,
+            )
+        )[:-1]
     await answer.generate(
         question=question,
         hits=hits,
@@ -324,6 +338,7 @@ class Answerer:
         await memory_append(
             tenant_id=self.ctx.tenant.pk,
             conversation_id=self.ctx.conversation_id,
+            conversation_key=self.ctx.conversation_key,
             turns=[question, answered] if question is not None else [answered],
         )
         await self.send(

@@ -58,6 +58,7 @@ class WidgetSession:
     customer_id: int
     external_id: str
     conversation_id: int
+    conversation_key: str  # names its memory (Conversation.cache_key)
     conversation_status: str
     visitor_token: str
     resumed: bool
@@ -154,6 +155,7 @@ def widget_session_start(
         customer_id=customer.pk,
         external_id=customer.external_id,
         conversation_id=conversation.pk,
+        conversation_key=conversation.cache_key,
         conversation_status=conversation.status,
         visitor_token=visitor_token_issue(tenant_id=tenant.pk, external_id=customer.external_id),
         resumed=resumed,

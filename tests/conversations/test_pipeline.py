@@ -20,6 +20,7 @@ from conversations.models import Conversation, Message
 from conversations.pii import luhn_is_valid
 from conversations.ratelimit import rate_limit_local_reset
 from conversations.selectors import llm_providers_forget
+from conversations.services import visitor_token_issue
 from helpdesk_site.asgi import application
 from knowledge import services as knowledge_services
 from knowledge.models import KnowledgeEntry
@@ -516,3 +517,42 @@ async def test_history_reaches_the_prompt_even_after_the_memory_is_lost(shop, mo
         ("assistant", "The blue one is in stock."),
         ("user", "Can I pick it up?"),
     ]
+
+
+async def _conversation_status(conversation_id: int) -> tuple[str, str]:
+    conversation = await Conversation.objects.aget(pk=conversation_id)
+    return conversation.status, conversation.handoff_reason
+
+
+@database_sync_to_async
+def _restore_gives_a_new_visitor_the_id_of(shop, conversation_id: int) -> str:
+    """What a database restored from an older backup does: the conversation is gone, and the
+    next one (here another visitor's) gets its id. Redis and the processes keep what they had."""
+    Conversation.objects.filter(pk=conversation_id, tenant=shop).delete()
+    customer = factories.CustomerFactory(tenant=shop)
+    factories.ConversationFactory(pk=conversation_id, tenant=shop, customer=customer)
+    return visitor_token_issue(tenant_id=shop.pk, external_id=customer.external_id)
+
+
+async def test_a_conversation_that_gets_an_old_id_does_not_read_the_old_memory(shop) -> None:
+    # Given a conversation with a memory of two answered questions
+    widget = Widget(shop)
+    try:
+        welcome = await widget.open()
+        await widget.ask("When will my order arrive", "m1")
+        await widget.ask("What is the warranty on headphones?", "m2")
+    finally:
+        await widget.close()
+    # When the database is restored and another visitor's conversation gets the same id
+    token = await _restore_gives_a_new_visitor_the_id_of(shop, welcome["conversation_id"])
+    widget = Widget(shop)
+    try:
+        resumed = await widget.open(visitor_token=token)
+        frames = await widget.ask("What is the warranty on headphones?", "m1")
+    finally:
+        await widget.close()
+    # Then the new visitor's first question is answered: nothing of the old one is remembered
+    assert resumed["conversation_id"] == welcome["conversation_id"] and resumed["history"] == []
+    assert frames[-1]["type"] == "done"
+    assert text_of(frames) == "Headphones have a 12-month warranty covering manufacturing defects."
+    assert await _conversation_status(welcome["conversation_id"]) == ("bot", "")
