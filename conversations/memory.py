@@ -2,7 +2,8 @@
 
 The database is the source of truth; the memory is a cache that saves the hot path a query per
 answer. It holds at most ``MEMORY_MAX_TURNS`` turns of customers, the assistant and agents
-(internal notes and system messages never enter it) and lives
+(internal notes, system messages and answers that were cut off never enter it, so that a
+question followed by a turn of the assistant or an agent is one that was answered) and lives
 ``CONVERSATION_MEMORY_TTL_SECONDS`` (default 30 minutes) after its last read or append. With
 ``REDIS_URL`` set it is a Redis list per conversation,
 ``kefu:mem:<tenant_id>:<conversation_id>:<cache_key>``, shared by every ASGI process; without
@@ -50,7 +51,7 @@ from typing import TypeVar
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from conversations.models import Message
+from conversations.models import ANSWER_CUT_OFF, Message
 from helpdesk_site.asyncdb import db_parallel
 from helpdesk_site.redis import redis_client, redis_failure_log
 
@@ -180,6 +181,7 @@ def _turns_from_db(*, tenant_id: int, conversation_id: int) -> list[Turn]:
             internal=False,
             role__in=MEMORY_ROLES,
         )
+        .exclude(error_code=ANSWER_CUT_OFF)
         .order_by("-created_at", "-id")
         .values_list("role", "content")[:MEMORY_MAX_TURNS]
     )

@@ -141,6 +141,10 @@ class Conversation(TenantOwnedModel):
         return f"#{self.pk} · {self.customer}"
 
 
+# The error code of an answer whose stream broke off: the customer saw part of it at most.
+ANSWER_CUT_OFF = "interrupted"
+
+
 class Message(TenantOwnedModel):
     class Role(models.TextChoices):
         CUSTOMER = "customer", _("Customer")

@@ -21,6 +21,7 @@ layer.
 
 import enum
 import hashlib
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -51,7 +52,7 @@ from conversations.handoff import (
     repeated_question,
 )
 from conversations.memory import Turn, memory_append, memory_recent
-from conversations.models import Conversation, Message
+from conversations.models import ANSWER_CUT_OFF, Conversation, Message
 from conversations.moderation import (
     StreamModerator,
     aword_filter_for_tenant,
@@ -180,8 +181,7 @@ async def answer_customer_message(
             conversation_id=ctx.conversation_id,
             conversation_key=ctx.conversation_key,
         )
-        asked_before = [turn.content for turn in earlier if turn.role == Message.Role.CUSTOMER]
-        if repeated_question(text=question, earlier=asked_before):
+        if repeated_question(text=question, earlier=_answered_questions(earlier)):
             route = _Route.REPEATED
     match = await afaq_match(tenant=tenant, query=question) if route is _Route.ANSWER else None
     faq_answer, faq_entry_id = None, None
@@ -283,6 +283,18 @@ async def answer_customer_message(
     )
 
 
+def _answered_questions(turns: list[Turn]) -> list[str]:
+    """The customer's questions in ``turns`` that got an answer: the turn after them is the
+    assistant's or an agent's. A question asked again after an answer that never came (cut off,
+    or lost with a server that stopped) is not a repeated question: the memory holds no answer
+    that was cut off."""
+    return [
+        turn.content
+        for turn, following in itertools.pairwise(turns)
+        if turn.role == Message.Role.CUSTOMER and following.role != Message.Role.CUSTOMER
+    ]
+
+
 class _Route(enum.Enum):
     """What happens to a stored customer message, unless a person owns the conversation."""
 
@@ -334,12 +346,14 @@ class Answerer:
         question: Turn | None = None,
         **extra: Any,
     ) -> None:
-        answered = Turn(role="assistant", content=record.content)
+        turns = [question] if question is not None else []
+        if record.error_code != ANSWER_CUT_OFF:  # a cut-off answer answered nothing
+            turns.append(Turn(role="assistant", content=record.content))
         await memory_append(
             tenant_id=self.ctx.tenant.pk,
             conversation_id=self.ctx.conversation_id,
             conversation_key=self.ctx.conversation_key,
-            turns=[question, answered] if question is not None else [answered],
+            turns=turns,
         )
         await self.send(
             {
@@ -456,7 +470,7 @@ class Answerer:
                     confidence,
                     first_token_ms,
                     started,
-                    error_code="interrupted",
+                    error_code=ANSWER_CUT_OFF,
                 ),
                 interrupted=True,
             )

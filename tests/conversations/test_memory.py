@@ -380,3 +380,22 @@ async def test_a_conversation_that_gets_an_old_id_reads_nothing_of_the_old_one(
         assert await reborn.recent() == [hello]
     finally:
         await memory_forget(**reborn.ids)
+
+
+async def test_an_answer_that_was_cut_off_never_enters_the_memory(
+    backend: str, make_scene: SceneMaker
+) -> None:
+    scene = await make_scene()
+    question = await scene.said("customer", "Can I pay with bitcoin?")
+    await sync_to_async(MessageFactory)(
+        conversation=scene.conversation,
+        role="assistant",
+        content="We accept (The answer was cut off. Please ask again.)",
+        error_code="interrupted",
+    )
+    again = await scene.said("customer", "Can I pay with bitcoin?")
+
+    # Rebuilt from the database, the cut-off answer is left out as the pipeline left it out.
+    memory.memory_local_reset()
+    await memory_forget(**scene.ids)
+    assert await scene.recent() == [question, again]

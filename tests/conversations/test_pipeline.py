@@ -524,6 +524,60 @@ async def _conversation_status(conversation_id: int) -> tuple[str, str]:
     return conversation.status, conversation.handoff_reason
 
 
+async def test_a_question_cut_off_by_a_server_that_died_is_not_a_repeated_question(
+    shop, mock_llm
+) -> None:
+    await database_sync_to_async(provider)(shop, mock_llm)
+    mock_llm.configure(text="We accept cards and PayPal.", ttft_ms=30_000)
+    # Given a question whose answer never came: the socket (as with a server that died) went
+    # away while the answer was on its way
+    widget = Widget(shop)
+    try:
+        welcome = await widget.open()
+        await widget.send({"type": "message", "id": "m1", "text": "Can I pay with bitcoin?"})
+        assert (await widget.receive())["type"] == "ack"
+    finally:
+        await widget.close()
+    mock_llm.configure(text="We accept cards and PayPal.", ttft_ms=0)
+    # When the customer comes back and asks again
+    widget = Widget(shop)
+    try:
+        resumed = await widget.open(visitor_token=welcome["visitor_token"])
+        frames = await widget.ask("Can I pay with bitcoin?", "m2")
+    finally:
+        await widget.close()
+    # Then it is answered, not handed to a person as a question asked before
+    assert resumed["conversation_id"] == welcome["conversation_id"]
+    assert frames[-1]["type"] == "done" and "interrupted" not in frames[-1]
+    assert text_of(frames) == "We accept cards and PayPal."
+    assert await _conversation_status(welcome["conversation_id"]) == ("bot", "")
+
+
+async def test_a_question_whose_answer_was_cut_off_is_not_a_repeated_question(
+    shop, mock_llm
+) -> None:
+    await database_sync_to_async(provider)(shop, mock_llm)
+    # Answers without knowledge in a row would bring a person for another reason.
+    await type(shop).objects.filter(pk=shop.pk).aupdate(handoff_after_unanswered=0)
+    mock_llm.configure(fault="disconnect", fault_count=1, text="one two three four five six")
+    widget = Widget(shop)
+    try:
+        welcome = await widget.open()
+        cut_off = await widget.ask("Can I pay with bitcoin?", "m1")
+        assert cut_off[-1]["interrupted"] is True
+        again = await widget.ask("can I pay with Bitcoin", "m2")
+        # An answer that was delivered makes the same question a repeated one.
+        repeated = await widget.ask("Can I pay with bitcoin?", "m3")
+    finally:
+        await widget.close()
+    assert again[-1]["type"] == "done" and text_of(again) == "one two three four five six"
+    assert repeated[-1]["type"] == "status"
+    assert await _conversation_status(welcome["conversation_id"]) == (
+        "queued",
+        "repeated_question",
+    )
+
+
 @database_sync_to_async
 def _restore_gives_a_new_visitor_the_id_of(shop, conversation_id: int) -> str:
     """What a database restored from an older backup does: the conversation is gone, and the
