@@ -71,7 +71,7 @@ def visitor_identity(raw: Any) -> services.VisitorIdentity | None:
 
 
 class FrameTooDeep(Exception):
-    pass
+    """A frame nests deeper than ``MAX_FRAME_DEPTH``."""
 
 
 def frame_clean(value: Any, *, depth: int = 0) -> Any:

@@ -10,7 +10,7 @@ from decimal import Decimal
 
 from django.core import signing
 from django.core.exceptions import ObjectDoesNotExist
-from django.db import DatabaseError, IntegrityError, InterfaceError, connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -212,6 +212,9 @@ class MessageWritten:
     unanswered_streak: bool = False  # this and the answers before it all found no knowledge
 
 
+# What one row can cause: a unique or foreign key refused, a value the database cannot hold
+# (a NUL on PostgreSQL), text that cannot be encoded (a lone surrogate: UnicodeEncodeError).
+ROW_ERRORS = (IntegrityError, DataError, ValueError)
 PEOPLE_OWN = frozenset({Conversation.Status.QUEUED, Conversation.Status.HUMAN})
 
 
@@ -228,14 +231,14 @@ def messages_record(*, writes: Sequence[MessageWrite]) -> list[MessageWritten | 
     try:
         with transaction.atomic():
             return _messages_insert(writes)
-    except (DatabaseError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
-        if isinstance(exc, InterfaceError) or connection.connection is None:
-            raise  # the connection is gone: no smaller batch would fare better
+    except ROW_ERRORS as exc:
         if len(writes) == 1:
             return [_refused(writes[0], exc)]
     # A row the database refused (a resend that raced us through another process or came
     # twice in one batch, text it cannot store): the halves are tried on their own, down to the
     # write at fault, so that one bad row costs a few more transactions and fails nobody else.
+    # Errors of the whole batch (a lock timeout, a lost connection) fail it: smaller batches
+    # would only meet them again, each after its own wait.
     half = len(writes) // 2
     return [*messages_record(writes=writes[:half]), *messages_record(writes=writes[half:])]
 

@@ -4,9 +4,9 @@ import asyncio
 
 import pytest
 from channels.db import database_sync_to_async
-from django.db import DatabaseError, OperationalError
+from django.db import DataError, OperationalError
 
-from conversations import writer
+from conversations import services, writer
 from conversations.models import Conversation, Message
 from conversations.services import (
     AnswerRecord,
@@ -269,7 +269,7 @@ def test_a_message_the_database_refuses_fails_alone(shop, text) -> None:
         assert "\x00" in text
         assert Message.objects.filter(pk=bad.customer_message_id or 0).get().content == text
     else:
-        assert isinstance(bad, (DatabaseError, ValueError))
+        assert isinstance(bad, (DataError, ValueError))
 
 
 @pytest.mark.parametrize(
@@ -288,6 +288,23 @@ async def test_a_message_the_database_refuses_fails_alone_through_the_writer(
 
     bad = results.pop(20)
     # UnicodeEncodeError (a ValueError) or PostgreSQL's DataError: that write's own error
-    assert isinstance(bad, (DatabaseError, ValueError))
+    assert isinstance(bad, (DataError, ValueError))
     assert all(isinstance(r, MessageWritten) for r in results)
     assert await Message.objects.filter(tenant_id=tenant_a).acount() == 48
+
+
+def test_an_error_of_the_whole_batch_is_not_retried_row_by_row(shop, monkeypatch) -> None:
+    # A lock timeout or a lost connection would meet every smaller batch too, each after its
+    # own wait: the batch fails at once (its callers get the error) instead.
+    _, entry, conversations = shop
+    attempts: list[int] = []
+
+    def locked(writes):
+        attempts.append(len(writes))
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(services, "_messages_insert", locked)
+
+    with pytest.raises(OperationalError):
+        messages_record(writes=[question(c, "m1", entry) for c in conversations])
+    assert attempts == [3]
