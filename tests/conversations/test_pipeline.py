@@ -13,14 +13,14 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.core.cache import cache
 
-from conversations import writer
+from conversations import services, writer
 from conversations.memory import memory_local_reset
 from conversations.mockllm import MockLLMServer, stream_tokens
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Customer, Message
 from conversations.pii import luhn_is_valid
 from conversations.ratelimit import rate_limit_local_reset
 from conversations.selectors import llm_providers_forget
-from conversations.services import visitor_token_issue
+from conversations.services import visitor_token_issue, visitor_token_read
 from helpdesk_site.asgi import application
 from knowledge import services as knowledge_services
 from knowledge.models import KnowledgeEntry
@@ -106,6 +106,7 @@ class Widget:
             f"/ws/widget/{tenant.public_key}/",
             headers=[(b"origin", ORIGIN.encode()), (b"host", b"kefu.example.com")],
         )
+        self.welcome: dict[str, Any] = {}
 
     async def open(self, **hello: Any) -> dict[str, Any]:
         connected, _ = await self.communicator.connect()
@@ -119,7 +120,14 @@ class Widget:
         await self.communicator.send_to(text_data=json.dumps(frame))
 
     async def receive(self, wait: float = 10) -> dict[str, Any]:
-        return json.loads(await self.communicator.receive_from(timeout=wait))
+        frame = json.loads(await self.communicator.receive_from(timeout=wait))
+        if frame["type"] == "welcome":
+            self.welcome = frame
+        elif frame.get("conversation_id") and self.welcome.get("conversation_id") is None:
+            # A conversation starts with its first message: the welcome (which tests keep)
+            # learns its id from the message's acknowledgement.
+            self.welcome["conversation_id"] = frame["conversation_id"]
+        return frame
 
     async def ask(self, text: str, message_id: str) -> list[dict[str, Any]]:
         """Sends a message; returns every frame up to its `done`, `error` or `status`."""
@@ -418,6 +426,7 @@ async def test_a_repeated_client_message_id_is_not_answered_twice(shop) -> None:
             "type": "ack",
             "id": "same-id",
             "message_id": first[0]["message_id"],
+            "conversation_id": welcome["conversation_id"],
             "duplicate": True,
         }
     ]
@@ -519,6 +528,70 @@ async def test_history_reaches_the_prompt_even_after_the_memory_is_lost(shop, mo
     ]
 
 
+async def test_page_views_write_nothing_until_the_visitor_writes(shop) -> None:
+    widget = Widget(shop)
+    try:
+        first = await widget.open()
+        for _ in range(199):  # a page that says hello again and again on one socket
+            await widget.send({"type": "hello"})
+            again = await widget.receive()
+            assert visitor_token_read(tenant_id=shop.pk, token=again["visitor_token"]) == (
+                visitor_token_read(tenant_id=shop.pk, token=first["visitor_token"])
+            )
+        assert first["conversation_id"] is None and first["status"] == "bot"
+        assert await Customer.objects.filter(tenant=shop).acount() == 0
+        assert await Conversation.objects.filter(tenant=shop).acount() == 0
+
+        frames = await widget.ask("How long does delivery take?", "m1")
+    finally:
+        await widget.close()
+    assert frames[-1]["type"] == "done"
+    conversation = await Conversation.objects.select_related("customer").aget(tenant=shop)
+    assert frames[0]["conversation_id"] == conversation.pk
+    assert await Customer.objects.filter(tenant=shop).acount() == 1
+
+    # The next page view with the visitor's token is the same visitor in the same conversation.
+    later = Widget(shop)
+    try:
+        resumed = await later.open(visitor_token=first["visitor_token"])
+        await later.ask("When will my order arrive", "m2")
+    finally:
+        await later.close()
+    assert resumed["resumed"] is True and resumed["conversation_id"] == conversation.pk
+    assert await Customer.objects.filter(tenant=shop).acount() == 1
+    assert await Conversation.objects.filter(tenant=shop).acount() == 1
+
+
+async def test_a_new_visitors_token_names_them_before_they_write(shop) -> None:
+    widget = Widget(shop)
+    try:
+        first = await widget.open()
+    finally:
+        await widget.close()
+    later = Widget(shop)
+    try:
+        await later.open(visitor_token=first["visitor_token"])
+        await later.ask("How long does delivery take?", "m1")
+    finally:
+        await later.close()
+    customer = await Customer.objects.aget(tenant=shop)
+    assert visitor_token_read(tenant_id=shop.pk, token=first["visitor_token"]) == (
+        customer.external_id
+    )
+
+
+def test_starting_the_conversation_costs_a_few_queries(shop, django_assert_max_num_queries):
+    # On the first message's path: look up and insert the customer, insert the conversation
+    # (with BEGIN, COMMIT and the savepoint around the customer's insert).
+    with django_assert_max_num_queries(7):
+        started = services.widget_conversation_start(
+            tenant=shop, external_id="visitor-1", language="en"
+        )
+    assert started.new_conversation is True
+    again = services.widget_conversation_start(tenant=shop, external_id="visitor-1", language="en")
+    assert (again.conversation_id, again.new_conversation) == (started.conversation_id, False)
+
+
 async def _conversation_status(conversation_id: int) -> tuple[str, str]:
     conversation = await Conversation.objects.aget(pk=conversation_id)
     return conversation.status, conversation.handoff_reason
@@ -535,7 +608,8 @@ async def test_a_question_cut_off_by_a_server_that_died_is_not_a_repeated_questi
     try:
         welcome = await widget.open()
         await widget.send({"type": "message", "id": "m1", "text": "Can I pay with bitcoin?"})
-        assert (await widget.receive())["type"] == "ack"
+        ack = await widget.receive()
+        assert ack["type"] == "ack"
     finally:
         await widget.close()
     mock_llm.configure(text="We accept cards and PayPal.", ttft_ms=0)
@@ -547,10 +621,10 @@ async def test_a_question_cut_off_by_a_server_that_died_is_not_a_repeated_questi
     finally:
         await widget.close()
     # Then it is answered, not handed to a person as a question asked before
-    assert resumed["conversation_id"] == welcome["conversation_id"]
+    assert resumed["conversation_id"] == ack["conversation_id"]
     assert frames[-1]["type"] == "done" and "interrupted" not in frames[-1]
     assert text_of(frames) == "We accept cards and PayPal."
-    assert await _conversation_status(welcome["conversation_id"]) == ("bot", "")
+    assert await _conversation_status(ack["conversation_id"]) == ("bot", "")
 
 
 async def test_a_question_whose_answer_was_cut_off_is_not_a_repeated_question(
@@ -562,7 +636,7 @@ async def test_a_question_whose_answer_was_cut_off_is_not_a_repeated_question(
     mock_llm.configure(fault="disconnect", fault_count=1, text="one two three four five six")
     widget = Widget(shop)
     try:
-        welcome = await widget.open()
+        await widget.open()
         cut_off = await widget.ask("Can I pay with bitcoin?", "m1")
         assert cut_off[-1]["interrupted"] is True
         again = await widget.ask("can I pay with Bitcoin", "m2")
@@ -572,7 +646,7 @@ async def test_a_question_whose_answer_was_cut_off_is_not_a_repeated_question(
         await widget.close()
     assert again[-1]["type"] == "done" and text_of(again) == "one two three four five six"
     assert repeated[-1]["type"] == "status"
-    assert await _conversation_status(welcome["conversation_id"]) == (
+    assert await _conversation_status(cut_off[0]["conversation_id"]) == (
         "queued",
         "repeated_question",
     )
@@ -592,13 +666,14 @@ async def test_a_conversation_that_gets_an_old_id_does_not_read_the_old_memory(s
     # Given a conversation with a memory of two answered questions
     widget = Widget(shop)
     try:
-        welcome = await widget.open()
-        await widget.ask("When will my order arrive", "m1")
+        await widget.open()
+        first = await widget.ask("When will my order arrive", "m1")
         await widget.ask("What is the warranty on headphones?", "m2")
     finally:
         await widget.close()
+    conversation_id = first[0]["conversation_id"]
     # When the database is restored and another visitor's conversation gets the same id
-    token = await _restore_gives_a_new_visitor_the_id_of(shop, welcome["conversation_id"])
+    token = await _restore_gives_a_new_visitor_the_id_of(shop, conversation_id)
     widget = Widget(shop)
     try:
         resumed = await widget.open(visitor_token=token)
@@ -606,7 +681,7 @@ async def test_a_conversation_that_gets_an_old_id_does_not_read_the_old_memory(s
     finally:
         await widget.close()
     # Then the new visitor's first question is answered: nothing of the old one is remembered
-    assert resumed["conversation_id"] == welcome["conversation_id"] and resumed["history"] == []
+    assert resumed["conversation_id"] == conversation_id and resumed["history"] == []
     assert frames[-1]["type"] == "done"
     assert text_of(frames) == "Headphones have a 12-month warranty covering manufacturing defects."
-    assert await _conversation_status(welcome["conversation_id"]) == ("bot", "")
+    assert await _conversation_status(conversation_id) == ("bot", "")
