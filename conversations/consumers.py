@@ -36,6 +36,7 @@ from conversations.tickets import (
     tickets_for_customer,
 )
 from helpdesk_site.asyncdb import db_parallel
+from helpdesk_site.untrusted import untrusted_text_clean
 from tenants.models import Language, Tenant
 from tenants.selectors import tenant_get_by_public_key
 
@@ -46,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 16 * 1024
+# The protocol's frames nest two levels (hello's identity); a little room for what comes.
+MAX_FRAME_DEPTH = 8
 CLOSE_FORBIDDEN = 4403
 # A phone number as people type it: digits with spaces, dashes, dots, brackets, a leading +.
 PHONE_PATTERN = re.compile(r"\+?[0-9][0-9 ()./-]{4,37}[0-9]")  # at most 40, as stored
@@ -74,6 +77,28 @@ def visitor_identity(raw: Any) -> services.VisitorIdentity | None:
         name=fields["name"] or "",
         email=fields["email"] or "",
     )
+
+
+class FrameTooDeep(Exception):
+    """A frame nests deeper than ``MAX_FRAME_DEPTH``."""
+
+
+def frame_clean(value: Any, *, depth: int = 0) -> Any:
+    """A parsed frame with every string in it, keys too, made storable
+    (``untrusted_text_clean``): every field a widget sends is cleaned here, once, before any
+    handler sees it. Frames nest at most ``MAX_FRAME_DEPTH`` levels (``FrameTooDeep``)."""
+    if isinstance(value, str):
+        return untrusted_text_clean(value)
+    if isinstance(value, dict | list) and depth >= MAX_FRAME_DEPTH:
+        raise FrameTooDeep
+    if isinstance(value, dict):
+        return {
+            untrusted_text_clean(key): frame_clean(item, depth=depth + 1)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [frame_clean(item, depth=depth + 1) for item in value]
+    return value
 
 
 def widget_language(requested: Any, fallback: str) -> str:
@@ -154,7 +179,10 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             await self.send_error("bad_frame", _("Frames must be JSON text of at most 16 KB."))
             return
         try:
-            frame = json.loads(text_data)
+            frame = frame_clean(json.loads(text_data))
+        except (RecursionError, FrameTooDeep):  # RecursionError: too deep for the parser
+            await self.send_error("bad_frame", _("Frames may not nest that deeply."))
+            return
         except ValueError:
             await self.send_error("bad_json", _("The frame is not valid JSON."))
             return
@@ -183,11 +211,16 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         )
         await self._leave_conversation()
         self.visitor = session
-        if session.conversation_id is not None and session.customer_id is not None:
+        if (
+            session.conversation_id is not None
+            and session.conversation_key is not None
+            and session.customer_id is not None
+        ):
             await self._join_conversation(
                 visitor=session,
                 customer_id=session.customer_id,
                 conversation_id=session.conversation_id,
+                conversation_key=session.conversation_key,
             )
         # A new visitor has no tickets yet: no query.
         tickets = (
@@ -230,6 +263,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         visitor: services.WidgetSession,
         customer_id: int,
         conversation_id: int,
+        conversation_key: str,
         new_conversation: bool = False,
     ) -> ChatContext:
         self.chat = ChatContext(
@@ -237,6 +271,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             visitor_id=visitor.external_id,
             customer_id=customer_id,
             conversation_id=conversation_id,
+            conversation_key=conversation_key,
             language=self.language,
             new_conversation=new_conversation,
         )
@@ -261,6 +296,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             visitor=visitor,
             customer_id=started.customer_id,
             conversation_id=started.conversation_id,
+            conversation_key=started.conversation_key,
             new_conversation=started.new_conversation,
         )
 

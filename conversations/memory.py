@@ -2,11 +2,13 @@
 
 The database is the source of truth; the memory is a cache that saves the hot path a query per
 answer. It holds at most ``MEMORY_MAX_TURNS`` turns of customers, the assistant and agents
-(internal notes and system messages never enter it) and lives ``CONVERSATION_MEMORY_TTL_SECONDS``
-(default 30 minutes) after its last read or append. With ``REDIS_URL`` set it is a Redis list
-per conversation, ``kefu:mem:<tenant_id>:<conversation_id>``, shared by every ASGI process;
-without Redis, an in-process LRU of at most ``MEMORY_LOCAL_MAX_CONVERSATIONS`` conversations
-with the same expiry.
+(internal notes, system messages and answers that were cut off never enter it, so that a
+question followed by a turn of the assistant or an agent is one that was answered) and lives
+``CONVERSATION_MEMORY_TTL_SECONDS`` (default 30 minutes) after its last read or append. With
+``REDIS_URL`` set it is a Redis list per conversation,
+``kefu:mem:<tenant_id>:<conversation_id>:<cache_key>``, shared by every ASGI process; without
+Redis, an in-process LRU of at most ``MEMORY_LOCAL_MAX_CONVERSATIONS`` conversations with the
+same expiry.
 
 How turns never get lost or doubled:
 
@@ -28,6 +30,9 @@ How turns never get lost or doubled:
   right after itself is remembered once; the database keeps both and a prompt loses nothing.
 - A memory can only be created by a rebuild scoped by tenant and conversation, so a
   conversation id paired with another tenant's id reads nothing and can never be appended to.
+- Memories are named by the conversation's random ``cache_key`` as well as its id: Redis can
+  outlive a database that is reset or restored from a backup, and the new conversation that
+  gets an old id then finds no memory, instead of the turns of the one that had it before.
 
 When Redis fails, reads come straight from the database and appends are dropped (logged, the
 answer goes on). A dropped append can leave a memory one turn short until it idles out or is
@@ -46,7 +51,7 @@ from typing import TypeVar
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from conversations.models import Message
+from conversations.models import ANSWER_CUT_OFF, Message
 from helpdesk_site.asyncdb import db_parallel
 from helpdesk_site.redis import redis_client, redis_failure_log
 
@@ -59,6 +64,8 @@ MEMORY_LOCAL_MAX_CONVERSATIONS = 10_000
 MEMORY_ROLES = frozenset(
     {Message.Role.CUSTOMER.value, Message.Role.ASSISTANT.value, Message.Role.AGENT.value}
 )
+# Tenant id, conversation id and the conversation's cache key.
+MemoryKey = tuple[int, int, str]
 # A miss mark only has to outlive one rebuild (a database read).
 _MISS_MARK_TTL_SECONDS = 60.0
 
@@ -73,20 +80,23 @@ class Turn:
             raise ValueError(f"a memory turn is a customer, assistant or agent turn: {self.role!r}")
 
 
-async def memory_append(*, tenant_id: int, conversation_id: int, turns: Sequence[Turn]) -> None:
+async def memory_append(
+    *, tenant_id: int, conversation_id: int, conversation_key: str, turns: Sequence[Turn]
+) -> None:
     """Adds ``turns`` (already saved as messages), oldest first, to the conversation's memory,
     if it has one: one round trip for a question and its answer."""
     if not turns:
         return
     ttl = _ttl_seconds()
     client = redis_client()
+    key = (tenant_id, conversation_id, conversation_key)
     if client is None:
         for turn in turns:
-            _local.append(key=(tenant_id, conversation_id), turn=turn, ttl=ttl)
+            _local.append(key=key, turn=turn, ttl=ttl)
         return
     try:
         await client.register_script(_APPEND_SCRIPT)(
-            keys=_redis_keys(tenant_id=tenant_id, conversation_id=conversation_id),
+            keys=_redis_keys(key),
             args=[
                 _milliseconds(ttl),
                 MEMORY_MAX_TURNS,
@@ -98,13 +108,15 @@ async def memory_append(*, tenant_id: int, conversation_id: int, turns: Sequence
         redis_failure_log(logger=logger, operation="conversation memory append", error=exc)
 
 
-async def memory_recent(*, tenant_id: int, conversation_id: int, limit: int = 20) -> list[Turn]:
+async def memory_recent(
+    *, tenant_id: int, conversation_id: int, conversation_key: str, limit: int = 20
+) -> list[Turn]:
     """The conversation's last ``limit`` turns (at most ``MEMORY_MAX_TURNS``), oldest first."""
     if not 1 <= limit <= MEMORY_MAX_TURNS:
         raise ValueError(f"limit must be between 1 and {MEMORY_MAX_TURNS}, got {limit}")
     ttl = _ttl_seconds()
     client = redis_client()
-    key = (tenant_id, conversation_id)
+    key = (tenant_id, conversation_id, conversation_key)
     if client is None:
         found, mark = _local.recent(key=key, limit=limit, ttl=ttl)
         if found:
@@ -113,7 +125,7 @@ async def memory_recent(*, tenant_id: int, conversation_id: int, limit: int = 20
         _local.store(key=key, turns=turns, mark=mark, ttl=ttl)
         return turns[-limit:]
 
-    memory_key, mark_key = _redis_keys(tenant_id=tenant_id, conversation_id=conversation_id)
+    memory_key, mark_key = _redis_keys(key)
     try:
         async with client.pipeline(transaction=True) as pipe:
             pipe.lrange(memory_key, -limit, -1)
@@ -139,14 +151,15 @@ async def memory_recent(*, tenant_id: int, conversation_id: int, limit: int = 20
     return turns[-limit:]
 
 
-async def memory_forget(*, tenant_id: int, conversation_id: int) -> None:
+async def memory_forget(*, tenant_id: int, conversation_id: int, conversation_key: str) -> None:
     """Drops the conversation's memory, e.g. after messages were edited or erased."""
     client = redis_client()
+    key = (tenant_id, conversation_id, conversation_key)
     if client is None:
-        _local.forget(key=(tenant_id, conversation_id))
+        _local.forget(key=key)
         return
     try:
-        await client.delete(*_redis_keys(tenant_id=tenant_id, conversation_id=conversation_id))
+        await client.delete(*_redis_keys(key))
     except (RedisError, OSError) as exc:
         redis_failure_log(logger=logger, operation="conversation memory forget", error=exc)
 
@@ -168,6 +181,7 @@ def _turns_from_db(*, tenant_id: int, conversation_id: int) -> list[Turn]:
             internal=False,
             role__in=MEMORY_ROLES,
         )
+        .exclude(error_code=ANSWER_CUT_OFF)
         .order_by("-created_at", "-id")
         .values_list("role", "content")[:MEMORY_MAX_TURNS]
     )
@@ -184,8 +198,9 @@ def _milliseconds(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
-def _redis_keys(*, tenant_id: int, conversation_id: int) -> list[str]:
-    memory_key = f"{MEMORY_KEY_PREFIX}{tenant_id}:{conversation_id}"
+def _redis_keys(key: MemoryKey) -> list[str]:
+    tenant_id, conversation_id, conversation_key = key
+    memory_key = f"{MEMORY_KEY_PREFIX}{tenant_id}:{conversation_id}:{conversation_key}"
     return [memory_key, memory_key + ":missed"]
 
 
@@ -255,10 +270,10 @@ class _LocalMemories:
     def __init__(self, *, clock: Callable[[], float]) -> None:
         self.clock = clock
         self._lock = threading.Lock()
-        self._memories: OrderedDict[tuple[int, int], _LocalMemory] = OrderedDict()
-        self._marks: OrderedDict[tuple[int, int], _LocalMark] = OrderedDict()
+        self._memories: OrderedDict[MemoryKey, _LocalMemory] = OrderedDict()
+        self._marks: OrderedDict[MemoryKey, _LocalMark] = OrderedDict()
 
-    def append(self, *, key: tuple[int, int], turn: Turn, ttl: float) -> None:
+    def append(self, *, key: MemoryKey, turn: Turn, ttl: float) -> None:
         with self._lock:
             now = self.clock()
             memory = self._live_memory(key=key, now=now)
@@ -273,7 +288,7 @@ class _LocalMemories:
             if not memory.turns or memory.turns[-1] != turn:
                 memory.turns.append(turn)
 
-    def recent(self, *, key: tuple[int, int], limit: int, ttl: float) -> tuple[list[Turn], int]:
+    def recent(self, *, key: MemoryKey, limit: int, ttl: float) -> tuple[list[Turn], int]:
         """The last ``limit`` turns, or no turns and the miss mark to hand to ``store``."""
         with self._lock:
             now = self.clock()
@@ -284,7 +299,7 @@ class _LocalMemories:
             memory.expires_at = now + ttl
             return list(memory.turns)[-limit:], 0
 
-    def store(self, *, key: tuple[int, int], turns: list[Turn], mark: int, ttl: float) -> None:
+    def store(self, *, key: MemoryKey, turns: list[Turn], mark: int, ttl: float) -> None:
         if not turns:
             return
         with self._lock:
@@ -297,7 +312,7 @@ class _LocalMemories:
             memory = _LocalMemory(deque(turns, maxlen=MEMORY_MAX_TURNS), expires_at=now + ttl)
             self._bounded_put(self._memories, key, memory)
 
-    def forget(self, *, key: tuple[int, int]) -> None:
+    def forget(self, *, key: MemoryKey) -> None:
         with self._lock:
             self._memories.pop(key, None)
             self._marks.pop(key, None)
@@ -307,7 +322,7 @@ class _LocalMemories:
             self._memories.clear()
             self._marks.clear()
 
-    def _live_memory(self, *, key: tuple[int, int], now: float) -> _LocalMemory | None:
+    def _live_memory(self, *, key: MemoryKey, now: float) -> _LocalMemory | None:
         memory = self._memories.get(key)
         if memory is None:
             return None
@@ -317,7 +332,7 @@ class _LocalMemories:
         self._memories.move_to_end(key)
         return memory
 
-    def _live_mark(self, *, key: tuple[int, int], now: float) -> _LocalMark | None:
+    def _live_mark(self, *, key: MemoryKey, now: float) -> _LocalMark | None:
         mark = self._marks.get(key)
         if mark is not None and mark.expires_at <= now:
             del self._marks[key]
@@ -326,7 +341,7 @@ class _LocalMemories:
 
     @staticmethod
     def _bounded_put(
-        entries: "OrderedDict[tuple[int, int], _Entry]", key: tuple[int, int], value: _Entry
+        entries: "OrderedDict[MemoryKey, _Entry]", key: MemoryKey, value: _Entry
     ) -> None:
         entries[key] = value
         entries.move_to_end(key)

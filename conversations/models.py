@@ -1,3 +1,4 @@
+import secrets
 from decimal import Decimal
 
 from django.conf import settings
@@ -46,6 +47,10 @@ class Customer(TenantOwnedModel):
         return (
             self.display_name or self.email or gettext("Visitor #%(number)s") % {"number": self.pk}
         )
+
+
+def new_conversation_key() -> str:
+    return secrets.token_urlsafe(12)
 
 
 class Conversation(TenantOwnedModel):
@@ -109,6 +114,12 @@ class Conversation(TenantOwnedModel):
     assigned_at = models.DateTimeField(_("assigned at"), null=True, blank=True)
     resolved_at = models.DateTimeField(_("resolved at"), null=True, blank=True)
     closed_at = models.DateTimeField(_("closed at"), null=True, blank=True)
+    # Names the conversation in Redis and in-process caches (its memory), with its id: a
+    # database that is reset or restored from a backup hands old ids to new conversations, but
+    # never this random key, so no conversation reads what another left behind.
+    cache_key = models.CharField(
+        _("cache key"), max_length=16, default=new_conversation_key, editable=False
+    )
 
     class Meta:
         verbose_name = _("conversation")
@@ -132,6 +143,10 @@ class Conversation(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"#{self.pk} · {self.customer}"
+
+
+# The error code of an answer whose stream broke off: the customer saw part of it at most.
+ANSWER_CUT_OFF = "interrupted"
 
 
 class Message(TenantOwnedModel):

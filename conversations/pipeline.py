@@ -21,6 +21,7 @@ layer.
 
 import enum
 import hashlib
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -53,7 +54,7 @@ from conversations.handoff import (
 )
 from conversations.lifecycle import AUTO_ENDED_STATUSES, conversation_reopen
 from conversations.memory import Turn, memory_append, memory_recent
-from conversations.models import Conversation, Message
+from conversations.models import ANSWER_CUT_OFF, Conversation, Message
 from conversations.moderation import (
     StreamModerator,
     aword_filter_for_tenant,
@@ -86,6 +87,7 @@ class ChatContext:
     visitor_id: str
     customer_id: int
     conversation_id: int
+    conversation_key: str  # Conversation.cache_key: what its memory is named by, with its id
     language: str  # "zh-hans" or "en": the widget's language until a message says otherwise
     # The conversation has no earlier messages (this is its first): nothing to repeat, no
     # history to read.
@@ -177,9 +179,12 @@ async def answer_customer_message(
     elif asks_for_person(tenant=tenant, text=question):
         route = _Route.PERSON_ASKED
     elif tenant.handoff_on_repeated_question and earlier is None:
-        earlier = await memory_recent(tenant_id=tenant.pk, conversation_id=ctx.conversation_id)
-        asked_before = [turn.content for turn in earlier if turn.role == Message.Role.CUSTOMER]
-        if repeated_question(text=question, earlier=asked_before):
+        earlier = await memory_recent(
+            tenant_id=tenant.pk,
+            conversation_id=ctx.conversation_id,
+            conversation_key=ctx.conversation_key,
+        )
+        if repeated_question(text=question, earlier=_answered_questions(earlier)):
             route = _Route.REPEATED
     match = await afaq_match(tenant=tenant, query=question) if route is _Route.ANSWER else None
     faq_answer, faq_entry_id = None, None
@@ -260,7 +265,12 @@ async def answer_customer_message(
     if faq_answer is not None and written.answer_id is not None:
         await answer.stored(faq_answer, answer_id=written.answer_id, question=asked)
         return
-    await memory_append(tenant_id=tenant.pk, conversation_id=ctx.conversation_id, turns=[asked])
+    await memory_append(
+        tenant_id=tenant.pk,
+        conversation_id=ctx.conversation_id,
+        conversation_key=ctx.conversation_key,
+        turns=[asked],
+    )
 
     hits = await aknowledge_search(tenant=tenant, query=question, k=PASSAGES)
     providers = await db_parallel(llm_providers_for_tenant)(tenant_id=tenant.pk)
@@ -269,9 +279,13 @@ async def answer_customer_message(
         return
     if earlier is None:
         # Read after the question joined the memory: everything but the question.
-        earlier = (await memory_recent(tenant_id=tenant.pk, conversation_id=ctx.conversation_id))[
-            :-1
-        ]
+        earlier = (
+            await memory_recent(
+                tenant_id=tenant.pk,
+                conversation_id=ctx.conversation_id,
+                conversation_key=ctx.conversation_key,
+            )
+        )[:-1]
     await answer.generate(
         question=question,
         hits=hits,
@@ -281,6 +295,18 @@ async def answer_customer_message(
         confidence=match.confidence if match is not None else None,
         started=started,
     )
+
+
+def _answered_questions(turns: list[Turn]) -> list[str]:
+    """The customer's questions in ``turns`` that got an answer: the turn after them is the
+    assistant's or an agent's. A question asked again after an answer that never came (cut off,
+    or lost with a server that stopped) is not a repeated question: the memory holds no answer
+    that was cut off."""
+    return [
+        turn.content
+        for turn, following in itertools.pairwise(turns)
+        if turn.role == Message.Role.CUSTOMER and following.role != Message.Role.CUSTOMER
+    ]
 
 
 class _Route(enum.Enum):
@@ -334,11 +360,14 @@ class Answerer:
         question: Turn | None = None,
         **extra: Any,
     ) -> None:
-        answered = Turn(role="assistant", content=record.content)
+        turns = [question] if question is not None else []
+        if record.error_code != ANSWER_CUT_OFF:  # a cut-off answer answered nothing
+            turns.append(Turn(role="assistant", content=record.content))
         await memory_append(
             tenant_id=self.ctx.tenant.pk,
             conversation_id=self.ctx.conversation_id,
-            turns=[question, answered] if question is not None else [answered],
+            conversation_key=self.ctx.conversation_key,
+            turns=turns,
         )
         await self.send(
             {
@@ -455,7 +484,7 @@ class Answerer:
                     confidence,
                     first_token_ms,
                     started,
-                    error_code="interrupted",
+                    error_code=ANSWER_CUT_OFF,
                 ),
                 interrupted=True,
             )

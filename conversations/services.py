@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.core import signing
-from django.db import IntegrityError, connection, transaction
+from django.core.exceptions import ObjectDoesNotExist
+from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -63,6 +64,7 @@ class WidgetSession:
     visitor_token: str
     customer_id: int | None
     conversation_id: int | None
+    conversation_key: str | None  # names its memory (Conversation.cache_key)
     conversation_status: str
     resumed: bool
     history: list[HistoryItem]
@@ -145,6 +147,7 @@ def widget_session_start(
         visitor_token=visitor_token_issue(tenant_id=tenant.pk, external_id=external_id),
         customer_id=customer.pk if customer is not None else None,
         conversation_id=conversation.pk if conversation is not None else None,
+        conversation_key=conversation.cache_key if conversation is not None else None,
         conversation_status=conversation.status if conversation else Conversation.Status.BOT,
         resumed=customer is not None,
         history=_history(conversation) if conversation is not None else [],
@@ -180,6 +183,7 @@ def _pending_requests(*, tenant: Tenant, conversation: Conversation) -> tuple[st
 class ConversationStarted:
     customer_id: int
     conversation_id: int
+    conversation_key: str  # Conversation.cache_key
     new_conversation: bool  # no messages yet
 
 
@@ -200,11 +204,15 @@ def widget_conversation_start(
         Customer.objects.select_for_update().filter(pk=customer.pk).values_list("pk").get()
         conversation = _open_conversation(tenant=tenant, customer=customer)
         if conversation is not None:
-            return ConversationStarted(customer.pk, conversation.pk, new_conversation=False)
+            return ConversationStarted(
+                customer.pk, conversation.pk, conversation.cache_key, new_conversation=False
+            )
     conversation = Conversation.objects.create(
         tenant=tenant, customer=customer, channel=Channel.WIDGET, language=language
     )
-    return ConversationStarted(customer.pk, conversation.pk, new_conversation=True)
+    return ConversationStarted(
+        customer.pk, conversation.pk, conversation.cache_key, new_conversation=True
+    )
 
 
 @dataclass(frozen=True)
@@ -254,6 +262,9 @@ class MessageWritten:
     unanswered_streak: bool = False  # this and the answers before it all found no knowledge
 
 
+# What one row can cause: a unique or foreign key refused, a value the database cannot hold
+# (a NUL on PostgreSQL), text that cannot be encoded (a lone surrogate: UnicodeEncodeError).
+ROW_ERRORS = (IntegrityError, DataError, ValueError)
 PEOPLE_OWN = frozenset({Conversation.Status.QUEUED, Conversation.Status.HUMAN})
 
 
@@ -261,7 +272,8 @@ def messages_record(*, writes: Sequence[MessageWrite]) -> list[MessageWritten | 
     """Stores a batch of the answer path's messages in one transaction (one commit for many
     customers: commits, not queries, are what a busy database waits on). Returns one result per
     write, in order: what was stored, or the error that write alone met (a conversation that
-    does not exist for its tenant) — one bad write never fails the others.
+    does not exist for its tenant, text the database cannot store) — one bad write never fails
+    the others.
 
     A customer message whose client id was stored before (a resend after a reconnect) is not
     stored again, and neither is the answer that came with it.
@@ -269,11 +281,26 @@ def messages_record(*, writes: Sequence[MessageWrite]) -> list[MessageWritten | 
     try:
         with transaction.atomic():
             return _messages_insert(writes)
-    except IntegrityError:
+    except ROW_ERRORS as exc:
         if len(writes) == 1:
-            return [_resent(writes[0])]
-    # A resend raced us through another process (or twice in one batch): one write at a time.
-    return [messages_record(writes=[write])[0] for write in writes]
+            return [_refused(writes[0], exc)]
+    # A row the database refused (a resend that raced us through another process or came
+    # twice in one batch, text it cannot store): the halves are tried on their own, down to the
+    # write at fault, so that one bad row costs a few more transactions and fails nobody else.
+    # Errors of the whole batch (a lock timeout, a lost connection) fail it: smaller batches
+    # would only meet them again, each after its own wait.
+    half = len(writes) // 2
+    return [*messages_record(writes=writes[:half]), *messages_record(writes=writes[half:])]
+
+
+def _refused(write: MessageWrite, error: Exception) -> MessageWritten | Exception:
+    """The result of a single write the database refused with ``error``."""
+    if isinstance(error, IntegrityError) and write.customer is not None:
+        try:
+            return _resent(write)
+        except ObjectDoesNotExist:  # not a resend: a conversation deleted meanwhile
+            return error
+    return error
 
 
 def _messages_insert(writes: Sequence[MessageWrite]) -> list[MessageWritten | Exception]:

@@ -56,7 +56,7 @@ class _Writer:
                 del self.pending[:BATCH_MAX_WRITES]
                 try:
                     results = await db_parallel(messages_record)(writes=[w for w, _ in batch])
-                except Exception as exc:  # handed to every write of the batch
+                except Exception as exc:  # not one row's fault (the database is unreachable)
                     results = [exc] * len(batch)
                 for (write, future), result in zip(batch, results, strict=True):
                     if isinstance(result, MessageWritten):

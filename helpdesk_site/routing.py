@@ -11,13 +11,26 @@ first (``helpdesk_site.origins``).
 """
 
 from channels.auth import AuthMiddlewareStack
-from django.urls import path
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.urls import path, re_path
 
 from conversations.agent_consumer import AgentConsumer
 from conversations.consumers import WidgetConsumer
 from helpdesk_site.origins import ConsoleOriginValidator
 
+CLOSE_NOT_FOUND = 4404
+
+
+class NoSuchSocketConsumer(AsyncWebsocketConsumer):
+    """Any other path (``/ws/widget//``): refused with a close code. Without a route the
+    router raises, and the server answers the handshake with a 500 and a traceback."""
+
+    async def connect(self) -> None:
+        await self.close(code=CLOSE_NOT_FOUND)
+
+
 websocket_urlpatterns = [
     path("ws/widget/<str:public_key>/", WidgetConsumer.as_asgi()),
     path("ws/agent/", ConsoleOriginValidator(AuthMiddlewareStack(AgentConsumer.as_asgi()))),
+    re_path(r"", NoSuchSocketConsumer.as_asgi()),  # last: everything else
 ]

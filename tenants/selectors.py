@@ -1,11 +1,16 @@
 """Reads of tenants, memberships and keys. Everything here is scoped by tenant or user."""
 
+import re
 from urllib.parse import urlsplit
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 
 from tenants.models import ApiKey, LLMProvider, Membership, Tenant
+
+# What ``new_public_key`` makes. Any other text names no tenant and is not looked up: a key from
+# a URL can hold a NUL, which PostgreSQL refuses even to compare.
+_PUBLIC_KEY_FORMAT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def membership_list_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Membership]:
@@ -31,6 +36,8 @@ def membership_get_active(
 
 
 def tenant_get_by_public_key(*, public_key: str) -> Tenant | None:
+    if not _PUBLIC_KEY_FORMAT.fullmatch(public_key):
+        return None
     return Tenant.objects.filter(public_key=public_key, is_active=True).first()
 
 

@@ -10,6 +10,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -39,8 +40,12 @@ class Scene:
     conversation: Conversation
 
     @property
-    def ids(self) -> dict[str, int]:
-        return {"tenant_id": self.tenant.pk, "conversation_id": self.conversation.pk}
+    def ids(self) -> dict[str, Any]:
+        return {
+            "tenant_id": self.tenant.pk,
+            "conversation_id": self.conversation.pk,
+            "conversation_key": self.conversation.cache_key,
+        }
 
     async def message(self, role: str, content: str, *, internal: bool = False) -> None:
         """Saves a message only, as another process would without touching this memory."""
@@ -87,11 +92,15 @@ async def make_scene() -> AsyncIterator[SceneMaker]:
     memory.memory_local_reset()
     client = redis_client()
     if client is not None:
-        keys = [key for scene in scenes for key in memory._redis_keys(**scene.ids)]
+        keys = [key for scene in scenes for key in memory._redis_keys(_key(scene))]
         # A test that pointed REDIS_URL at nothing stored nothing.
         with contextlib.suppress(RedisError):
             await client.delete(*keys)
     await redis_close()
+
+
+def _key(scene: Scene) -> memory.MemoryKey:
+    return (scene.tenant.pk, scene.conversation.pk, scene.conversation.cache_key)
 
 
 def T(role: str, content: str) -> Turn:
@@ -125,7 +134,7 @@ async def test_another_tenants_conversation_reads_nothing(
     scene_a = await make_scene()
     await scene_a.said("customer", "My address is 1 Main Street.")
     other_tenant = await sync_to_async(TenantFactory)(pk=random_pk())
-    crossed = {"tenant_id": other_tenant.pk, "conversation_id": scene_a.conversation.pk}
+    crossed = {**scene_a.ids, "tenant_id": other_tenant.pk}
 
     try:
         assert await memory_recent(**crossed) == []
@@ -264,7 +273,7 @@ async def test_redis_memory_is_a_list_with_an_idle_expiry(
     assert await scene.recent() == [question]
     client = redis_client()
     assert client is not None
-    key = f"kefu:mem:{scene.tenant.pk}:{scene.conversation.pk}"
+    key = f"kefu:mem:{scene.tenant.pk}:{scene.conversation.pk}:{scene.conversation.cache_key}"
     assert await client.llen(key) == 1
     assert 99_000 < await client.pttl(key) <= 100_000
 
@@ -328,7 +337,7 @@ async def test_turns_and_limits_are_checked() -> None:
         Turn(role="system", content="Ann joined.")
     for limit in (0, 51):
         with pytest.raises(ValueError, match="limit"):
-            await memory_recent(tenant_id=1, conversation_id=1, limit=limit)
+            await memory_recent(tenant_id=1, conversation_id=1, conversation_key="k", limit=limit)
 
 
 def test_the_local_memory_keeps_the_most_recently_used_conversations(
@@ -337,12 +346,56 @@ def test_the_local_memory_keeps_the_most_recently_used_conversations(
     monkeypatch.setattr(memory, "MEMORY_LOCAL_MAX_CONVERSATIONS", 2)
     memories = memory._LocalMemories(clock=lambda: 0.0)
     turns = [T("customer", "hi")]
-    memories.store(key=(1, 1), turns=turns, mark=0, ttl=60)
-    memories.store(key=(1, 2), turns=turns, mark=0, ttl=60)
-    assert memories.recent(key=(1, 1), limit=20, ttl=60) == (turns, 0)  # now the most recent
+    memories.store(key=(1, 1, "k"), turns=turns, mark=0, ttl=60)
+    memories.store(key=(1, 2, "k"), turns=turns, mark=0, ttl=60)
+    assert memories.recent(key=(1, 1, "k"), limit=20, ttl=60) == (turns, 0)  # now the most recent
 
-    memories.store(key=(1, 3), turns=turns, mark=0, ttl=60)
+    memories.store(key=(1, 3, "k"), turns=turns, mark=0, ttl=60)
 
-    assert memories.recent(key=(1, 2), limit=20, ttl=60) == ([], 0)
-    assert memories.recent(key=(1, 1), limit=20, ttl=60) == (turns, 0)
-    assert memories.recent(key=(1, 3), limit=20, ttl=60) == (turns, 0)
+    assert memories.recent(key=(1, 2, "k"), limit=20, ttl=60) == ([], 0)
+    assert memories.recent(key=(1, 1, "k"), limit=20, ttl=60) == (turns, 0)
+    assert memories.recent(key=(1, 3, "k"), limit=20, ttl=60) == (turns, 0)
+
+
+async def test_a_conversation_that_gets_an_old_id_reads_nothing_of_the_old_one(
+    backend: str, make_scene: SceneMaker
+) -> None:
+    # Given a conversation with a memory
+    scene = await make_scene()
+    await scene.said("customer", "My address is 1 Main Street.")
+    assert await scene.recent() == [T("customer", "My address is 1 Main Street.")]
+    # When the database is restored from a backup (the memory outlives it) and a new
+    # conversation gets the old one's id
+    await Conversation.objects.filter(pk=scene.conversation.pk).adelete()
+    reborn = Scene(
+        tenant=scene.tenant,
+        conversation=await sync_to_async(ConversationFactory)(
+            pk=scene.conversation.pk, tenant=scene.tenant
+        ),
+    )
+    try:
+        # Then it reads its own turns only
+        assert await reborn.recent() == []
+        hello = await reborn.said("customer", "Hello?")
+        assert await reborn.recent() == [hello]
+    finally:
+        await memory_forget(**reborn.ids)
+
+
+async def test_an_answer_that_was_cut_off_never_enters_the_memory(
+    backend: str, make_scene: SceneMaker
+) -> None:
+    scene = await make_scene()
+    question = await scene.said("customer", "Can I pay with bitcoin?")
+    await sync_to_async(MessageFactory)(
+        conversation=scene.conversation,
+        role="assistant",
+        content="We accept (The answer was cut off. Please ask again.)",
+        error_code="interrupted",
+    )
+    again = await scene.said("customer", "Can I pay with bitcoin?")
+
+    # Rebuilt from the database, the cut-off answer is left out as the pipeline left it out.
+    memory.memory_local_reset()
+    await memory_forget(**scene.ids)
+    assert await scene.recent() == [question, again]

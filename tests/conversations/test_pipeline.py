@@ -20,7 +20,7 @@ from conversations.models import Conversation, Customer, Message
 from conversations.pii import luhn_is_valid
 from conversations.ratelimit import rate_limit_local_reset
 from conversations.selectors import llm_providers_forget
-from conversations.services import visitor_token_read
+from conversations.services import visitor_token_issue, visitor_token_read
 from helpdesk_site.asgi import application
 from knowledge import services as knowledge_services
 from knowledge.models import KnowledgeEntry
@@ -590,3 +590,98 @@ def test_starting_the_conversation_costs_a_few_queries(shop, django_assert_max_n
     assert started.new_conversation is True
     again = services.widget_conversation_start(tenant=shop, external_id="visitor-1", language="en")
     assert (again.conversation_id, again.new_conversation) == (started.conversation_id, False)
+
+
+async def _conversation_status(conversation_id: int) -> tuple[str, str]:
+    conversation = await Conversation.objects.aget(pk=conversation_id)
+    return conversation.status, conversation.handoff_reason
+
+
+async def test_a_question_cut_off_by_a_server_that_died_is_not_a_repeated_question(
+    shop, mock_llm
+) -> None:
+    await database_sync_to_async(provider)(shop, mock_llm)
+    mock_llm.configure(text="We accept cards and PayPal.", ttft_ms=30_000)
+    # Given a question whose answer never came: the socket (as with a server that died) went
+    # away while the answer was on its way
+    widget = Widget(shop)
+    try:
+        welcome = await widget.open()
+        await widget.send({"type": "message", "id": "m1", "text": "Can I pay with bitcoin?"})
+        ack = await widget.receive()
+        assert ack["type"] == "ack"
+    finally:
+        await widget.close()
+    mock_llm.configure(text="We accept cards and PayPal.", ttft_ms=0)
+    # When the customer comes back and asks again
+    widget = Widget(shop)
+    try:
+        resumed = await widget.open(visitor_token=welcome["visitor_token"])
+        frames = await widget.ask("Can I pay with bitcoin?", "m2")
+    finally:
+        await widget.close()
+    # Then it is answered, not handed to a person as a question asked before
+    assert resumed["conversation_id"] == ack["conversation_id"]
+    assert frames[-1]["type"] == "done" and "interrupted" not in frames[-1]
+    assert text_of(frames) == "We accept cards and PayPal."
+    assert await _conversation_status(ack["conversation_id"]) == ("bot", "")
+
+
+async def test_a_question_whose_answer_was_cut_off_is_not_a_repeated_question(
+    shop, mock_llm
+) -> None:
+    await database_sync_to_async(provider)(shop, mock_llm)
+    # Answers without knowledge in a row would bring a person for another reason.
+    await type(shop).objects.filter(pk=shop.pk).aupdate(handoff_after_unanswered=0)
+    mock_llm.configure(fault="disconnect", fault_count=1, text="one two three four five six")
+    widget = Widget(shop)
+    try:
+        await widget.open()
+        cut_off = await widget.ask("Can I pay with bitcoin?", "m1")
+        assert cut_off[-1]["interrupted"] is True
+        again = await widget.ask("can I pay with Bitcoin", "m2")
+        # An answer that was delivered makes the same question a repeated one.
+        repeated = await widget.ask("Can I pay with bitcoin?", "m3")
+    finally:
+        await widget.close()
+    assert again[-1]["type"] == "done" and text_of(again) == "one two three four five six"
+    assert repeated[-1]["type"] == "status"
+    assert await _conversation_status(cut_off[0]["conversation_id"]) == (
+        "queued",
+        "repeated_question",
+    )
+
+
+@database_sync_to_async
+def _restore_gives_a_new_visitor_the_id_of(shop, conversation_id: int) -> str:
+    """What a database restored from an older backup does: the conversation is gone, and the
+    next one (here another visitor's) gets its id. Redis and the processes keep what they had."""
+    Conversation.objects.filter(pk=conversation_id, tenant=shop).delete()
+    customer = factories.CustomerFactory(tenant=shop)
+    factories.ConversationFactory(pk=conversation_id, tenant=shop, customer=customer)
+    return visitor_token_issue(tenant_id=shop.pk, external_id=customer.external_id)
+
+
+async def test_a_conversation_that_gets_an_old_id_does_not_read_the_old_memory(shop) -> None:
+    # Given a conversation with a memory of two answered questions
+    widget = Widget(shop)
+    try:
+        await widget.open()
+        first = await widget.ask("When will my order arrive", "m1")
+        await widget.ask("What is the warranty on headphones?", "m2")
+    finally:
+        await widget.close()
+    conversation_id = first[0]["conversation_id"]
+    # When the database is restored and another visitor's conversation gets the same id
+    token = await _restore_gives_a_new_visitor_the_id_of(shop, conversation_id)
+    widget = Widget(shop)
+    try:
+        resumed = await widget.open(visitor_token=token)
+        frames = await widget.ask("What is the warranty on headphones?", "m1")
+    finally:
+        await widget.close()
+    # Then the new visitor's first question is answered: nothing of the old one is remembered
+    assert resumed["conversation_id"] == conversation_id and resumed["history"] == []
+    assert frames[-1]["type"] == "done"
+    assert text_of(frames) == "Headphones have a 12-month warranty covering manufacturing defects."
+    assert await _conversation_status(conversation_id) == ("bot", "")

@@ -50,6 +50,12 @@ def test_config_refuses_other_origins_and_unknown_keys(client, shop) -> None:
     assert client.get(reverse("widget-config", args=["pk_nope"])).status_code == 404
 
 
+@pytest.mark.parametrize("key", ["pk_\x00", "pk_é", "x" * 65])
+def test_config_for_a_key_no_tenant_can_have_is_not_found(client, shop, key: str) -> None:
+    response = client.get(reverse("widget-config", args=[key]), HTTP_ORIGIN=ORIGIN)
+    assert response.status_code == 404
+
+
 def test_the_demo_page_embeds_the_widget(client, shop) -> None:
     page = client.get(reverse("demo")).content.decode()
     assert f'data-key="{shop.public_key}"' in page

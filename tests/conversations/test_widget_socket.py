@@ -1,10 +1,14 @@
 """The widget socket's door: tenant key, allowed origins, and frames that are not understood."""
 
 import json
+from typing import Any
 
 import pytest
+from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
+from conversations.models import Customer, Message, Ticket
+from conversations.services import identity_signature
 from helpdesk_site.asgi import application
 from tests.factories import TenantFactory
 
@@ -136,3 +140,112 @@ async def test_errors_speak_the_tenants_language() -> None:
         assert reply["text"] == "消息不是有效的 JSON。"
     finally:
         await communicator.disconnect()
+
+
+@pytest.mark.parametrize("depth", [5000, 20], ids=["beyond-the-parser", "beyond-the-protocol"])
+async def test_a_deeply_nested_frame_gets_an_error_not_a_crash(depth: int) -> None:
+    tenant = await _tenant(allowed_origins=["https://shop.example.com"], default_language="en")
+    communicator = _communicator(tenant.public_key, "https://shop.example.com")
+    try:
+        await communicator.connect()
+        await communicator.send_to(
+            text_data='{"type": "ping", "x": ' + "[" * depth + "]" * depth + "}"
+        )
+        reply = await communicator.receive_json_from()
+        assert (reply["type"], reply["code"]) == ("error", "bad_frame")
+        await communicator.send_to(text_data='{"type": "ping"}')
+        assert (await communicator.receive_json_from())["type"] == "pong"
+    finally:
+        await communicator.disconnect()
+
+
+async def _frames_until(communicator: WebsocketCommunicator, *types: str) -> list[dict[str, Any]]:
+    frames = [await communicator.receive_json_from(timeout=10)]
+    while frames[-1]["type"] not in types:
+        frames.append(await communicator.receive_json_from(timeout=10))
+    return frames
+
+
+def _raw(frame: dict[str, Any]) -> str:
+    # json.dumps writes a NUL as \u0000 and a lone surrogate as \ud800, as a client could.
+    return json.dumps(frame)
+
+
+@database_sync_to_async
+def _stored_texts(tenant_id: int) -> list[str]:
+    customer = Customer.objects.get(tenant_id=tenant_id)
+    messages = Message.objects.filter(tenant_id=tenant_id, role="customer")
+    tickets = Ticket.objects.filter(tenant_id=tenant_id)
+    return [
+        customer.display_name,
+        customer.phone,
+        *messages.values_list("content", flat=True),
+        *(t.subject for t in tickets),
+        *(t.contact_phone for t in tickets),
+        *customer.conversations.values_list("csat_comment", flat=True),
+    ]
+
+
+async def test_text_a_database_cannot_store_is_cleaned_at_the_socket() -> None:
+    # Given a widget whose every text field carries a NUL or a lone surrogate
+    tenant = await _tenant(allowed_origins=["https://shop.example.com"], default_language="en")
+    communicator = _communicator(tenant.public_key, "https://shop.example.com")
+    try:
+        await communicator.connect()
+        await communicator.send_to(text_data=_raw({"type": "hello", "visitor_token": "t\x00"}))
+        assert (await communicator.receive_json_from())["type"] == "welcome"
+        # When the customer writes, asks for a person, leaves details and rates
+        message = {"type": "message", "id": "m\x00", "text": "Hi\x00 there \ud800!"}
+        await communicator.send_to(text_data=_raw(message))
+        frames = await _frames_until(communicator, "done", "error")
+        await communicator.send_to(text_data=_raw({"type": "handoff"}))
+        await _frames_until(communicator, "status")
+        contact = {
+            "type": "contact",
+            "name": "Ann\x00 Lee\udc00",
+            "email": "ann@example.com",
+            "phone": "555\x00 0100",
+            "text": "Call me \ud83d back",
+        }
+        await communicator.send_to(text_data=_raw(contact))
+        ticket = await _frames_until(communicator, "ticket", "error")
+        await communicator.send_to(
+            text_data=_raw({"type": "rating", "value": 4, "comment": "ok\x00"})
+        )
+        rating = await _frames_until(communicator, "ack", "error")
+    finally:
+        await communicator.disconnect()
+
+    # Then everything was stored, without the characters no database can keep
+    assert [f["type"] for f in frames if f["type"] in ("ack", "done")] == ["ack", "done"]
+    assert ticket[-1]["type"] == "ticket" and rating[-1] == {"v": 1, "type": "ack", "rating": 4}
+    assert await _stored_texts(tenant.pk) == [
+        "Ann Lee\ufffd",
+        "555 0100",
+        "Hi there \ufffd!",
+        "Call me \ufffd back",
+        "555 0100",
+        "ok",
+    ]
+
+
+async def test_a_verified_identity_is_cleaned_before_it_is_stored() -> None:
+    tenant = await _tenant(
+        allowed_origins=["https://shop.example.com"], identity_secret="s3cret-identity-key"
+    )
+    identity = {
+        "external_id": "u1",
+        "signature": identity_signature(secret="s3cret-identity-key", external_id="u1"),
+        "name": "Ann\x00\ud800",
+        "email": "ann@example.com",
+    }
+    communicator = _communicator(tenant.public_key, "https://shop.example.com")
+    try:
+        await communicator.connect()
+        await communicator.send_to(text_data=_raw({"type": "hello", "identity": identity}))
+        welcome = await _frames_until(communicator, "welcome", "error")
+    finally:
+        await communicator.disconnect()
+    assert welcome[-1]["type"] == "welcome"
+    customer = await Customer.objects.aget(tenant=tenant)
+    assert (customer.display_name, customer.email) == ("Ann\ufffd", "ann@example.com")

@@ -4,9 +4,9 @@ import asyncio
 
 import pytest
 from channels.db import database_sync_to_async
-from django.db import OperationalError
+from django.db import DataError, OperationalError
 
-from conversations import writer
+from conversations import services, writer
 from conversations.models import Conversation, Message
 from conversations.services import (
     AnswerRecord,
@@ -231,3 +231,80 @@ async def test_hit_counts_that_could_not_be_written_are_kept(shop, monkeypatch) 
     assert calls == [{(tenant.pk, entry.pk): 1}] * 2
     await entry.arefresh_from_db()
     assert entry.hit_count == 1
+
+
+def _poisoned_batch(text: str) -> tuple[list[MessageWrite], int]:
+    """48 good customer messages of tenant A and one of tenant B's that the database refuses,
+    in the middle of the same batch."""
+    tenant_a, tenant_b = factories.TenantFactory(slug="a"), factories.TenantFactory(slug="b")
+    conversations_a = factories.ConversationFactory.create_batch(4, tenant=tenant_a)
+    visitor_b = factories.ConversationFactory(tenant=tenant_b)
+    good = [
+        MessageWrite(
+            tenant_id=tenant_a.pk,
+            conversation_id=conversations_a[i % 4].pk,
+            customer=CustomerText(f"m{i}", f"Question {i}"),
+        )
+        for i in range(48)
+    ]
+    poisoned = MessageWrite(
+        tenant_id=tenant_b.pk, conversation_id=visitor_b.pk, customer=CustomerText("x", text)
+    )
+    return [*good[:20], poisoned, *good[20:]], tenant_a.pk
+
+
+@pytest.mark.parametrize(
+    "text", ["lone \ud800 surrogate", "nul \x00 byte"], ids=["surrogate", "nul"]
+)
+def test_a_message_the_database_refuses_fails_alone(shop, text) -> None:
+    writes, tenant_a = _poisoned_batch(text)
+
+    results = messages_record(writes=writes)
+
+    bad = results.pop(20)
+    assert all(isinstance(r, MessageWritten) and not r.duplicate for r in results)
+    stored = Message.objects.filter(tenant_id=tenant_a).values_list("content", flat=True)
+    assert sorted(stored) == sorted(f"Question {i}" for i in range(48))
+    if isinstance(bad, MessageWritten):  # SQLite stores a NUL: the message is then kept whole
+        assert "\x00" in text
+        assert Message.objects.filter(pk=bad.customer_message_id or 0).get().content == text
+    else:
+        assert isinstance(bad, (DataError, ValueError))
+
+
+@pytest.mark.parametrize(
+    ("text", "refused_by"),
+    [("lone \udfff surrogate", "every database"), ("nul \x00 byte", "postgresql")],
+    ids=["surrogate", "nul"],
+)
+async def test_a_message_the_database_refuses_fails_alone_through_the_writer(
+    shop, request, text, refused_by
+) -> None:
+    if refused_by == "postgresql":
+        request.getfixturevalue("postgres")
+    writes, tenant_a = await database_sync_to_async(_poisoned_batch)(text)
+
+    results = await asyncio.gather(*map(writer.message_write, writes), return_exceptions=True)
+
+    bad = results.pop(20)
+    # UnicodeEncodeError (a ValueError) or PostgreSQL's DataError: that write's own error
+    assert isinstance(bad, (DataError, ValueError))
+    assert all(isinstance(r, MessageWritten) for r in results)
+    assert await Message.objects.filter(tenant_id=tenant_a).acount() == 48
+
+
+def test_an_error_of_the_whole_batch_is_not_retried_row_by_row(shop, monkeypatch) -> None:
+    # A lock timeout or a lost connection would meet every smaller batch too, each after its
+    # own wait: the batch fails at once (its callers get the error) instead.
+    _, entry, conversations = shop
+    attempts: list[int] = []
+
+    def locked(writes):
+        attempts.append(len(writes))
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(services, "_messages_insert", locked)
+
+    with pytest.raises(OperationalError):
+        messages_record(writes=[question(c, "m1", entry) for c in conversations])
+    assert attempts == [3]

@@ -192,3 +192,21 @@ async def test_an_open_agent_socket_ends_with_its_session(how: str) -> None:
         }
     finally:
         await communicator.disconnect()
+
+
+@pytest.mark.parametrize(
+    "path", ["/ws/widget/%00/", "/ws/widget/\x00/", "/ws/widget//", "/ws/nowhere/"]
+)
+async def test_a_socket_to_a_path_no_tenant_can_have_is_refused_cleanly(
+    path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    communicator = WebsocketCommunicator(
+        application, path, headers=[(b"origin", SHOP.encode()), (b"host", b"kefu.example.com")]
+    )
+    try:
+        connected, code = await communicator.connect()
+        assert not connected
+        assert code in (4403, 4404)
+    finally:
+        await communicator.disconnect()
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
