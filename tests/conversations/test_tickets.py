@@ -14,13 +14,16 @@ from tests import factories
 @pytest.mark.django_db(transaction=True)
 @override_settings(SITE_URL="https://help.example.com")
 def test_the_agents_e_mail_links_to_the_ticket_with_an_absolute_url() -> None:
-    # Given a conversation with a question and an agent with an e-mail address
+    # Given a conversation waiting for a person while no agent is online, and an agent with an
+    # e-mail address
     tenant = factories.TenantFactory()
     factories.MembershipFactory(tenant=tenant, role=Role.AGENT, user__email="agent@example.com")
-    message = factories.MessageFactory(conversation__tenant=tenant, content="My kettle leaks")
+    message = factories.MessageFactory(
+        conversation__tenant=tenant, conversation__status="queued", content="My kettle leaks"
+    )
 
     # When the customer leaves a request
-    ticket = ticket_from_conversation(
+    contact = ticket_from_conversation(
         tenant=tenant,
         conversation_id=message.conversation_id,
         name="Wang",
@@ -33,4 +36,6 @@ def test_the_agents_e_mail_links_to_the_ticket_with_an_absolute_url() -> None:
     (email,) = mail.outbox
     assert email.to == ["agent@example.com"]
     links = re.findall(r"\S+/console/\S+", email.body)
-    assert links == [f"https://help.example.com/console/conversations/ticket/{ticket.pk}/change/"]
+    assert links == [
+        f"https://help.example.com/console/conversations/ticket/{contact.ticket.pk}/change/"
+    ]

@@ -259,6 +259,9 @@ def shop(transactional_db: None, private_redis: PrivateRedis) -> Iterator[Any]:
 
 
 class Widget:
+    # A page view starts no conversation: its id arrives with the first message's ack.
+    conversation_id: int | None = None
+
     def __init__(self, tenant: Any) -> None:
         self.communicator = WebsocketCommunicator(
             application,
@@ -285,6 +288,8 @@ class Widget:
         frames: list[dict[str, Any]] = []
         while not frames or frames[-1]["type"] not in ("done", "error", "status"):
             frames.append(await self.receive())
+            if frames[-1]["type"] == "ack":
+                self.conversation_id = frames[-1]["conversation_id"]
         return frames
 
     async def close(self) -> None:
@@ -329,7 +334,7 @@ async def test_the_widget_answers_and_stores_through_a_redis_outage_and_recovers
         return opened
 
     before = widget()
-    first = await before.open()
+    await before.open()
     assert [f["type"] for f in await before.ask(QUESTION, "b1")] == ["ack", "delta", "done"]
 
     private_redis.kill()
@@ -338,7 +343,7 @@ async def test_the_widget_answers_and_stores_through_a_redis_outage_and_recovers
     frames = await before.ask(OTHER_PHRASING, "b2")
     assert [f["type"] for f in frames] == ["ack", "delta", "done"]
     assert frames[1]["text"] == ANSWER
-    assert await _stored(first["conversation_id"]) == [
+    assert await _stored(before.conversation_id) == [
         ("customer", QUESTION),
         ("assistant", ANSWER),
         ("customer", OTHER_PHRASING),
@@ -347,10 +352,10 @@ async def test_the_widget_answers_and_stores_through_a_redis_outage_and_recovers
 
     # A new socket can say hello and is answered.
     during = widget()
-    second = await during.open()
+    await during.open()
     frames = await during.ask(QUESTION, "d1")
     assert [f["type"] for f in frames] == ["ack", "delta", "done"]
-    assert await _stored(second["conversation_id"]) == [
+    assert await _stored(during.conversation_id) == [
         ("customer", QUESTION),
         ("assistant", ANSWER),
     ]
@@ -365,14 +370,14 @@ async def test_the_widget_answers_and_stores_through_a_redis_outage_and_recovers
         True,
     )
     assert "Leave your contact details" in status["text"]
-    conversation = await _conversation(second["conversation_id"])
+    conversation = await _conversation(during.conversation_id)
     assert (conversation.status, conversation.assignee_id) == ("queued", None)
 
     private_redis.start()
 
     # Recovered by itself: a new socket works at once, its first message on a fresh connection.
     after = widget()
-    third = await after.open()
+    await after.open()
     assert [f["type"] for f in await after.ask(QUESTION, "a1")] == ["ack", "delta", "done"]
     layer = get_channel_layer()
     await _until(lambda: _recovered(layer), "the layer noticed that Redis is back")
@@ -381,9 +386,10 @@ async def test_the_widget_answers_and_stores_through_a_redis_outage_and_recovers
     # the new one, through Redis again.
     other_process = type(layer)(**_config())
     try:
-        for opened, welcome in ((before, first), (after, third)):
+        for opened in (before, after):
+            assert opened.conversation_id is not None
             await other_process.group_send(
-                conversation_group(shop.pk, welcome["conversation_id"]),
+                conversation_group(shop.pk, opened.conversation_id),
                 {"type": "agent.message", "message_id": 1, "text": "你好", "author": "Li"},
             )
             assert await opened.receive() == {
