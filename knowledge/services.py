@@ -20,7 +20,14 @@ from django.utils.translation import gettext as _
 
 # knowledge.tasks imports this module: import the module, not its tasks.
 from knowledge import ingest, tasks
-from knowledge.csv_format import FALSE_WORDS, TRUE_WORDS, spreadsheet_unescape
+from knowledge.csv_format import (
+    ALTERNATES_SEPARATORS,
+    FALSE_WORDS,
+    TAGS_SEPARATORS,
+    TRUE_WORDS,
+    list_cell_items,
+    spreadsheet_unescape,
+)
 from knowledge.dense import embeddable, tenant_embedder, text_digest
 from knowledge.index import chunk_text
 from knowledge.models import Chunk, Document, EmbeddingVector, KnowledgeEntry
@@ -50,14 +57,28 @@ class _Row:
     enabled: bool
 
 
-def _split(text: str, separators: str) -> list[str]:
-    for separator in separators[1:]:
-        text = text.replace(separator, separators[0])
-    return list(dict.fromkeys(part.strip() for part in text.split(separators[0]) if part.strip()))
-
-
 def _parse_rows(text: str, errors: list[str]) -> list[_Row]:
-    reader = csv.DictReader(io.StringIO(text))
+    if "\x00" in text:
+        errors.append(_("The file contains a NUL character; it is not a CSV text file."))
+        return []
+    # strict: an unbalanced quote is an error, not a field that swallows the rest of the file.
+    reader = csv.DictReader(io.StringIO(text), strict=True)
+    try:
+        return _parse_records(reader, errors)
+    except csv.Error as exc:
+        if "larger" in str(exc):  # "field larger than field limit"
+            message = _("Line %(line)d: a cell is longer than %(kb)d KB.")
+        else:
+            message = _(
+                "Line %(line)d: the file is not valid CSV here; check that every quote is closed."
+            )
+        # The reader counts the lines of the rows it returned; the broken row starts after them.
+        line = reader.line_num + 1
+        errors.append(message % {"line": line, "kb": csv.field_size_limit() // 1024})
+        return []
+
+
+def _parse_records(reader: csv.DictReader, errors: list[str]) -> list[_Row]:
     headers = {(name or "").strip().lower() for name in reader.fieldnames or []}
     missing = {"question", "answer"} - headers
     if missing:
@@ -68,11 +89,12 @@ def _parse_rows(text: str, errors: list[str]) -> list[_Row]:
         if line - 1 > MAX_IMPORT_ROWS:
             errors.append(_("Too many rows: at most %(n)d per file.") % {"n": MAX_IMPORT_ROWS})
             break
-        values = {
-            (key or "").strip().lower(): spreadsheet_unescape((value or "").strip())
+        cells = {
+            (key or "").strip().lower(): value or ""
             for key, value in raw.items()
             if isinstance(value, str | type(None))
         }
+        values = {key: spreadsheet_unescape(cell) for key, cell in cells.items()}
         if not any(values.values()):
             continue
         question, answer = values.get("question", ""), values.get("answer", "")
@@ -98,9 +120,11 @@ def _parse_rows(text: str, errors: list[str]) -> list[_Row]:
                 line=line,
                 entry_id=int(raw_id) if raw_id else None,
                 question=question,
-                alternate_questions=_split(values.get("alternate_questions", ""), "\n|"),
+                alternate_questions=list_cell_items(
+                    cells.get("alternate_questions", ""), ALTERNATES_SEPARATORS
+                ),
                 answer=answer,
-                tags=_split(values.get("tags", ""), ",，"),
+                tags=list_cell_items(cells.get("tags", ""), TAGS_SEPARATORS),
                 enabled=enabled_word not in FALSE_WORDS,
             )
         )
