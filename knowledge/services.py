@@ -29,6 +29,7 @@ from knowledge.csv_format import (
     spreadsheet_unescape,
 )
 from knowledge.dense import embeddable, tenant_embedder, text_digest
+from knowledge.freshness import knowledge_change_announce
 from knowledge.index import chunk_text
 from knowledge.models import Chunk, Document, EmbeddingVector, KnowledgeEntry
 from knowledge.selectors import knowledge_index_records
@@ -224,6 +225,8 @@ def knowledge_changed(*, tenant_id: int) -> None:
     def publish() -> None:
         version = Tenant.objects.filter(pk=tenant_id).values_list("knowledge_version", flat=True)
         cache.set(knowledge_version_cache_key(tenant_id), version.first(), timeout=None)
+        # After the cache holds the new version: the checks this prompts must find it there.
+        knowledge_change_announce(tenant_id=tenant_id)
         if dense_retrieval_possible(tenant_id=tenant_id):
             tasks.knowledge_embed_task.delay(tenant_id)
 
