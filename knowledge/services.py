@@ -311,7 +311,15 @@ def document_source_validate(
 
 def _document_processing_schedule(document: Document) -> None:
     document_id, tenant_id = document.pk, document.tenant_id
-    transaction.on_commit(lambda: tasks.document_process_task.delay(document_id, tenant_id))
+    if document.source_file:
+        size = document.source_file.size or 0
+    else:
+        size = len(document.content.encode())
+    transaction.on_commit(
+        lambda: tasks.document_process_enqueue(
+            document_id=document_id, tenant_id=tenant_id, source_bytes=size
+        )
+    )
 
 
 def _document_file_delete_on_commit(document: Document, name: str) -> None:
@@ -533,11 +541,24 @@ def document_process(*, document_id: int, tenant_id: int) -> Document | None:
                 _document_source(document),
                 format=document.format,
                 on_page=lambda done, total: report(_PROGRESS_EXTRACTED * done // total),
+                limits=ingest.ExtractionLimits(
+                    max_pages=settings.KNOWLEDGE_DOCUMENT_MAX_PAGES,
+                    max_chars=settings.KNOWLEDGE_DOCUMENT_MAX_CHARS,
+                ),
             )
             report(_PROGRESS_EXTRACTED)
             pieces = ingest.split_into_chunks(extracted.text)
             if not pieces:
                 raise ingest.IngestError(_("No text was found in this document."))
+            if len(pieces) > settings.KNOWLEDGE_DOCUMENT_MAX_CHUNKS:
+                raise ingest.IngestError(
+                    _(
+                        "This document would make %(chunks)d passages; at most %(limit)d are "
+                        "kept per document. Split it into smaller files and upload them one "
+                        "by one."
+                    )
+                    % {"chunks": len(pieces), "limit": settings.KNOWLEDGE_DOCUMENT_MAX_CHUNKS}
+                )
     except ingest.IngestError as exc:
         same_source.update(
             status=Document.Status.FAILED, progress=0, error=exc.message, updated_at=timezone.now()
