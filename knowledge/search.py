@@ -29,7 +29,7 @@ from django.db import connections
 from knowledge.confidence import MatchFeatures, match_confidence
 from knowledge.dense import mostly_chinese, stored_vectors
 from knowledge.freshness import knowledge_change_listen, knowledge_change_subscribe
-from knowledge.index import FaqScores, TenantIndex, UnitKind
+from knowledge.index import FaqScores, TenantIndex, UnitKind, chunk_text
 from knowledge.selectors import knowledge_entry_count, knowledge_index_records
 from knowledge.services import knowledge_version_cache_key
 from knowledge.text import normalize
@@ -70,6 +70,14 @@ class SearchHit:
     text: str  # the FAQ answer, or the chunk's text
     score: float  # fused score: higher is better, comparable within one result list
     document_id: int | None = None
+    # Share of the question (by word rarity) the unit speaks to, in [0, 1]; comparable across
+    # questions, unlike the score (see ``relevance_floor``).
+    relevance: float = 0.0
+
+    @property
+    def relevant(self) -> bool:
+        """Worth showing on its own, without an LLM to judge it."""
+        return self.relevance >= settings.KNOWLEDGE_RELEVANCE_FLOOR
 
 
 class IndexRegistry:
@@ -361,12 +369,29 @@ def _search(index: TenantIndex, query: str, vector: np.ndarray | None, k: int) -
     for unit, score in sorted(fused.items(), key=lambda item: -item[1])[:k]:
         if unit < len(index.entries):
             entry = index.entries[unit]
-            hits.append(SearchHit(HitSource.FAQ, entry.id, entry.question, entry.answer, score))
+            # An entry speaks to every way of asking it, not only to its main question.
+            relevance = index.content_relevance(
+                query, "\n".join([entry.question, *entry.phrasings, entry.answer])
+            )
+            hits.append(
+                SearchHit(
+                    HitSource.FAQ, entry.id, entry.question, entry.answer, score, None, relevance
+                )
+            )
         else:
             chunk = index.chunks[unit - len(index.entries)]
             title = " · ".join(part for part in (chunk.document_title, chunk.heading) if part)
+            relevance = index.content_relevance(query, chunk_text(chunk))
             hits.append(
-                SearchHit(HitSource.CHUNK, chunk.id, title, chunk.content, score, chunk.document_id)
+                SearchHit(
+                    HitSource.CHUNK,
+                    chunk.id,
+                    title,
+                    chunk.content,
+                    score,
+                    chunk.document_id,
+                    relevance,
+                )
             )
     return hits
 

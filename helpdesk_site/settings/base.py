@@ -268,6 +268,9 @@ KNOWLEDGE_DOCUMENT_MAX_CHUNKS = env.int("KNOWLEDGE_DOCUMENT_MAX_CHUNKS", default
 KNOWLEDGE_DOCUMENT_INLINE_MAX_BYTES = env.int(
     "KNOWLEDGE_DOCUMENT_INLINE_MAX_BYTES", default=64 * 1024
 )
+# Without an LLM, a passage is shown only when it speaks to at least this share of the question
+# (IDF-weighted words; calibrated by bench/relevance_floor.py, see docs/knowledge.md).
+KNOWLEDGE_RELEVANCE_FLOOR = env.float("KNOWLEDGE_RELEVANCE_FLOOR", default=0.3)
 # Dense retrieval without a provider embedding model: "local" (needs the local-embeddings
 # extra) or "off".
 KNOWLEDGE_EMBEDDINGS = env.str("KNOWLEDGE_EMBEDDINGS", default="off")
