@@ -23,6 +23,7 @@ from knowledge.models import KnowledgeEntry
 from knowledge.search import IndexRegistry, faq_match, registry
 from knowledge.services import knowledge_entry_save, knowledge_version_cache_key
 from tests import factories
+from tests.conversations.test_pipeline import ORIGIN, Widget, text_of
 
 ROOT = Path(__file__).resolve().parents[2]
 QUESTION = "Can I pay with a gift card?"
@@ -75,6 +76,30 @@ async def test_the_event_loop_lookup_waits_for_the_new_index(tenant) -> None:
     )
     index = await registry.aget(tenant.pk)
     assert index is not None and entry.pk in _entry_ids(index)
+
+
+@PRODUCTION_FRESHNESS
+async def test_the_widget_answers_the_first_question_after_an_edit_from_it(tenant) -> None:
+    await database_sync_to_async(_allow_widget)(tenant)
+    widget = Widget(tenant)
+    try:
+        await widget.open()
+        before = await widget.ask("How do I change my address?", "m1")
+        assert text_of(before) == "Under My Account."  # the index is built and checked now
+        await database_sync_to_async(knowledge_entry_save)(
+            entry=KnowledgeEntry(tenant=tenant, question=QUESTION, answer="Yes, at checkout.")
+        )
+        frames = await widget.ask(QUESTION, "m2")
+    finally:
+        await widget.close()
+    assert frames[-1]["source"] == "faq"
+    assert text_of(frames) == "Yes, at checkout."
+
+
+def _allow_widget(tenant) -> None:
+    tenant.allowed_origins = [ORIGIN]
+    tenant.default_language = "en"
+    tenant.save(update_fields=["allowed_origins", "default_language"])
 
 
 _EDIT_IN_ANOTHER_PROCESS = """
