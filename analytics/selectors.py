@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Exists, OuterRef, Q, Sum
 from django.utils import timezone
 
 from conversations.models import Conversation, Message, Ticket
@@ -17,6 +17,7 @@ class TenantOverview:
     conversations: int
     resolved_by_ai: int
     handed_off: int
+    abandoned: int
     open_tickets: int
     answers_by_source: dict[str, int] = field(default_factory=dict)
     tokens_in: int = 0
@@ -34,11 +35,20 @@ class TenantOverview:
 
 
 def tenant_overview(*, tenant: Tenant, days: int = 30) -> TenantOverview:
+    """The tenant's last ``days``: conversations started, how they ended (resolved by the
+    assistant and abandoned in the queue as ``conversations.lifecycle`` records them), answers,
+    tokens and cost."""
     since = timezone.now() - timedelta(days=days)
-    conversations = Conversation.objects.filter(tenant=tenant, created_at__gte=since).aggregate(
+    # A conversation someone said something in, or that asked for a person: older versions
+    # started one for every page view, and those empty rows are not conversations.
+    held = Exists(Message.objects.filter(conversation=OuterRef("pk"))) | ~Q(handoff_reason="")
+    conversations = Conversation.objects.filter(
+        held, tenant=tenant, created_at__gte=since
+    ).aggregate(
         total=Count("id"),
         resolved_by_ai=Count("id", filter=Q(resolution_kind=Conversation.ResolutionKind.AI)),
         handed_off=Count("id", filter=~Q(handoff_reason="")),
+        abandoned=Count("id", filter=Q(resolution_kind=Conversation.ResolutionKind.ABANDONED)),
     )
     answers = Message.objects.filter(
         tenant=tenant,
@@ -59,6 +69,7 @@ def tenant_overview(*, tenant: Tenant, days: int = 30) -> TenantOverview:
         conversations=conversations["total"],
         resolved_by_ai=conversations["resolved_by_ai"],
         handed_off=conversations["handed_off"],
+        abandoned=conversations["abandoned"],
         open_tickets=open_tickets,
         answers_by_source=by_source,
         tokens_in=usage["tokens_in"] or 0,

@@ -5,16 +5,27 @@ after commit through ``conversations.handoff.broadcast``.
 """
 
 from dataclasses import dataclass
+from importlib import import_module
+from types import SimpleNamespace
 from typing import Any
 
+from django.conf import settings
+from django.contrib import auth
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop, override
 
-from conversations.handoff import AGENT_ROLES, agents_group, broadcast, conversation_group
+from conversations.handoff import (
+    AGENT_ROLES,
+    agents_group,
+    broadcast,
+    conversation_group,
+    customer_card,
+)
 from conversations.models import AgentPresence, CannedResponse, Conversation, Message
 from tenants.models import Membership, Tenant
 
@@ -31,17 +42,43 @@ class Agent:
     role: str
 
 
+def _agent_memberships(user_id: int) -> QuerySet[Membership]:
+    return Membership.objects.filter(
+        user_id=user_id, user__is_active=True, role__in=AGENT_ROLES, tenant__is_active=True
+    ).select_related("tenant", "user")
+
+
+def _agent(membership: Membership) -> Agent:
+    return Agent(
+        membership.tenant, membership.user_id, membership.user.get_username(), membership.role
+    )
+
+
 def agent_for_user(*, user: Any, tenant_id: int | None) -> Agent | None:
     """The user as an agent of their active tenant (or the given one), if their role allows."""
-    memberships = Membership.objects.filter(
-        user_id=user.pk, role__in=AGENT_ROLES, tenant__is_active=True
-    ).select_related("tenant", "user")
+    memberships = _agent_memberships(user.pk)
     membership = (
         memberships.filter(tenant_id=tenant_id).first() if tenant_id is not None else None
     ) or memberships.order_by("tenant__name").first()
+    return _agent(membership) if membership is not None else None
+
+
+def agent_access_check(*, agent: Agent, session_key: str | None = None) -> Agent | None:
+    """The agent as they are now in the same tenant: None once they were removed from it,
+    demoted below agent, deactivated, or the tenant was, or (given the ``session_key`` they
+    signed in with) once that session ended: signed out, expired, or their password changed;
+    otherwise with their current role."""
+    membership = _agent_memberships(agent.user_id).filter(tenant_id=agent.tenant.pk).first()
     if membership is None:
         return None
-    return Agent(membership.tenant, user.pk, membership.user.get_username(), membership.role)
+    if session_key is not None:
+        session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+        # Django's own check for a request: the session names the user, and its hash of the
+        # user's password still matches.
+        user = auth.get_user(SimpleNamespace(session=session))  # type: ignore[arg-type]
+        if user.pk != agent.user_id:
+            return None
+    return _agent(membership)
 
 
 def presence_set(*, agent: Agent, status: str) -> None:
@@ -198,7 +235,7 @@ def conversation_detail(*, agent: Agent, conversation_id: int) -> dict[str, Any]
         "assignee_id": conversation.assignee_id,
         "reason": conversation.handoff_reason,
         "customer": {
-            "name": str(customer),
+            **customer_card(customer),
             "email": customer.email,
             "phone": customer.phone,
             "identified": customer.identified,

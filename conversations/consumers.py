@@ -3,6 +3,7 @@
 import asyncio
 import json
 import logging
+import re
 from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -27,7 +28,13 @@ from conversations.pipeline import (
     answer_customer_message,
     hand_off,
 )
-from conversations.tickets import ticket_from_conversation, tickets_for_customer
+from conversations.ratelimit import contact_rate_limit_check
+from conversations.throttle import typing_throttle_pass
+from conversations.tickets import (
+    ContactNotExpected,
+    ticket_from_conversation,
+    tickets_for_customer,
+)
 from helpdesk_site.asyncdb import db_parallel
 from tenants.models import Language, Tenant
 from tenants.selectors import tenant_get_by_public_key
@@ -40,6 +47,8 @@ logger = logging.getLogger(__name__)
 PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 16 * 1024
 CLOSE_FORBIDDEN = 4403
+# A phone number as people type it: digits with spaces, dashes, dots, brackets, a leading +.
+PHONE_PATTERN = re.compile(r"\+?[0-9][0-9 ()./-]{4,37}[0-9]")  # at most 40, as stored
 
 
 def origin_allowed(*, origin: str, host: str, allowed_origins: list[str]) -> bool:
@@ -86,7 +95,8 @@ class WidgetConsumer(AsyncWebsocketConsumer):
 
     tenant: Tenant
     language: str
-    chat: ChatContext | None = None
+    visitor: services.WidgetSession | None = None  # set by hello
+    chat: ChatContext | None = None  # the visitor's conversation, once there is one
     group: str = ""
 
     # Made on the first message: most sockets stay idle, and each costs memory (many thousands
@@ -162,31 +172,29 @@ class WidgetConsumer(AsyncWebsocketConsumer):
 
     async def on_hello(self, frame: dict[str, Any]) -> None:
         token = frame.get("visitor_token")
+        identity = visitor_identity(frame.get("identity"))
+        if not isinstance(token, str) and identity is None and self.visitor is not None:
+            token = self.visitor.visitor_token  # hello again on this socket: the same visitor
         self.language = widget_language(frame.get("language"), self.tenant.default_language)
         session = await db_parallel(services.widget_session_start)(
             tenant=self.tenant,
             visitor_token=token if isinstance(token, str) else None,
-            language=self.language,
-            identity=visitor_identity(frame.get("identity")),
+            identity=identity,
         )
-        if self.chat is not None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-        self.chat = ChatContext(
-            tenant=self.tenant,
-            visitor_id=session.external_id,
-            customer_id=session.customer_id,
-            conversation_id=session.conversation_id,
-            language=self.language,
-            new_conversation=session.new_conversation,
-        )
-        self.group = conversation_group(self.tenant.pk, session.conversation_id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self._leave_conversation()
+        self.visitor = session
+        if session.conversation_id is not None and session.customer_id is not None:
+            await self._join_conversation(
+                visitor=session,
+                customer_id=session.customer_id,
+                conversation_id=session.conversation_id,
+            )
         # A new visitor has no tickets yet: no query.
         tickets = (
             await db_parallel(tickets_for_customer)(
                 tenant_id=self.tenant.pk, customer_id=session.customer_id
             )
-            if session.resumed
+            if session.customer_id is not None
             else []
         )
         await self.send_frame(
@@ -208,6 +216,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
                     for item in session.history
                 ],
                 "tickets": [asdict(ticket) for ticket in tickets],
+                "pending": list(session.pending),
             }
         )
         if session.identity_rejected:
@@ -215,8 +224,48 @@ class WidgetConsumer(AsyncWebsocketConsumer):
                 "identity_rejected", _("The visitor's identity could not be verified.")
             )
 
+    async def _join_conversation(
+        self,
+        *,
+        visitor: services.WidgetSession,
+        customer_id: int,
+        conversation_id: int,
+        new_conversation: bool = False,
+    ) -> ChatContext:
+        self.chat = ChatContext(
+            tenant=self.tenant,
+            visitor_id=visitor.external_id,
+            customer_id=customer_id,
+            conversation_id=conversation_id,
+            language=self.language,
+            new_conversation=new_conversation,
+        )
+        self.group = conversation_group(self.tenant.pk, conversation_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        return self.chat
+
+    async def _leave_conversation(self) -> None:
+        if self.chat is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+            self.chat = None
+
+    async def _conversation(self, visitor: services.WidgetSession) -> ChatContext:
+        """The socket's conversation, started when the visitor first needs one (a message, a
+        handoff request): a page view alone writes nothing."""
+        if self.chat is not None:
+            return self.chat
+        started = await db_parallel(services.widget_conversation_start)(
+            tenant=self.tenant, external_id=visitor.external_id, language=self.language
+        )
+        return await self._join_conversation(
+            visitor=visitor,
+            customer_id=started.customer_id,
+            conversation_id=started.conversation_id,
+            new_conversation=started.new_conversation,
+        )
+
     async def on_message(self, frame: dict[str, Any]) -> None:
-        if self.chat is None:
+        if self.visitor is None:
             await self.send_error("hello_first", _("Say hello first."))
             return
         text, client_id = frame.get("text"), frame.get("id")
@@ -233,7 +282,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             return
         if self.tasks is None:
             self.tasks = set()
-        chat = self.chat
+        chat = await self._conversation(self.visitor)
         if chat.new_conversation:  # from now on it has messages
             self.chat = replace(chat, new_conversation=False)
         task = asyncio.create_task(self._answer(chat, text.strip(), client_id))
@@ -257,36 +306,39 @@ class WidgetConsumer(AsyncWebsocketConsumer):
                 )
 
     async def on_feedback(self, frame: dict[str, Any]) -> None:
-        if self.chat is None:
+        if self.visitor is None:
             await self.send_error("hello_first", _("Say hello first."))
             return
         message_id, value = frame.get("message_id"), frame.get("value")
-        recorded = isinstance(message_id, int) and await database_sync_to_async(
-            services.message_feedback_record
-        )(
-            tenant_id=self.tenant.pk,
-            conversation_id=self.chat.conversation_id,
-            message_id=message_id,
-            value=value,
+        chat = self.chat
+        recorded = (
+            chat is not None
+            and isinstance(message_id, int)
+            and await database_sync_to_async(services.message_feedback_record)(
+                tenant_id=self.tenant.pk,
+                conversation_id=chat.conversation_id,
+                message_id=message_id,
+                value=value,
+            )
         )
-        if not recorded:
+        if chat is None or not recorded:
             await self.send_error("bad_frame", _("No such answer to rate."))
             return
         await self.send_frame({"type": "ack", "feedback": message_id, "value": value})
         if value == "down" and self.tenant.handoff_on_negative_feedback:
             await hand_off(
-                self.chat,
+                chat,
                 Conversation.HandoffReason.NEGATIVE_FEEDBACK,
                 self.send_frame,
                 self.language,
             )
 
     async def on_handoff(self, frame: dict[str, Any]) -> None:
-        if self.chat is None:
+        if self.visitor is None:
             await self.send_error("hello_first", _("Say hello first."))
             return
         await hand_off(
-            self.chat,
+            await self._conversation(self.visitor),
             Conversation.HandoffReason.CUSTOMER_REQUEST,
             self.send_frame,
             self.language,
@@ -295,7 +347,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
 
     async def on_contact(self, frame: dict[str, Any]) -> None:
         """Nobody could take the conversation: the customer leaves details for a ticket."""
-        if self.chat is None:
+        if self.visitor is None:
             await self.send_error("hello_first", _("Say hello first."))
             return
         fields = {key: frame.get(key) or "" for key in ("name", "email", "phone", "text")}
@@ -309,25 +361,55 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         except ValidationError:
             await self.send_error("bad_contact", _("Please enter a valid e-mail address."))
             return
+        if phone and not PHONE_PATTERN.fullmatch(phone):
+            await self.send_error("bad_contact", _("Please enter a valid phone number."))
+            return
         if not email and not phone:
             await self.send_error(
                 "bad_contact", _("Please leave an e-mail address or a phone number.")
             )
             return
-        ticket = await database_sync_to_async(ticket_from_conversation)(
-            tenant=self.tenant,
-            conversation_id=self.chat.conversation_id,
-            name=fields["name"].strip()[:120],
-            email=email,
-            phone=phone,
-            note=pii_mask(fields["text"].strip()[:MAX_MESSAGE_CHARS]).text,
+        decision = await contact_rate_limit_check(
+            tenant_id=self.tenant.pk, visitor_id=self.visitor.external_id
         )
-        with translation.override(self.language):
-            text = str(
-                _("Thank you! We received your request (#%(id)d) and will get back to you.")
-                % {"id": ticket.pk}
+        if not decision.allowed:
+            with translation.override(self.language):
+                await self.send_frame(
+                    {
+                        "type": "error",
+                        "code": "rate_limited",
+                        "retry_after": round(decision.retry_after_seconds, 1),
+                        "text": str(_("You are sending details too often. Please wait a while.")),
+                    }
+                )
+            return
+        try:
+            if self.chat is None:
+                raise ContactNotExpected
+            contact = await database_sync_to_async(ticket_from_conversation)(
+                tenant=self.tenant,
+                conversation_id=self.chat.conversation_id,
+                name=fields["name"].strip()[:120],
+                email=email,
+                phone=phone,
+                note=pii_mask(fields["text"].strip()[:MAX_MESSAGE_CHARS]).text,
             )
-        await self.send_frame({"type": "ticket", "id": ticket.pk, "text": text})
+        except ContactNotExpected:
+            await self.send_error(
+                "contact_not_expected",
+                _("Contact details are taken only when nobody is available to chat."),
+            )
+            return
+        with translation.override(self.language):
+            message = (
+                _("Thank you! We added your details to your request (#%(id)d).")
+                if contact.updated
+                else _("Thank you! We received your request (#%(id)d) and will get back to you.")
+            )
+            text = str(message % {"id": contact.ticket.pk})
+        await self.send_frame(
+            {"type": "ticket", "id": contact.ticket.pk, "updated": contact.updated, "text": text}
+        )
 
     async def on_rating(self, frame: dict[str, Any]) -> None:
         value, comment = frame.get("value"), frame.get("comment", "")
@@ -346,7 +428,9 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         await self.send_frame({"type": "ack", "rating": value})
 
     async def on_typing(self, frame: dict[str, Any]) -> None:
-        if self.chat is not None:
+        if self.chat is not None and await typing_throttle_pass(
+            tenant_id=self.tenant.pk, conversation_id=self.chat.conversation_id, sender="customer"
+        ):
             await self.channel_layer.group_send(
                 agents_group(self.tenant.pk),
                 {"type": "customer.typing", "conversation_id": self.chat.conversation_id},

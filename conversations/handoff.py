@@ -19,7 +19,7 @@ from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from conversations.models import AgentPresence, Conversation, Message
+from conversations.models import AgentPresence, Conversation, Customer, Message
 from knowledge.text import normalize, tokenize
 from tenants.models import Membership, Role, Tenant
 
@@ -47,6 +47,18 @@ def broadcast(group: str, event: dict[str, Any]) -> None:
             async_to_sync(layer.group_send)(group, event)
 
     transaction.on_commit(send, robust=True)
+
+
+def agents_reachable(*, tenant_id: int) -> bool:
+    """Whether the tenant's agent consoles can be told of a handoff live.
+
+    Always, unless the channel layer lost Redis: then only consoles connected to this process
+    can be, and a customer must not be promised a person that nobody will hear of.
+    """
+    layer = get_channel_layer()
+    if layer is None or not getattr(layer, "is_degraded", lambda: False)():
+        return True
+    return bool(layer.group_has_local_members(agents_group(tenant_id)))
 
 
 # Triggers ---------------------------------------------------------------------------------------
@@ -118,6 +130,11 @@ def online_agent_ids(*, tenant_id: int) -> list[int]:
     )
 
 
+def agents_available(*, tenant: Tenant) -> bool:
+    """Someone could take a conversation now: an agent is online within business hours."""
+    return within_business_hours(tenant) and bool(online_agent_ids(tenant_id=tenant.pk))
+
+
 def queue_position(*, tenant_id: int, conversation: Conversation) -> int | None:
     if conversation.status != Conversation.Status.QUEUED or conversation.queued_at is None:
         return None
@@ -144,13 +161,21 @@ def _least_busy(tenant_id: int, candidates: list[int]) -> int | None:
 
 @transaction.atomic
 def conversation_handoff(
-    *, tenant: Tenant, conversation_id: int, reason: str, by_customer: bool
+    *,
+    tenant: Tenant,
+    conversation_id: int,
+    reason: str,
+    by_customer: bool,
+    agents_reachable: bool = True,
 ) -> HandoffOutcome:
     """Moves a conversation from the assistant to the people.
 
-    Automatic triggers only move a conversation that is with the assistant; a customer who asks
-    for a person also reopens a resolved one. A conversation already queued or with an agent is
-    left as it is, so handoff never loops.
+    Automatic triggers only move a conversation that is with the assistant, or that counts as
+    resolved by it (a thumbs-down afterwards says it was not); a customer who asks for a person
+    also reopens one a person resolved, or one closed as abandoned in the queue. A conversation
+    already queued or with an agent is left as it is, so handoff never loops.
+    ``agents_reachable`` False (agents cannot be told live) queues it without assigning anyone,
+    and the customer is offered the contact form.
     """
     conversation = (
         # of=("self",): PostgreSQL cannot lock the nullable side of the assignee join.
@@ -158,10 +183,15 @@ def conversation_handoff(
         .select_related("assignee")
         .get(pk=conversation_id, tenant=tenant)
     )
-    movable = [Conversation.Status.BOT] + ([Conversation.Status.RESOLVED] if by_customer else [])
+    movable = conversation.status == Conversation.Status.BOT or (
+        conversation.status == Conversation.Status.RESOLVED
+        and (by_customer or conversation.resolution_kind == Conversation.ResolutionKind.AI)
+    )
+    if by_customer and conversation.status == Conversation.Status.CLOSED:
+        movable = conversation.resolution_kind == Conversation.ResolutionKind.ABANDONED
     online = online_agent_ids(tenant_id=tenant.pk)
-    available = bool(online) and within_business_hours(tenant)
-    if conversation.status not in movable:
+    available = agents_reachable and bool(online) and within_business_hours(tenant)
+    if not movable:
         return HandoffOutcome(
             status=conversation.status,
             moved=False,
@@ -175,8 +205,16 @@ def conversation_handoff(
     conversation.handoff_reason = reason
     conversation.resolution_kind = ""
     conversation.resolved_at = None
+    conversation.closed_at = None
     conversation.assignee = None
-    fields = ["status", "queued_at", "handoff_reason", "resolution_kind", "resolved_at"]
+    fields = [
+        "status",
+        "queued_at",
+        "handoff_reason",
+        "resolution_kind",
+        "resolved_at",
+        "closed_at",
+    ]
     assignee_id = _least_busy(tenant.pk, online) if tenant.auto_assign and available else None
     if assignee_id is not None:
         conversation.status = Conversation.Status.HUMAN
@@ -195,6 +233,12 @@ def conversation_handoff(
     )
 
 
+def customer_card(customer: Customer) -> dict[str, Any]:
+    """How the agent console names a customer: the name or e-mail they gave, else (``name``
+    empty) the console shows "Visitor #<id>" in the agent's language."""
+    return {"id": customer.pk, "name": customer.display_name or customer.email}
+
+
 def open_conversations_for_agents(*, tenant_id: int, user_id: int) -> dict[str, list[dict]]:
     """The agent console's lists: the tenant's queue, and the agent's own conversations."""
     rows = (
@@ -211,7 +255,7 @@ def open_conversations_for_agents(*, tenant_id: int, user_id: int) -> dict[str, 
     for conversation in rows:
         item = {
             "id": conversation.pk,
-            "customer": str(conversation.customer),
+            "customer": customer_card(conversation.customer),
             "status": conversation.status,
             "reason": conversation.handoff_reason,
             "queued_at": conversation.queued_at.isoformat() if conversation.queued_at else None,

@@ -3,6 +3,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from tenants.models import TenantOwnedModel
@@ -41,7 +42,10 @@ class Customer(TenantOwnedModel):
         ]
 
     def __str__(self) -> str:
-        return self.display_name or self.email or f"{self.get_channel_display()} {self.external_id}"
+        # The external id is a random token for widget visitors: unreadable, and not a name.
+        return (
+            self.display_name or self.email or gettext("Visitor #%(number)s") % {"number": self.pk}
+        )
 
 
 class Conversation(TenantOwnedModel):

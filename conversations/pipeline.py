@@ -46,10 +46,12 @@ from conversations.gateway import (
 from conversations.handoff import (
     HandoffOutcome,
     agents_group,
+    agents_reachable,
     asks_for_person,
     conversation_handoff,
     repeated_question,
 )
+from conversations.lifecycle import AUTO_ENDED_STATUSES, conversation_reopen
 from conversations.memory import Turn, memory_append, memory_recent
 from conversations.models import Conversation, Message
 from conversations.moderation import (
@@ -115,6 +117,7 @@ async def hand_off(
         conversation_id=ctx.conversation_id,
         reason=reason,
         by_customer=by_customer,
+        agents_reachable=agents_reachable(tenant_id=ctx.tenant.pk),
     )
     await send(status_frame(outcome, language))
     return outcome
@@ -201,11 +204,22 @@ async def answer_customer_message(
             faq_entry_id=faq_entry_id,
         )
     )
-    ack = {"type": "ack", "id": client_message_id, "message_id": written.customer_message_id}
+    ack = {
+        "type": "ack",
+        "id": client_message_id,
+        "message_id": written.customer_message_id,
+        "conversation_id": ctx.conversation_id,
+    }
     if written.duplicate:
         await send({**ack, "duplicate": True})
         return
     await send(ack)
+    if written.conversation_status in AUTO_ENDED_STATUSES:
+        reopened = await database_sync_to_async(conversation_reopen)(
+            tenant_id=tenant.pk, conversation_id=ctx.conversation_id
+        )
+        if reopened == Conversation.Status.CLOSED:  # the widget showed it closed
+            await send({"type": "status", "status": Conversation.Status.BOT})
 
     with translation.override(language):
         if route is _Route.RATE_LIMITED:

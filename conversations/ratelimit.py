@@ -24,8 +24,9 @@ idempotent when the client retries it after a lost reply. Without Redis, an in-p
 equivalent (a sorted deque per bucket behind a lock, empty buckets dropped): exact for one
 process, which is the only deployment that runs without Redis.
 
-Rate limiting must never take the chat down: when Redis errors or times out, the hit is allowed
-(fail open) and a warning is logged without bucket names, which hold visitor ids.
+Rate limiting must never take the chat down: when Redis errors or times out, the hit is decided
+by the in-process backend instead (limits per process while Redis is down), and a rate-limited
+warning is logged without bucket names, which hold visitor ids.
 """
 
 import bisect
@@ -49,6 +50,7 @@ logger = logging.getLogger(__name__)
 RATE_LIMIT_KEY_PREFIX = "kefu:rl:"
 RATE_LIMIT_VISITOR_DEFAULT = "20/60"
 RATE_LIMIT_TENANT_DEFAULT = "600/60"
+RATE_LIMIT_CONTACT_DEFAULT = "5/3600"
 # How often the in-process backend drops buckets nobody hit for a whole window.
 LOCAL_SWEEP_INTERVAL_SECONDS = 30.0
 
@@ -110,6 +112,15 @@ async def rate_limits_check(
     )
 
 
+async def contact_rate_limit_check(
+    *, tenant_id: int, visitor_id: str, now: float | None = None
+) -> RateDecision:
+    """Counts one set of contact details left by a visitor: each may open or update a ticket
+    that people read, so the budget is far smaller than for chat messages."""
+    rule = _rule_from_setting(name="RATE_LIMIT_CONTACT", default=RATE_LIMIT_CONTACT_DEFAULT)
+    return await rate_limit_hit(bucket=f"contact:{tenant_id}:{visitor_id}", rule=rule, now=now)
+
+
 def rate_limit_parse(*, value: str) -> RateLimit:
     """Parses "N/SECONDS" (N events per SECONDS seconds), e.g. "20/60"; ValueError otherwise."""
     count_text, separator, seconds_text = str(value).partition("/")
@@ -148,12 +159,9 @@ async def _checks_hit(*, checks: Sequence[_Check], now: float | None) -> RateDec
         )
     except (RedisError, OSError) as exc:
         redis_failure_log(logger=logger, operation="rate limit check", error=exc)
-        # Remaining is unknown; report it as for a first event so no client backs off on a guess.
-        return RateDecision(
-            allowed=True,
-            remaining=min(check.rule.limit for check in checks) - 1,
-            retry_after_seconds=0.0,
-        )
+        # Limits stay on while Redis is down, counted per process: a visitor spread over
+        # several processes gets up to that many times the limit, never an unlimited one.
+        return _local.hit(checks=checks, now=time.monotonic() if now is None else now)
     return RateDecision(
         allowed=bool(allowed),
         remaining=int(remaining),

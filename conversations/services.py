@@ -13,7 +13,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from conversations.handoff import unanswered_streak
+from conversations.handoff import agents_available, unanswered_streak
 from conversations.models import Channel, Conversation, Customer, Message
 from tenants.models import Tenant
 
@@ -54,15 +54,21 @@ def identity_verified(*, tenant: Tenant, identity: VisitorIdentity) -> bool:
 
 @dataclass(frozen=True)
 class WidgetSession:
-    customer_id: int
+    """A visitor on one socket. A new visitor has no rows yet (``customer_id`` None) and a
+    visitor without an open conversation has no conversation (``conversation_id`` None): both
+    are written by ``widget_conversation_start`` on the first message, handoff request or
+    contact, so that page views without a word cost no rows."""
+
     external_id: str
-    conversation_id: int
-    conversation_status: str
     visitor_token: str
+    customer_id: int | None
+    conversation_id: int | None
+    conversation_status: str
     resumed: bool
     history: list[HistoryItem]
     identity_rejected: bool = False
-    new_conversation: bool = False  # started by this hello: no messages yet
+    # What the customer was asked for and has not answered yet ("contact", "rating").
+    pending: tuple[str, ...] = ()
 
 
 def visitor_token_issue(*, tenant_id: int, external_id: str) -> str:
@@ -101,15 +107,15 @@ def widget_session_start(
     *,
     tenant: Tenant,
     visitor_token: str | None,
-    language: str,
     identity: VisitorIdentity | None = None,
 ) -> WidgetSession:
-    """Resumes the visitor of ``visitor_token`` (with their open conversation and its history)
-    or starts a new visitor and conversation. A verified ``identity`` picks the tenant's own
-    customer record instead (the same person on every device); a forged one is ignored."""
-    now = timezone.now()
+    """Resumes the visitor of ``visitor_token`` (with their open conversation, its history and
+    what it still asks of them) or names a new visitor. A verified ``identity`` picks the
+    tenant's own customer record instead (the same person on every device); a forged one is
+    ignored. Writes nothing for a visitor who has no customer row yet."""
     rejected = identity is not None and not identity_verified(tenant=tenant, identity=identity)
     customer: Customer | None = None
+    external_id: str | None = None
     if identity is not None and not rejected:
         customer, _created = Customer.objects.update_or_create(
             tenant=tenant,
@@ -127,39 +133,78 @@ def widget_session_start(
             customer = Customer.objects.filter(
                 tenant=tenant, channel=Channel.WIDGET, external_id=external_id
             ).first()
-    resumed = customer is not None
     conversation = None
-    if customer is None:  # a new visitor: nothing to look up
-        customer = Customer.objects.create(
-            tenant=tenant,
-            channel=Channel.WIDGET,
-            external_id=secrets.token_urlsafe(16),
-            last_seen_at=now,
-        )
-    else:
-        Customer.objects.filter(pk=customer.pk).update(last_seen_at=now)
-        conversation = (
-            Conversation.objects.filter(tenant=tenant, customer=customer)
-            .exclude(status=Conversation.Status.CLOSED)
-            .order_by("-created_at", "-id")
-            .first()
-        )
-    new_conversation = conversation is None
-    if conversation is None:
-        conversation = Conversation.objects.create(
-            tenant=tenant, customer=customer, channel=Channel.WIDGET, language=language
-        )
+    if customer is not None:
+        external_id = customer.external_id
+        Customer.objects.filter(pk=customer.pk).update(last_seen_at=timezone.now())
+        conversation = _open_conversation(tenant=tenant, customer=customer)
+    elif external_id is None:  # a new visitor: named now, stored when they first write
+        external_id = secrets.token_urlsafe(16)
     return WidgetSession(
-        customer_id=customer.pk,
-        external_id=customer.external_id,
-        conversation_id=conversation.pk,
-        conversation_status=conversation.status,
-        visitor_token=visitor_token_issue(tenant_id=tenant.pk, external_id=customer.external_id),
-        resumed=resumed,
-        history=_history(conversation) if resumed else [],
+        external_id=external_id,
+        visitor_token=visitor_token_issue(tenant_id=tenant.pk, external_id=external_id),
+        customer_id=customer.pk if customer is not None else None,
+        conversation_id=conversation.pk if conversation is not None else None,
+        conversation_status=conversation.status if conversation else Conversation.Status.BOT,
+        resumed=customer is not None,
+        history=_history(conversation) if conversation is not None else [],
         identity_rejected=rejected,
-        new_conversation=new_conversation,
+        pending=_pending_requests(tenant=tenant, conversation=conversation) if conversation else (),
     )
+
+
+def _open_conversation(*, tenant: Tenant, customer: Customer) -> Conversation | None:
+    return (
+        Conversation.objects.filter(tenant=tenant, customer=customer)
+        .exclude(status=Conversation.Status.CLOSED)
+        .order_by("-created_at", "-id")
+        .first()
+    )
+
+
+def _pending_requests(*, tenant: Tenant, conversation: Conversation) -> tuple[str, ...]:
+    """What the widget asked the customer for and is still waiting for: contact details
+    (queued with nobody available) or a rating (a person resolved it, not rated yet)."""
+    if conversation.status == Conversation.Status.QUEUED:
+        return () if agents_available(tenant=tenant) else ("contact",)
+    if (
+        conversation.status == Conversation.Status.RESOLVED
+        and conversation.resolution_kind == Conversation.ResolutionKind.AGENT
+        and conversation.csat_rating is None
+    ):
+        return ("rating",)
+    return ()
+
+
+@dataclass(frozen=True)
+class ConversationStarted:
+    customer_id: int
+    conversation_id: int
+    new_conversation: bool  # no messages yet
+
+
+@transaction.atomic
+def widget_conversation_start(
+    *, tenant: Tenant, external_id: str, language: str
+) -> ConversationStarted:
+    """The visitor's open conversation, started (with the customer row, for a new visitor) when
+    they first write, ask for a person or leave details. Two tabs of one visitor that start at
+    once get the same conversation: the customer row is locked while one is looked up."""
+    customer, created = Customer.objects.get_or_create(
+        tenant=tenant,
+        channel=Channel.WIDGET,
+        external_id=external_id,
+        defaults={"last_seen_at": timezone.now()},
+    )
+    if not created:  # a new customer has no conversation; another may have one by now
+        Customer.objects.select_for_update().filter(pk=customer.pk).values_list("pk").get()
+        conversation = _open_conversation(tenant=tenant, customer=customer)
+        if conversation is not None:
+            return ConversationStarted(customer.pk, conversation.pk, new_conversation=False)
+    conversation = Conversation.objects.create(
+        tenant=tenant, customer=customer, channel=Channel.WIDGET, language=language
+    )
+    return ConversationStarted(customer.pk, conversation.pk, new_conversation=True)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -12,7 +13,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import override
 
-from conversations.handoff import AGENT_ROLES
+from conversations.handoff import AGENT_ROLES, agents_available
 from conversations.models import Conversation, Customer, Message, Ticket, TicketReply
 from tenants.models import Tenant
 
@@ -32,6 +33,17 @@ def _transcript(conversation_id: int) -> str:
     return "\n".join(lines)
 
 
+class ContactNotExpected(Exception):
+    """The conversation is not waiting for contact details: nobody was asked for a person, or
+    somebody is available to take it live."""
+
+
+@dataclass(frozen=True)
+class ContactTicket:
+    ticket: Ticket
+    updated: bool  # the conversation's ticket existed: the details were added to it
+
+
 @transaction.atomic
 def ticket_from_conversation(
     *,
@@ -41,17 +53,28 @@ def ticket_from_conversation(
     email: str,
     phone: str,
     note: str,
-) -> Ticket:
+) -> ContactTicket:
     """Turns a conversation nobody could take into a ticket with its transcript, tells the
-    tenant's agents by e-mail, and closes the live conversation (the ticket carries on)."""
+    tenant's agents by e-mail, and closes the live conversation (the ticket carries on).
+
+    Accepted only while the conversation waits for a person with nobody available, or once it
+    has become a ticket: one ticket per conversation, later details update it (a new ``note``
+    is added as the customer's reply) and the agents are e-mailed once, for the new ticket.
+    ``email`` and ``phone`` are the customer's own contact data and are kept whole; ``note`` is
+    free text and arrives masked like every customer message. Raises ``ContactNotExpected``.
+    """
     conversation = Conversation.objects.select_for_update().get(pk=conversation_id, tenant=tenant)
-    first_question = (
-        Message.objects.filter(conversation=conversation, role=Message.Role.CUSTOMER)
-        .order_by("created_at", "id")
-        .values_list("content", flat=True)
+    ticket = (
+        Ticket.objects.filter(tenant=tenant, conversation=conversation)
+        .order_by("-created_at", "-id")
         .first()
     )
-    subject = (note or first_question or _("Conversation")).strip().splitlines()[0][:200]
+    waiting = conversation.status == Conversation.Status.QUEUED and not agents_available(
+        tenant=tenant
+    )
+    is_ticket = conversation.resolution_kind == Conversation.ResolutionKind.TICKET
+    if not waiting and not (ticket is not None and is_ticket):
+        raise ContactNotExpected
     customer_fields = {"display_name": name[:120]} if name else {}
     if email:
         customer_fields["email"] = email
@@ -61,6 +84,21 @@ def ticket_from_conversation(
         Customer.objects.filter(pk=conversation.customer_id, tenant=tenant).update(
             **customer_fields
         )
+    if waiting:
+        conversation.status = Conversation.Status.RESOLVED
+        conversation.resolution_kind = Conversation.ResolutionKind.TICKET
+        conversation.resolved_at = timezone.now()
+        conversation.save(update_fields=["status", "resolution_kind", "resolved_at", "updated_at"])
+    if ticket is not None:
+        _ticket_contact_update(ticket=ticket, email=email, phone=phone, note=note)
+        return ContactTicket(ticket, updated=True)
+    first_question = (
+        Message.objects.filter(conversation=conversation, role=Message.Role.CUSTOMER)
+        .order_by("created_at", "id")
+        .values_list("content", flat=True)
+        .first()
+    )
+    subject = (note or first_question or _("Conversation")).strip().splitlines()[0][:200]
     ticket = Ticket.objects.create(
         tenant=tenant,
         customer_id=conversation.customer_id,
@@ -71,10 +109,6 @@ def ticket_from_conversation(
         contact_phone=phone[:40],
         sla_due_at=timezone.now() + timedelta(hours=tenant.ticket_sla_hours),
     )
-    conversation.status = Conversation.Status.RESOLVED
-    conversation.resolution_kind = Conversation.ResolutionKind.TICKET
-    conversation.resolved_at = timezone.now()
-    conversation.save(update_fields=["status", "resolution_kind", "resolved_at", "updated_at"])
     recipients = list(
         get_user_model()
         .objects.filter(
@@ -98,7 +132,21 @@ def ticket_from_conversation(
             )
 
     transaction.on_commit(notify, robust=True)
-    return ticket
+    return ContactTicket(ticket, updated=False)
+
+
+def _ticket_contact_update(*, ticket: Ticket, email: str, phone: str, note: str) -> None:
+    fields: dict[str, Any] = {"contact_email": email} if email else {}
+    if phone:
+        fields["contact_phone"] = phone[:40]
+    if ticket.status == Ticket.Status.SOLVED:  # the customer wrote again: it needs a look
+        fields |= {"status": Ticket.Status.OPEN, "solved_at": None}
+    if fields:
+        Ticket.objects.filter(pk=ticket.pk).update(**fields, updated_at=timezone.now())
+    if note:
+        TicketReply.objects.create(
+            tenant_id=ticket.tenant_id, ticket=ticket, from_customer=True, content=note
+        )
 
 
 @transaction.atomic

@@ -25,13 +25,15 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connections
+from redis.exceptions import RedisError
 
+from helpdesk_site.redis import redis_failure_log
 from knowledge.confidence import MatchFeatures, match_confidence
 from knowledge.dense import mostly_chinese, stored_vectors
 from knowledge.freshness import knowledge_change_listen, knowledge_change_subscribe
 from knowledge.index import FaqScores, TenantIndex, UnitKind, chunk_text
 from knowledge.selectors import knowledge_entry_count, knowledge_index_records
-from knowledge.services import knowledge_version_cache_key
+from knowledge.services import KNOWLEDGE_VERSION_CACHE_SECONDS, knowledge_version_cache_key
 from knowledge.text import normalize
 from tenants.models import Tenant
 
@@ -227,14 +229,24 @@ registry = IndexRegistry()
 
 def current_knowledge_version(tenant_id: int) -> int:
     key = knowledge_version_cache_key(tenant_id)
-    version = cache.get(key)
-    if version is None:
-        version = (
-            Tenant.objects.filter(pk=tenant_id).values_list("knowledge_version", flat=True).first()
-        ) or 0
-        # ``add``, not ``set``: a version published at commit must win over one read before it.
-        cache.add(key, version, timeout=None)
+    try:
+        version = cache.get(key)
+        if version is None:
+            version = _knowledge_version_stored(tenant_id)
+            # ``add``, not ``set``: a version published at commit must win over one read
+            # before it.
+            cache.add(key, version, timeout=KNOWLEDGE_VERSION_CACHE_SECONDS)
+    except (RedisError, OSError) as exc:
+        # The database holds the version: questions are answered while the cache is down.
+        redis_failure_log(logger=logger, operation="knowledge version read", error=exc)
+        version = _knowledge_version_stored(tenant_id)
     return int(version)
+
+
+def _knowledge_version_stored(tenant_id: int) -> int:
+    return (
+        Tenant.objects.filter(pk=tenant_id).values_list("knowledge_version", flat=True).first()
+    ) or 0
 
 
 def faq_match(*, tenant: Tenant, query: str) -> FaqMatch | None:

@@ -17,6 +17,9 @@ from django.db.models import Case, F, IntegerField, Q, QuerySet, Value, When
 from django.utils import timezone, translation
 from django.utils.functional import Promise
 from django.utils.translation import gettext as _
+from redis.exceptions import RedisError
+
+from helpdesk_site.redis import redis_failure_log
 
 # knowledge.tasks imports this module: import the module, not its tasks.
 from knowledge import ingest, tasks
@@ -207,6 +210,12 @@ def knowledge_entries_set_enabled(
     return changed
 
 
+# The cached copy of a tenant's knowledge version expires: an edit made while the cache was
+# unreachable could not clear it, and no process may trust a stale copy for longer than this
+# once the cache is back. Each process then reads the database once per tenant per period.
+KNOWLEDGE_VERSION_CACHE_SECONDS = 60
+
+
 def knowledge_version_cache_key(tenant_id: int) -> str:
     return f"kb:version:{tenant_id}"
 
@@ -219,12 +228,23 @@ def knowledge_changed(*, tenant_id: int) -> None:
     """
     Tenant.objects.filter(pk=tenant_id).update(knowledge_version=F("knowledge_version") + 1)
     # Readers that miss the cache read the database (and ``add`` what they read), so this
-    # process sees its own change at once and others see it at commit at the latest.
-    cache.delete(knowledge_version_cache_key(tenant_id))
+    # process sees its own change at once and others see it at commit at the latest. A cache
+    # outage must not refuse the edit: readers then read the database.
+    try:
+        cache.delete(knowledge_version_cache_key(tenant_id))
+    except (RedisError, OSError) as exc:
+        redis_failure_log(logger=logger, operation="knowledge version publish", error=exc)
 
     def publish() -> None:
         version = Tenant.objects.filter(pk=tenant_id).values_list("knowledge_version", flat=True)
-        cache.set(knowledge_version_cache_key(tenant_id), version.first(), timeout=None)
+        try:
+            cache.set(
+                knowledge_version_cache_key(tenant_id),
+                version.first(),
+                timeout=KNOWLEDGE_VERSION_CACHE_SECONDS,
+            )
+        except (RedisError, OSError) as exc:
+            redis_failure_log(logger=logger, operation="knowledge version publish", error=exc)
         # After the cache holds the new version: the checks this prompts must find it there.
         knowledge_change_announce(tenant_id=tenant_id)
         if dense_retrieval_possible(tenant_id=tenant_id):

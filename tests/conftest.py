@@ -27,11 +27,13 @@ def _process_state_reset() -> None:
     from conversations.memory import memory_local_reset
     from conversations.ratelimit import rate_limit_local_reset
     from conversations.selectors import llm_providers_forget
+    from conversations.throttle import typing_throttle_local_reset
 
     gateway_local_reset()
     memory_local_reset()
     rate_limit_local_reset()
     llm_providers_forget()
+    typing_throttle_local_reset()
 
 
 @pytest.fixture

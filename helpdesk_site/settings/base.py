@@ -11,6 +11,9 @@ from typing import Any
 
 import environ
 from django.utils.translation import gettext_lazy as _
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.retry import Retry
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -126,7 +129,8 @@ CHANNEL_LAYER_MAX_CONNECTIONS = env.int("CHANNEL_LAYER_MAX_CONNECTIONS", default
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels-redis's layer, delivering within the process while Redis is down.
+            "BACKEND": "helpdesk_site.channel_layer.DegradingRedisChannelLayer",
             "CONFIG": {
                 "hosts": [
                     {
@@ -144,8 +148,14 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "kefu",
-            # No timeout by default: a hung Redis would hold a worker thread forever.
-            "OPTIONS": {"socket_connect_timeout": 1.0, "socket_timeout": 1.0},
+            # No timeout by default: a hung Redis would hold a worker thread forever. One retry
+            # on a connection error: a pooled connection that died with a Redis restart is
+            # replaced instead of failing the first read after it.
+            "OPTIONS": {
+                "socket_connect_timeout": 1.0,
+                "socket_timeout": 1.0,
+                "retry": Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
+            },
         }
     }
     CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
@@ -169,6 +179,25 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = 300
 CELERY_TASK_TIME_LIMIT = 360
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# Conversation lifecycle (conversations/lifecycle.py): idle minutes after which a conversation
+# counts as resolved by the assistant, or as abandoned in the queue; the sweep that records
+# both runs every CONVERSATION_SWEEP_SECONDS under `celery -A helpdesk_site beat`, and on the
+# console's home page for the signed-in tenant (the embedded defaults have no beat).
+CONVERSATION_AI_RESOLVED_AFTER_MINUTES = env.int(
+    "CONVERSATION_AI_RESOLVED_AFTER_MINUTES", default=30
+)
+CONVERSATION_ABANDONED_AFTER_MINUTES = env.int("CONVERSATION_ABANDONED_AFTER_MINUTES", default=60)
+CONVERSATION_SWEEP_SECONDS = env.int("CONVERSATION_SWEEP_SECONDS", default=60)
+CONVERSATION_SWEEP_BATCH = env.int("CONVERSATION_SWEEP_BATCH", default=500)
+CELERY_BEAT_SCHEDULE = {
+    "conversations-sweep": {
+        "task": "conversations.tasks.conversations_sweep_task",
+        "schedule": CONVERSATION_SWEEP_SECONDS,
+        # A run that waited longer than the interval is superseded by the next one.
+        "options": {"expires": CONVERSATION_SWEEP_SECONDS},
+    }
+}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -227,6 +256,12 @@ LLM_ANSWER_CACHE_SECONDS = env.int("LLM_ANSWER_CACHE_SECONDS", default=3600)
 # Rate limits, "COUNT/SECONDS": per widget visitor and per tenant (sliding windows).
 RATE_LIMIT_VISITOR = env.str("RATE_LIMIT_VISITOR", default="20/60")
 RATE_LIMIT_TENANT = env.str("RATE_LIMIT_TENANT", default="600/60")
+# Typing indicators: at most one per conversation and direction in this many seconds (0: all).
+TYPING_THROTTLE_SECONDS = env.float("TYPING_THROTTLE_SECONDS", default=2.0)
+# The agent console's socket re-reads the agent's membership before every action, and before
+# passing on queue and customer events when its last read is older than this.
+AGENT_ACCESS_RECHECK_SECONDS = env.float("AGENT_ACCESS_RECHECK_SECONDS", default=1.0)
+RATE_LIMIT_CONTACT = env.str("RATE_LIMIT_CONTACT", default="5/3600")
 CONVERSATION_MEMORY_TTL_SECONDS = env.int("CONVERSATION_MEMORY_TTL_SECONDS", default=1800)
 MODERATION_CHECK_SECONDS = env.float("MODERATION_CHECK_SECONDS", default=1.0)
 

@@ -1,6 +1,7 @@
 /* Kefu agent console: the queue, my conversations and one open conversation, live over
- * /ws/agent/. All text is put into the page with textContent: customer and model text never
- * becomes markup. */
+ * /ws/agent/. Customers' text is put into the page with textContent; answers and agents' replies
+ * are rendered by the widget's safe Markdown renderer (markdown.js, loaded before this script),
+ * which builds elements from text nodes too: customer and model text never becomes markup. */
 (function () {
   "use strict";
   var root = document.getElementById("kefu-agent");
@@ -16,6 +17,22 @@
     return n;
   }
 
+  // A customer who gave no name or e-mail is "Visitor #<customer id>": stable and readable.
+  function customerName(customer) {
+    return customer.name || t.visitor.replace("{number}", customer.id);
+  }
+
+  function messageText(m) {
+    var text = node("div", "kefu-text");
+    if (m.role === "customer" || m.role === "system" || !window.KefuMarkdown) {
+      text.className += " kefu-plain";
+      text.textContent = m.text;
+    } else {
+      window.KefuMarkdown.render(text, m.text);
+    }
+    return text;
+  }
+
   function send(frame) {
     if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(frame));
   }
@@ -26,7 +43,7 @@
     if (!items.length) { list.appendChild(node("li", "kefu-empty", emptyText)); return; }
     items.forEach(function (item) {
       var li = node("li", "kefu-item" + (current && current.id === item.id ? " kefu-active" : ""));
-      var button = node("button", "kefu-open", item.customer + " · #" + item.id);
+      var button = node("button", "kefu-open", customerName(item.customer) + " · #" + item.id);
       button.type = "button";
       button.setAttribute("data-conversation", item.id);
       button.addEventListener("click", function () { send({type: "open", conversation_id: item.id}); });
@@ -40,7 +57,8 @@
     current = c;
     el("kefu-empty-detail").hidden = true;
     el("kefu-detail").hidden = false;
-    el("kefu-customer").textContent = c.customer.name + (c.customer.email ? " <" + c.customer.email + ">" : "");
+    var name = customerName(c.customer);
+    el("kefu-customer").textContent = name + (c.customer.email && c.customer.email !== name ? " <" + c.customer.email + ">" : "");
     el("kefu-status").textContent = t.statuses[c.status] || c.status;
     el("kefu-accept").hidden = c.status !== "queued";
     var mine = c.status === "human";
@@ -52,7 +70,7 @@
       var who = m.internal ? t.note : (t.roles[m.role] || m.role);
       if (m.role === "assistant" && m.source) who += " · " + m.source + (m.knowledge && m.knowledge.length ? " · " + m.knowledge.join(", ") : "");
       item.appendChild(node("div", "kefu-who", who));
-      item.appendChild(node("div", "kefu-text", m.text));
+      item.appendChild(messageText(m));
       log.appendChild(item);
     });
     log.scrollTop = log.scrollHeight;
@@ -113,7 +131,13 @@
       send({type: "presence", status: el("kefu-presence").value});
     };
     socket.onmessage = function (event) { onFrame(JSON.parse(event.data)); };
-    socket.onclose = function () {
+    socket.onclose = function (event) {
+      if (event.code === 4403) {  // access was withdrawn: reconnecting cannot help
+        root.classList.remove("kefu-offline");
+        el("kefu-notice").textContent = t.accessLost;
+        el("kefu-notice").hidden = false;
+        return;
+      }
       root.classList.add("kefu-offline");
       var delay = Math.min(15000, 500 * Math.pow(2, retry++)) * Math.random();
       setTimeout(connect, delay);

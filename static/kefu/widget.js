@@ -38,12 +38,14 @@
  *   an open one lets tests, browser extensions and accessibility tooling inspect the widget.
  * - Message text (customer, agent or model) only ever reaches the DOM through text nodes
  *   (textContent / append(string)); nothing here uses innerHTML. Answers are rendered from a
- *   small Markdown subset into elements built one by one; links are limited to http(s)/mailto.
+ *   small Markdown subset into elements built one by one; links are limited to http(s)/mailto
+ *   (markdown.js, loaded from the same Kefu host and shared with the agent console).
  * - Protocol: docs/widget-protocol.md (hello/welcome, message/ack/delta/done, status, error,
  *   feedback, handoff, ping/pong) and the handoff frames of conversations/consumers.py
  *   (agent_message, typing, status.collect_contact → contact/ticket, rating_request → rating,
- *   welcome.tickets). Messages carry a client id until acknowledged, so a resend after a
- *   reconnect is deduplicated by the server and reconciled here.
+ *   welcome.tickets, welcome.pending → the contact form or the rating card again). Messages
+ *   carry a client id until acknowledged, so a resend after a reconnect is deduplicated by the
+ *   server and reconciled here.
  * - No request goes anywhere but the Kefu host the script was loaded from.
  */
 (() => {
@@ -122,6 +124,8 @@
       contactNote: "How can we help? (optional)",
       contactSend: "Send my details",
       contactNeeded: "Please leave an e-mail address or a phone number.",
+      contactAsk:
+        "Nobody is available right now. Leave your contact details and we will get back to you.",
       rate: "How did we do?",
       stars: "{n} out of 5",
       rated: "Thank you for your rating!",
@@ -160,6 +164,7 @@
       contactNote: "请描述您的问题（选填）",
       contactSend: "提交联系方式",
       contactNeeded: "请留下邮箱或电话。",
+      contactAsk: "目前暂无人工客服在线。请留下您的联系方式，我们会尽快与您联系。",
       rate: "请为本次服务评分",
       stars: "{n} 星（满分 5 星）",
       rated: "感谢您的评价！",
@@ -247,129 +252,22 @@
 
   // --- Safe Markdown -----------------------------------------------------------------------------
   //
-  // A small subset, rendered straight into DOM nodes: paragraphs, line breaks, **bold**,
-  // *italic* / _italic_, `code`, fenced code blocks, bullet and numbered lists, headings (as
-  // bold lines), [links](url) and bare URLs. Unclosed constructs stay literal text, so a
-  // half-streamed answer renders sensibly and settles when the rest arrives.
+  // The renderer lives in markdown.js, shared with the agent console. It loads next to the
+  // config, and the widget connects only once it has (or failed to: answers are then plain text).
 
-  const INLINE = new RegExp(
-    [
-      "`([^`\\n]+)`", // 1 code
-      "\\*\\*(?=\\S)([^\\n]*?\\S)\\*\\*", // 2 bold
-      "(?<![\\w])__(?=\\S)([^\\n]*?\\S)__(?![\\w])", // 3 bold
-      "\\*(?=[^\\s*])([^*\\n]*?[^\\s*])?\\*", // 4 italic (4 undefined: one character)
-      "(?<![\\w])_(?=[^\\s_])([^_\\n]*?[^\\s_])?_(?![\\w])", // 5 italic
-      "\\[([^\\]\\n]+)\\]\\(\\s*((?:[^()\\s]|\\([^()\\s]*\\))+)\\s*\\)", // 6 label, 7 href
-      "((?:https?:\\/\\/|mailto:)[^\\s<>\"'`]+)", // 8 bare URL
-    ].join("|"),
-    "g",
-  );
-  // Punctuation that ends a sentence rather than a bare URL.
-  const URL_TAIL = /[.,;:!?'")\]}>。，、；：！？）】」』》]+$/;
-  const SAFE_PROTOCOLS = ["http:", "https:", "mailto:"];
-
-  /** The normalised URL when it is absolute http(s) or mailto, else null. */
-  const safeUrl = (href) => {
-    try {
-      const url = new URL(href); // relative URLs throw: they would resolve against the host page
-      return SAFE_PROTOCOLS.includes(url.protocol) ? url.href : null;
-    } catch (_) {
-      return null;
-    }
+  let renderMarkdown = (container, source) => {
+    container.textContent = source;
   };
-
-  const link = (parent, href) => {
-    const a = el("a", "", null, parent);
-    a.href = href;
-    a.target = "_blank";
-    a.rel = "noopener noreferrer nofollow";
-    return a;
-  };
-
-  /** Renders inline Markdown of `text` into `parent`; `links` is false inside a link's label. */
-  const renderInline = (parent, text, links = true) => {
-    const re = new RegExp(INLINE.source, "g");
-    let last = 0;
-    let m;
-    while ((m = re.exec(text))) {
-      if (m.index > last) parent.append(text.slice(last, m.index));
-      last = re.lastIndex;
-      const [whole, code, bold1, bold2, , , label, href, bare] = m;
-      if (code !== undefined) {
-        el("code", "", code, parent);
-      } else if (bold1 !== undefined || bold2 !== undefined) {
-        renderInline(el("strong", "", null, parent), bold1 || bold2, links);
-      } else if (whole[0] === "*" || whole[0] === "_") {
-        renderInline(el("em", "", null, parent), whole.slice(1, -1), links);
-      } else if (label !== undefined) {
-        const url = links && safeUrl(href);
-        // An unsafe link (javascript:, data:, relative…) keeps its label as plain text.
-        renderInline(url ? link(parent, url) : parent, label, false);
-      } else {
-        const tail = (bare.match(URL_TAIL) || [""])[0];
-        const address = bare.slice(0, bare.length - tail.length);
-        const url = links && safeUrl(address);
-        if (url) link(parent, url).textContent = address;
-        else parent.append(address);
-        if (tail) parent.append(tail);
-      }
-    }
-    if (last < text.length) parent.append(text.slice(last));
-  };
-
-  /** Replaces the content of `container` with the rendered Markdown `source`. */
-  const renderMarkdown = (container, source) => {
-    container.textContent = "";
-    const lines = source.replace(/\r\n?/g, "\n").split("\n");
-    let paragraph = null;
-    let list = null;
-    for (let i = 0; i < lines.length; i++) {
-      const line = lines[i];
-      const fence = line.match(/^\s{0,3}(`{3,}|~{3,})\s*([\w+#.-]*)\s*$/);
-      if (fence) {
-        paragraph = list = null;
-        const code = [];
-        for (i++; i < lines.length && !lines[i].trim().startsWith(fence[1]); i++) {
-          code.push(lines[i]);
-        }
-        const block = el("code", "", code.join("\n"), el("pre", "", null, container));
-        if (fence[2]) block.dataset.lang = fence[2];
-        continue;
-      }
-      if (!line.trim()) {
-        paragraph = list = null;
-        continue;
-      }
-      const item = line.match(/^\s{0,3}(?:([-*+•])|(\d{1,9})[.)])\s+(.*)$/);
-      if (item) {
-        const tag = item[1] ? "UL" : "OL";
-        if (!list || list.tagName !== tag) {
-          paragraph = null;
-          list = el(tag.toLowerCase(), "", null, container);
-          if (tag === "OL" && item[2] !== "1") list.start = Number(item[2]);
-        }
-        renderInline(el("li", "", null, list), item[3]);
-        continue;
-      }
-      if (list && /^\s+\S/.test(line)) {
-        // An indented line continues the list item above it.
-        const last = list.lastElementChild;
-        last.appendChild(document.createElement("br"));
-        renderInline(last, line.trim());
-        continue;
-      }
-      list = null;
-      const heading = line.match(/^\s{0,3}#{1,6}\s+(.*?)[\s#]*$/);
-      if (heading) {
-        paragraph = null;
-        renderInline(el("strong", "", null, el("p", "", null, container)), heading[1]);
-        continue;
-      }
-      if (paragraph) paragraph.appendChild(document.createElement("br"));
-      else paragraph = el("p", "", null, container);
-      renderInline(paragraph, line);
-    }
-  };
+  const markdownLoaded = new Promise((resolve) => {
+    const tag = document.createElement("script");
+    tag.src = `${BASE}/static/kefu/markdown.js`;
+    tag.async = true;
+    tag.onload = tag.onerror = () => {
+      if (window.KefuMarkdown) renderMarkdown = window.KefuMarkdown.render;
+      resolve();
+    };
+    (document.head || document.documentElement).appendChild(tag);
+  });
 
   // --- Styles ------------------------------------------------------------------------------------
 
@@ -807,8 +705,11 @@ textarea:focus-visible, input:focus-visible { outline: 2px solid var(--accent);
     state.typing.clear();
   };
 
-  /** Nobody could take the conversation: a form for the customer's details (→ a ticket). */
-  const showContactForm = () => {
+  /**
+   * Nobody could take the conversation: a form for the customer's details (→ a ticket).
+   * `draft`: what was typed in it before the list was rebuilt (a reconnect).
+   */
+  const showContactForm = (draft = {}) => {
     if (ui.list.querySelector(".contact")) return;
     const form = el("form", "msg card contact");
     const fields = [
@@ -826,6 +727,7 @@ textarea:focus-visible, input:focus-visible { outline: 2px solid var(--accent);
       else input.rows = 2;
       input.autocomplete = autocomplete;
       input.maxLength = type ? 254 : MAX_CHARS;
+      if (typeof draft[name] === "string") input.value = draft[name];
     }
     el("button", "primary", t("contactSend"), form).type = "submit";
     form.addEventListener("submit", (event) => {
@@ -841,6 +743,15 @@ textarea:focus-visible, input:focus-visible { outline: 2px solid var(--accent);
     });
     appendToList(form);
     scrollToEnd(true);
+  };
+
+  /** What the customer typed in the contact form, if it is shown. */
+  const contactDraft = () => {
+    const form = ui.list.querySelector(".contact");
+    if (!form) return {};
+    const draft = {};
+    for (const input of form.querySelectorAll("[name]")) draft[input.name] = input.value;
+    return draft;
   };
 
   /** The agent resolved the conversation: five stars to rate it. */
@@ -1031,10 +942,19 @@ textarea:focus-visible, input:focus-visible { outline: 2px solid var(--accent);
       if (typeof frame.visitor_token === "string") storage.set(TOKEN_KEY, frame.visitor_token);
       state.status = frame.status || "bot";
       setNotice(null);
+      const draft = contactDraft();
       renderHistory(
         Array.isArray(frame.history) ? frame.history : [],
         Array.isArray(frame.tickets) ? frame.tickets : [],
       );
+      // Requests the customer has not answered yet, asked before this socket (or on it): the
+      // rebuilt list has no trace of them.
+      const pending = Array.isArray(frame.pending) ? frame.pending : [];
+      if (pending.includes("contact")) {
+        systemLine(t("contactAsk"));
+        showContactForm(draft);
+      }
+      if (pending.includes("rating")) showRating();
       updateHumanButton();
       // Unacknowledged messages go (again) now, in order; the server drops repeats.
       for (const item of state.outbox) if (item.sentOn !== state.ws) transmit(item);
@@ -1258,7 +1178,9 @@ textarea:focus-visible, input:focus-visible { outline: 2px solid var(--accent);
         return;
       }
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
-      start(await response.json());
+      const config = await response.json();
+      await markdownLoaded;
+      start(config);
     } catch (_) {
       setTimeout(() => loadConfig(attempt + 1), BACKOFF_BASE_MS + backoff(attempt));
     }

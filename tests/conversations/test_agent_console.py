@@ -1,13 +1,17 @@
 """The agent console's socket: queue, accept, replies both ways, notes, transfer, resolve."""
 
+import json
+
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from conversations.agent_consumer import AgentConsumer
-from conversations.models import Conversation, Message
+from conversations.handoff import agents_group
+from conversations.models import AgentPresence, Conversation, Message
 from knowledge import services as knowledge_services
-from tenants.models import Role
+from tenants.models import Membership, Role, Tenant
 from tests import factories
 from tests.conversations.test_pipeline import Widget
 
@@ -73,8 +77,8 @@ async def test_the_whole_human_flow(shop) -> None:
         assert empty["queue"] == [] and empty["mine"] == []
 
         welcome = await widget.open()
-        conversation_id = welcome["conversation_id"]
         await widget.ask("How long does delivery take?", "m1")
+        conversation_id = welcome["conversation_id"]  # started by the first message
         await widget.send({"type": "handoff"})
         queued = await customer_frame(widget, "status")
         assert queued["status"] == "queued" and queued["agents_available"] is True
@@ -214,3 +218,204 @@ async def test_only_signed_in_agents_connect(shop) -> None:
     connected, close_code = await console.communicator.connect()
     assert (connected, close_code) == (False, 4401)
     await console.communicator.disconnect()
+
+
+async def _closed_with(console: Console) -> int:
+    """Reads the console's output up to the close; every frame before it must be the notice
+    that access was revoked (nothing else may reach an agent who lost access)."""
+    while True:
+        output = await console.communicator.receive_output(timeout=5)
+        if output["type"] == "websocket.close":
+            return int(output["code"])
+        assert json.loads(output["text"]) == {
+            "type": "error",
+            "code": "access_revoked",
+            "text": "You no longer have access to this console.",
+        }
+
+
+@database_sync_to_async
+def _revoke(tenant, user, how: str) -> None:
+    memberships = Membership.objects.filter(tenant=tenant, user=user)
+    if how == "demoted":
+        memberships.update(role=Role.VIEWER)
+    elif how == "removed":
+        memberships.delete()
+    elif how == "deactivated":
+        type(user).objects.filter(pk=user.pk).update(is_active=False)
+    else:
+        Tenant.objects.filter(pk=tenant.pk).update(is_active=False)
+
+
+@pytest.mark.parametrize("how", ["demoted", "removed", "deactivated", "tenant_disabled"])
+async def test_an_agent_who_loses_access_can_do_nothing_more_on_an_open_socket(shop, how) -> None:
+    # Given an agent with an open console, a queued conversation and one of their own
+    li = await database_sync_to_async(member)(shop, "li")
+    queued = await database_sync_to_async(factories.ConversationFactory)(
+        tenant=shop, status="queued"
+    )
+    own = await database_sync_to_async(factories.ConversationFactory)(
+        tenant=shop, status="human", assignee=li
+    )
+    console = Console(li)
+    try:
+        await console.open()
+        # When they lose access in the console (another process) and then act on the socket
+        await _revoke(shop, li, how)
+        await console.send({"type": "reply", "conversation_id": own.pk, "text": "Still here"})
+        # Then the socket is closed and nothing was done
+        assert await _closed_with(console) == 4403
+    finally:
+        await console.close()
+    assert (await Conversation.objects.aget(pk=queued.pk)).status == "queued"
+    assert not await Message.objects.filter(conversation_id=own.pk).aexists()
+
+
+@pytest.mark.parametrize("frame_type", ["accept", "open"])
+async def test_a_demoted_agent_cannot_accept_or_read_a_conversation(shop, frame_type) -> None:
+    li = await database_sync_to_async(member)(shop, "li")
+    queued = await database_sync_to_async(factories.ConversationFactory)(
+        tenant=shop, status="queued"
+    )
+    console = Console(li)
+    try:
+        await console.open()
+        await _revoke(shop, li, "demoted")
+        await console.send({"type": frame_type, "conversation_id": queued.pk})
+        assert await _closed_with(console) == 4403
+    finally:
+        await console.close()
+    assert (await Conversation.objects.aget(pk=queued.pk)).status == "queued"
+
+
+async def test_a_removed_agent_receives_no_more_queue_or_customer_events(shop, settings) -> None:
+    # Every event re-reads the membership (by default a read may be a second old).
+    settings.AGENT_ACCESS_RECHECK_SECONDS = 0
+    li = await database_sync_to_async(member)(shop, "li")
+    item = await database_sync_to_async(factories.ConversationFactory)(tenant=shop)
+    console = Console(li)
+    try:
+        await console.open()
+        await _revoke(shop, li, "removed")
+        # A customer writes; the event reaches the agents' group of the tenant
+        await get_channel_layer().group_send(
+            agents_group(shop.pk),
+            {
+                "type": "customer.message",
+                "conversation_id": item.pk,
+                "message_id": 1,
+                "text": "my e-mail is li@example.com",
+            },
+        )
+        assert await _closed_with(console) == 4403
+    finally:
+        await console.close()
+
+
+async def test_a_role_change_takes_effect_on_the_open_socket(shop) -> None:
+    # An admin may work another agent's conversation; demoted to agent, no longer.
+    boss = await database_sync_to_async(member)(shop, "boss", Role.ADMIN)
+    li = await database_sync_to_async(member)(shop, "li")
+    item = await database_sync_to_async(factories.ConversationFactory)(
+        tenant=shop, status="human", assignee=li
+    )
+    console = Console(boss)
+    try:
+        await console.open()
+        await Membership.objects.filter(tenant=shop, user=boss).aupdate(role=Role.AGENT)
+        await console.send({"type": "resolve", "conversation_id": item.pk})
+        assert (await console.receive("error"))["code"] == "forbidden"
+    finally:
+        await console.close()
+    assert (await Conversation.objects.aget(pk=item.pk)).status == "human"
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("not json", "bad_json"),
+        ("1e400", "bad_frame"),
+        ('{"type": "open", "conversation_id": 1e400}', "bad_frame"),
+        ('{"type": "accept", "conversation_id": -1e400}', "bad_frame"),
+        ('{"type": "open", "conversation_id": 1.5}', "bad_frame"),
+        ('{"type": "open", "conversation_id": true}', "bad_frame"),
+        ('{"type": "open", "conversation_id": 99999999999999999999999}', "bad_frame"),
+        ('{"type": "transfer", "conversation_id": 1, "agent_id": null}', "bad_frame"),
+        ('{"type": "reply", "conversation_id": 1, "text": ["hi"]}', "bad_frame"),
+        ('{"type": "reply", "conversation_id": 1, "text": "hi", "internal": "no"}', "bad_frame"),
+        ('{"type": "presence", "status": "busy"}', "bad_frame"),
+        ('{"type": "presence", "status": "xxxxxxxxxxx"}', "bad_frame"),
+        ('{"type": "presence"}', "bad_frame"),
+        ('{"type": "ping", "status": "busy"}', "bad_frame"),
+        ('{"type": "ping", "status": "xxxxxxxxxxx"}', "bad_frame"),
+        ('{"type": "ping", "status": ["online"]}', "bad_frame"),
+        ("[" * 100_000 + "]" * 100_000, "bad_frame"),  # too large
+        ("[" * 10_000 + "]" * 10_000, "bad_json"),  # too deep for the parser
+        ('{"type": "nothing"}', "unknown_type"),
+    ],
+)
+async def test_malformed_frames_get_an_error_and_change_nothing(shop, text, code) -> None:
+    li = await database_sync_to_async(member)(shop, "li")
+    console = Console(li)
+    try:
+        await console.open()
+        await console.communicator.send_to(text_data=text)
+        error = await console.receive("error")
+        assert error["code"] == code and error["text"]
+        await console.send({"type": "ping"})  # the socket lives on
+        assert (await console.receive("pong"))["type"] == "pong"
+    finally:
+        await console.close()
+    presence = await AgentPresence.objects.aget(tenant=shop, user=li)
+    assert presence.status in AgentPresence.Status.values
+
+
+async def _typing_frames(communicator: WebsocketCommunicator, *, kind: str) -> int:
+    """Counts frames of ``kind`` until none arrives for half a second."""
+    count = 0
+    while not await communicator.receive_nothing(timeout=0.5):
+        count += (await communicator.receive_json_from())["type"] == kind
+    return count
+
+
+async def test_typing_frames_are_passed_on_once_per_window_each_way(shop) -> None:
+    li = await database_sync_to_async(member)(shop, "li")
+    console = Console(li)
+    widget = Widget(shop)
+    try:
+        await console.open()
+        welcome = await widget.open()
+        await widget.ask("How long does delivery take?", "m1")
+        conversation_id = welcome["conversation_id"]
+        await Conversation.objects.filter(pk=conversation_id).aupdate(status="human", assignee=li)
+
+        for _ in range(200):
+            await widget.send({"type": "typing"})
+        customer_typing = await _typing_frames(console.communicator, kind="customer_typing")
+        for _ in range(200):
+            await console.send({"type": "typing", "conversation_id": conversation_id})
+        agent_typing = await _typing_frames(widget.communicator, kind="typing")
+    finally:
+        await widget.close()
+        await console.close()
+    assert (customer_typing, agent_typing) == (1, 1)
+
+
+async def test_customers_who_gave_no_name_are_numbered_visitors(shop) -> None:
+    li = await database_sync_to_async(member)(shop, "li")
+    anonymous = await database_sync_to_async(factories.CustomerFactory)(
+        tenant=shop, display_name="", external_id="JDmdiOhOqECX3ABh_9WI4w"
+    )
+    item = await database_sync_to_async(factories.ConversationFactory)(
+        tenant=shop, customer=anonymous, status="queued"
+    )
+    console = Console(li)
+    try:
+        lists = await console.open()
+        assert lists["queue"][0]["customer"] == {"id": anonymous.pk, "name": ""}
+        await console.send({"type": "open", "conversation_id": item.pk})
+        detail = await console.receive("conversation")
+        assert (detail["customer"]["id"], detail["customer"]["name"]) == (anonymous.pk, "")
+    finally:
+        await console.close()
+    assert str(anonymous) == f"Visitor #{anonymous.pk}"  # the console's lists and forms

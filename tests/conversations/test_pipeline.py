@@ -13,14 +13,15 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.core.cache import cache
 
-from conversations import writer
+from conversations import services, writer
 from conversations.memory import memory_local_reset
 from conversations.mockllm import MockLLMServer, stream_tokens
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Customer, Message
 from conversations.pii import luhn_is_valid
 from conversations.pipeline import draft_reply
 from conversations.ratelimit import rate_limit_local_reset
 from conversations.selectors import llm_providers_forget
+from conversations.services import visitor_token_read
 from helpdesk_site.asgi import application
 from knowledge import services as knowledge_services
 from knowledge.models import KnowledgeEntry
@@ -106,6 +107,7 @@ class Widget:
             f"/ws/widget/{tenant.public_key}/",
             headers=[(b"origin", ORIGIN.encode()), (b"host", b"kefu.example.com")],
         )
+        self.welcome: dict[str, Any] = {}
 
     async def open(self, **hello: Any) -> dict[str, Any]:
         connected, _ = await self.communicator.connect()
@@ -119,7 +121,14 @@ class Widget:
         await self.communicator.send_to(text_data=json.dumps(frame))
 
     async def receive(self, wait: float = 10) -> dict[str, Any]:
-        return json.loads(await self.communicator.receive_from(timeout=wait))
+        frame = json.loads(await self.communicator.receive_from(timeout=wait))
+        if frame["type"] == "welcome":
+            self.welcome = frame
+        elif frame.get("conversation_id") and self.welcome.get("conversation_id") is None:
+            # A conversation starts with its first message: the welcome (which tests keep)
+            # learns its id from the message's acknowledgement.
+            self.welcome["conversation_id"] = frame["conversation_id"]
+        return frame
 
     async def ask(self, text: str, message_id: str) -> list[dict[str, Any]]:
         """Sends a message; returns every frame up to its `done`, `error` or `status`."""
@@ -472,6 +481,7 @@ async def test_a_repeated_client_message_id_is_not_answered_twice(shop) -> None:
             "type": "ack",
             "id": "same-id",
             "message_id": first[0]["message_id"],
+            "conversation_id": welcome["conversation_id"],
             "duplicate": True,
         }
     ]
@@ -571,3 +581,67 @@ async def test_history_reaches_the_prompt_even_after_the_memory_is_lost(shop, mo
         ("assistant", "The blue one is in stock."),
         ("user", "Can I pick it up?"),
     ]
+
+
+async def test_page_views_write_nothing_until_the_visitor_writes(shop) -> None:
+    widget = Widget(shop)
+    try:
+        first = await widget.open()
+        for _ in range(199):  # a page that says hello again and again on one socket
+            await widget.send({"type": "hello"})
+            again = await widget.receive()
+            assert visitor_token_read(tenant_id=shop.pk, token=again["visitor_token"]) == (
+                visitor_token_read(tenant_id=shop.pk, token=first["visitor_token"])
+            )
+        assert first["conversation_id"] is None and first["status"] == "bot"
+        assert await Customer.objects.filter(tenant=shop).acount() == 0
+        assert await Conversation.objects.filter(tenant=shop).acount() == 0
+
+        frames = await widget.ask("How long does delivery take?", "m1")
+    finally:
+        await widget.close()
+    assert frames[-1]["type"] == "done"
+    conversation = await Conversation.objects.select_related("customer").aget(tenant=shop)
+    assert frames[0]["conversation_id"] == conversation.pk
+    assert await Customer.objects.filter(tenant=shop).acount() == 1
+
+    # The next page view with the visitor's token is the same visitor in the same conversation.
+    later = Widget(shop)
+    try:
+        resumed = await later.open(visitor_token=first["visitor_token"])
+        await later.ask("When will my order arrive", "m2")
+    finally:
+        await later.close()
+    assert resumed["resumed"] is True and resumed["conversation_id"] == conversation.pk
+    assert await Customer.objects.filter(tenant=shop).acount() == 1
+    assert await Conversation.objects.filter(tenant=shop).acount() == 1
+
+
+async def test_a_new_visitors_token_names_them_before_they_write(shop) -> None:
+    widget = Widget(shop)
+    try:
+        first = await widget.open()
+    finally:
+        await widget.close()
+    later = Widget(shop)
+    try:
+        await later.open(visitor_token=first["visitor_token"])
+        await later.ask("How long does delivery take?", "m1")
+    finally:
+        await later.close()
+    customer = await Customer.objects.aget(tenant=shop)
+    assert visitor_token_read(tenant_id=shop.pk, token=first["visitor_token"]) == (
+        customer.external_id
+    )
+
+
+def test_starting_the_conversation_costs_a_few_queries(shop, django_assert_max_num_queries):
+    # On the first message's path: look up and insert the customer, insert the conversation
+    # (with BEGIN, COMMIT and the savepoint around the customer's insert).
+    with django_assert_max_num_queries(7):
+        started = services.widget_conversation_start(
+            tenant=shop, external_id="visitor-1", language="en"
+        )
+    assert started.new_conversation is True
+    again = services.widget_conversation_start(tenant=shop, external_id="visitor-1", language="en")
+    assert (again.conversation_id, again.new_conversation) == (started.conversation_id, False)

@@ -56,3 +56,13 @@ def test_the_agent_console_page(agent_client_a, viewer_client_a) -> None:
     assert page.status_code == 200
     assert b"kefu/agent.js" in page.content and b'id="kefu-agent-strings"' in page.content
     assert viewer_client_a.get(reverse("admin:agent_console")).status_code == 403
+
+
+def test_the_agent_console_names_visitors_in_the_agents_language(agent_client_a) -> None:
+    page = agent_client_a.get(reverse("admin:agent_console"), HTTP_ACCEPT_LANGUAGE="zh-CN")
+    strings = page.context["strings"]
+    assert (strings["visitor"], strings["accessLost"]) == (
+        "访客 #{number}",
+        "你已无权使用坐席工作台。",
+    )
+    assert b"kefu/markdown.js" in page.content  # the widget's renderer, for answers

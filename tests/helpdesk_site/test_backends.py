@@ -29,10 +29,10 @@ def test_redis_cache_round_trip(redis_url: str) -> None:
 
 
 def test_redis_channel_layer_delivers_to_groups(redis_url: str) -> None:
-    from channels_redis.core import RedisChannelLayer
+    from helpdesk_site.channel_layer import DegradingRedisChannelLayer
 
     layer = get_channel_layer()
-    assert isinstance(layer, RedisChannelLayer)
+    assert isinstance(layer, DegradingRedisChannelLayer)
 
     async def exchange() -> dict:
         channel = await layer.new_channel()

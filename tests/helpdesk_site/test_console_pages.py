@@ -1,9 +1,13 @@
 """Every console page renders for the people allowed to open it."""
 
+from datetime import timedelta
+
 import pytest
 from django.contrib import admin
 from django.urls import reverse
+from django.utils import timezone
 
+from conversations.models import Conversation
 from tests import factories
 
 PAGES = sorted((model._meta.app_label, model._meta.model_name) for model in admin.site._registry)
@@ -51,3 +55,26 @@ def test_console_home_shows_the_overview(owner_client_a, tenant_a) -> None:
     assert overview.answers_by_source == {"faq": 1}
     assert overview.tokens_out == 12
     assert b"kefu-overview" in response.content
+
+
+def test_the_console_home_records_how_idle_conversations_ended(owner_client_a, tenant_a) -> None:
+    # Without Celery beat (the embedded defaults) the home page itself runs the tenant's sweep.
+    long_ago = timezone.now() - timedelta(hours=2)
+    resolved = factories.ConversationFactory(tenant=tenant_a, last_message_at=long_ago)
+    factories.MessageFactory(conversation=resolved, role="customer")
+    factories.MessageFactory(
+        conversation=resolved, role="assistant", source="faq", knowledge_refs=["faq-1"]
+    )
+    Conversation.objects.filter(pk=resolved.pk).update(last_message_at=long_ago)
+    factories.ConversationFactory(
+        tenant=tenant_a, status="queued", queued_at=long_ago, last_message_at=long_ago
+    )
+    other = factories.ConversationFactory(status="queued", queued_at=long_ago)
+
+    response = owner_client_a.get(reverse("admin:index"))
+
+    overview = response.context["kefu_overview"]
+    assert (overview.conversations, overview.resolved_by_ai, overview.abandoned) == (2, 1, 1)
+    assert b"Abandoned in the queue" in response.content
+    other.refresh_from_db()
+    assert other.status == "queued"  # another tenant's queue is not this page's business

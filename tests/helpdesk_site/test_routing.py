@@ -6,6 +6,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+from django.contrib.auth import SESSION_KEY, get_user_model
+from django.contrib.sessions.backends.db import SessionStore
 from django.test import Client
 
 from conversations.consumers import WidgetConsumer
@@ -87,5 +89,106 @@ async def test_agent_socket_serves_the_signed_in_agent_from_the_session_cookie()
         connected, code = await communicator.connect()
         assert connected, code
         assert (await communicator.receive_json_from(timeout=5))["type"] == "lists"
+    finally:
+        await communicator.disconnect()
+
+
+async def _agent_handshake(
+    cookie: bytes, *, origin: bytes | None, host: bytes, extra: tuple = ()
+) -> tuple[bool, Any]:
+    headers = [(b"host", host), (b"cookie", cookie), *extra]
+    if origin is not None:
+        headers.append((b"origin", origin))
+    communicator = WebsocketCommunicator(application, "/ws/agent/", headers=headers)
+    try:
+        connected, code = await communicator.connect()
+        if connected:
+            assert (await communicator.receive_json_from(timeout=5))["type"] == "lists"
+        return connected, code
+    finally:
+        await communicator.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("origin", "host"),
+    [
+        (b"http://127.0.0.1:9999", b"127.0.0.1:8000"),  # another port of the same site
+        (b"http://evil.localhost:8000", b"localhost:8000"),  # a sibling subdomain
+        (b"https://127.0.0.1:8000", b"127.0.0.1:8000"),  # another scheme
+        (b"null", b"127.0.0.1:8000"),  # sandboxed frame, file: page
+        (b"", b"127.0.0.1:8000"),
+        (b"https://evil.example.com", b"127.0.0.1:8000"),
+        (b"http://rebound.example:8000", b"rebound.example:8000"),  # Host not in ALLOWED_HOSTS
+    ],
+)
+async def test_agent_socket_refuses_pages_of_other_origins(origin: bytes, host: bytes) -> None:
+    # Given a signed-in agent whose browser sends the session cookie with any handshake
+    cookie = await _signed_in_agent_cookie(await sync_to_async(TenantFactory)())
+    # When a page of another origin opens the agent socket, then it is refused
+    assert await _agent_handshake(cookie, origin=origin, host=host) == (False, 4403)
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "trusted"),
+    [
+        (b"http://127.0.0.1:8000", b"127.0.0.1:8000", []),  # the console's own page
+        (b"http://localhost", b"localhost", []),
+        (None, b"127.0.0.1:8000", []),  # not a browser: it holds the cookie itself
+        # Behind a TLS proxy: the page is https, the handshake reaches Kefu as plain ws.
+        (b"https://help.example.com", b"127.0.0.1:8000", ["https://help.example.com"]),
+        (b"https://eu.help.example.com", b"127.0.0.1:8000", ["https://*.help.example.com"]),
+    ],
+)
+async def test_agent_socket_accepts_its_own_origin_and_csrf_trusted_origins(
+    settings: Any, origin: bytes | None, host: bytes, trusted: list[str]
+) -> None:
+    settings.CSRF_TRUSTED_ORIGINS = trusted
+    cookie = await _signed_in_agent_cookie(await sync_to_async(TenantFactory)())
+    connected, code = await _agent_handshake(cookie, origin=origin, host=host)
+    assert connected, code
+
+
+@pytest.mark.parametrize(
+    ("origin", "connected"), [(b"https://localhost", True), (b"http://localhost", False)]
+)
+async def test_behind_a_tls_proxy_the_own_origin_is_https(
+    settings: Any, origin: bytes, connected: bool
+) -> None:
+    # As in production: the proxy says the browser used TLS; the handshake reaches Kefu as ws.
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    cookie = await _signed_in_agent_cookie(await sync_to_async(TenantFactory)())
+    result = await _agent_handshake(
+        cookie, origin=origin, host=b"localhost", extra=((b"x-forwarded-proto", b"https"),)
+    )
+    assert result[0] is connected, result
+
+
+@sync_to_async
+def _end_session(cookie: bytes, how: str) -> None:
+    session_key = cookie.decode().split("=", 1)[1]
+    session = SessionStore(session_key)
+    if how == "signed_out":
+        session.delete()
+    else:  # an admin resets the password of a compromised account
+        user = get_user_model().objects.get(pk=session[SESSION_KEY])
+        user.set_password("a-new-pass-word-456")
+        user.save()
+
+
+@pytest.mark.parametrize("how", ["signed_out", "password_changed"])
+async def test_an_open_agent_socket_ends_with_its_session(how: str) -> None:
+    cookie = await _signed_in_agent_cookie(await sync_to_async(TenantFactory)())
+    communicator = WebsocketCommunicator(application, "/ws/agent/", headers=[(b"cookie", cookie)])
+    try:
+        connected, code = await communicator.connect()
+        assert connected, code
+        assert (await communicator.receive_json_from(timeout=5))["type"] == "lists"
+        await _end_session(cookie, how)
+        await communicator.send_json_to({"type": "agents"})
+        assert (await communicator.receive_json_from(timeout=5))["code"] == "access_revoked"
+        assert await communicator.receive_output(timeout=5) == {
+            "type": "websocket.close",
+            "code": 4403,
+        }
     finally:
         await communicator.disconnect()

@@ -75,7 +75,7 @@ def test_urls_switch_to_postgresql_and_redis() -> None:
     )
     assert probe == {
         "db": "django.db.backends.postgresql",
-        "layer": "channels_redis.core.RedisChannelLayer",
+        "layer": "helpdesk_site.channel_layer.DegradingRedisChannelLayer",
         "cache": "django.core.cache.backends.redis.RedisCache",
         "eager": False,
         "broker": "redis://127.0.0.1:6379/3",

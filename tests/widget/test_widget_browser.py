@@ -473,6 +473,70 @@ def test_an_agent_takes_over_replies_and_asks_for_a_rating(shop, server, new_pag
     assert Conversation.objects.get(pk=conversation_id).csat_rating == 4
 
 
+def _reconnect(widget: "Widget", server: LiveAsgiServer) -> None:
+    """Drops the widget's connection (the server stops for a moment) and waits for it to be
+    back, with the list rebuilt from the server's welcome."""
+    restart = threading.Thread(target=server.restart, kwargs={"pause": 1.0})
+    restart.start()
+    try:
+        expect(widget.notice).to_have_text("Reconnecting…")
+    finally:
+        restart.join(timeout=20)
+    assert not restart.is_alive()
+    expect(widget.notice).to_be_hidden(timeout=15_000)
+
+
+def test_the_contact_form_is_shown_again_after_a_reconnect(shop, server, new_page) -> None:
+    widget = Widget(new_page()).goto(server.url)
+    widget.open()
+    widget.ask("I want to talk to a real person")  # nobody is online
+    contact = widget.root.locator("form.contact")
+    expect(contact).to_have_count(1)
+    contact.get_by_label("Email").fill("wang@example.com")  # typed, not sent yet
+
+    _reconnect(widget, server)
+
+    expect(widget.root.locator(".sys")).to_have_text(
+        ["Nobody is available right now. Leave your contact details and we will get back to you."]
+    )
+    expect(contact).to_have_count(1)
+    expect(contact.get_by_label("Email")).to_have_value("wang@example.com")
+    ARTIFACTS.mkdir(exist_ok=True)
+    widget.panel.screenshot(path=ARTIFACTS / "widget-contact-after-reconnect.png")
+    contact.get_by_role("button", name="Send my details").click()
+    expect(widget.root.locator(".sys").last).to_contain_text("We received your request")
+    expect(contact).to_have_count(0)
+    assert Ticket.objects.get(tenant=shop).contact_email == "wang@example.com"
+
+    _reconnect(widget, server)  # answered: not asked again
+    expect(widget.root.locator(".msg.card.ticket")).to_have_count(1)
+    expect(contact).to_have_count(0)
+
+
+def test_the_rating_card_is_shown_again_after_a_reconnect(shop, server, new_page) -> None:
+    widget = Widget(new_page()).goto(server.url)
+    widget.open()
+    widget.ask(DELIVERY_Q)
+    _expect_stored(widget.answers, shop)
+    # A person resolved the conversation while the widget was away: its request for a rating
+    # never reached the page.
+    Conversation.objects.filter(tenant=shop).update(status="resolved", resolution_kind="agent")
+
+    _reconnect(widget, server)
+
+    rating = widget.root.locator(".rating")
+    expect(rating).to_have_count(1)
+    ARTIFACTS.mkdir(exist_ok=True)
+    widget.panel.screenshot(path=ARTIFACTS / "widget-rating-after-reconnect.png")
+    rating.get_by_role("button", name="5 out of 5").click()
+    expect(widget.root.locator(".sys").last).to_have_text("Thank you for your rating!")
+    assert Conversation.objects.get(tenant=shop).csat_rating == 5
+
+    _reconnect(widget, server)  # rated: not asked again
+    expect(widget.answer_bodies).to_have_text([DELIVERY_A])
+    expect(rating).to_have_count(0)
+
+
 def test_api_calls_queued_before_the_script_loads_are_replayed(shop, server, new_page) -> None:
     page = new_page(init_script=f'window.Kefu = {{q: [["ask", "{DELIVERY_Q}"]]}};')
     widget = Widget(page).goto(server.url)
