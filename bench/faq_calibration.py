@@ -7,9 +7,12 @@ each, asked questions from every intent, in scope or not. One half of the simula
 fits, the other half checks; the weights printed at the end (fitted on both) are what
 ``knowledge/confidence.py`` ships.
 
-    python bench/faq_calibration.py
+    python bench/faq_calibration.py [--dense] [--csv PATH/TO/banking77/train.csv]
+
+The shipped weights were fitted on the full training split (``--csv``).
 """
 
+import argparse
 import os
 import random
 import sys
@@ -23,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helpdesk_site.settings.base")
 
-from bench.banking77 import DEFAULT_CSV, banking77_split  # noqa: E402
+from bench.banking77 import CSV_HELP, DEFAULT_CSV, Pair, banking77_split  # noqa: E402
 from knowledge.confidence import MatchFeatures  # noqa: E402
 from knowledge.index import EntryRecord, TenantIndex  # noqa: E402
 
@@ -39,8 +42,10 @@ def embed_all(texts: list[str]) -> dict[str, np.ndarray]:
     return dict(zip(unique, LocalEmbedder().embed(unique), strict=True))
 
 
-def simulate(seed: int, vectors: dict[str, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
-    knowledge_base, queries = banking77_split(DEFAULT_CSV)
+def simulate(
+    seed: int, split: tuple[list[Pair], list[Pair]], vectors: dict[str, np.ndarray] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    knowledge_base, queries = split
     phrasings: dict[str, list[str]] = defaultdict(list)
     for text, intent in knowledge_base:
         phrasings[intent].append(text)
@@ -71,7 +76,7 @@ def simulate(seed: int, vectors: dict[str, np.ndarray] | None) -> tuple[np.ndarr
                 np.zeros((0, 384), dtype=np.float32),
             ),
         )
-        for text, intent in rng.sample(queries, QUERIES_PER_TENANT):
+        for text, intent in rng.sample(queries, min(QUERIES_PER_TENANT, len(queries))):
             scores = index.faq_scores(text, None if vectors is None else vectors[text])
             if scores is None:
                 continue
@@ -96,12 +101,17 @@ def predict(weights: np.ndarray, features: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dense", action="store_true", help="Refit DENSE_WEIGHTS.")
+    parser.add_argument("--csv", type=Path, default=DEFAULT_CSV, help=CSV_HELP)
+    args = parser.parse_args()
+    split = banking77_split(args.csv)
     vectors = None
-    if "--dense" in sys.argv:
-        knowledge_base, queries = banking77_split(DEFAULT_CSV)
+    if args.dense:
+        knowledge_base, queries = split
         vectors = embed_all([text for text, _intent in knowledge_base + queries])
-    fit_x, fit_y = simulate(seed=1, vectors=vectors)
-    check_x, check_y = simulate(seed=2, vectors=vectors)
+    fit_x, fit_y = simulate(seed=1, split=split, vectors=vectors)
+    check_x, check_y = simulate(seed=2, split=split, vectors=vectors)
     weights = fit(fit_x, fit_y)
     confidence = predict(weights, check_x)
     print(f"held-out simulated tenants: {len(check_y)} questions, top-1 right {check_y.mean():.3f}")

@@ -4,7 +4,7 @@ Builds a throwaway tenant with N FAQ entries (3 BANKING77 phrasings and an answe
 rolled-back transaction, warms its index, then times ``faq_match`` and ``knowledge_search`` on
 2,000 BANKING77 questions.
 
-    python bench/knowledge_latency.py [--entries 10000]
+    python bench/knowledge_latency.py [--entries 10000] [--csv PATH/TO/banking77/train.csv]
 """
 
 import argparse
@@ -27,7 +27,7 @@ django.setup()
 from django.core.management import call_command  # noqa: E402
 from django.db import transaction  # noqa: E402
 
-from bench.banking77 import DEFAULT_CSV, banking77_split  # noqa: E402
+from bench.banking77 import CSV_HELP, DEFAULT_CSV, banking77_split  # noqa: E402
 from knowledge.models import KnowledgeEntry  # noqa: E402
 from knowledge.search import faq_match, knowledge_search, registry  # noqa: E402
 from tenants.models import Tenant  # noqa: E402
@@ -43,9 +43,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=2_000)
+    parser.add_argument("--csv", type=Path, default=DEFAULT_CSV, help=CSV_HELP)
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
-    knowledge_base, queries = banking77_split(DEFAULT_CSV)
+    knowledge_base, queries = banking77_split(args.csv)
     texts = [text for text, _intent in knowledge_base + queries]
     rng = random.Random(7)  # noqa: S311 - reproducible synthetic data
     with transaction.atomic():
@@ -65,7 +66,7 @@ def main() -> None:
         started = time.perf_counter()
         index = registry._build(tenant.pk)
         print(f"{args.entries} entries: index built in {time.perf_counter() - started:.2f} s")
-        sample = [text for text, _intent in rng.sample(queries, args.queries)]
+        sample = [text for text, _intent in rng.sample(queries, min(args.queries, len(queries)))]
         for name, call in (
             ("faq_match", lambda q: faq_match(tenant=tenant, query=q)),
             ("knowledge_search k=5", lambda q: knowledge_search(tenant=tenant, query=q, k=5)),

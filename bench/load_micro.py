@@ -6,7 +6,8 @@
   sizes; per query ``TenantIndex.faq_scores``, the FAQ decision that ``afaq_match`` makes and
   the passage ranking that ``aknowledge_search`` makes, once the index is in hand.
 
-Prints one JSON object. ``python bench/load_micro.py [--sizes 1000,10000,100000] [--queries N]``
+Prints one JSON object.
+``python bench/load_micro.py [--sizes 1000,10000,100000] [--queries N] [--csv BANKING77.csv]``
 """
 
 import argparse
@@ -30,7 +31,7 @@ django.setup()
 
 from hdrh.histogram import HdrHistogram  # noqa: E402
 
-from bench.banking77 import DEFAULT_CSV, banking77_split  # noqa: E402
+from bench.banking77 import CSV_HELP, DEFAULT_CSV, banking77_split  # noqa: E402
 from conversations.moderation import WordEntry, WordFilter, moderate_with  # noqa: E402
 from knowledge.index import EntryRecord, TenantIndex  # noqa: E402
 from knowledge.search import _candidates, _search  # noqa: E402
@@ -105,13 +106,13 @@ def messages(text: str, rng: random.Random, count: int) -> list[str]:
     ]
 
 
-def moderation_phase(rng: random.Random, repeat: int) -> dict[str, Any]:
+def moderation_phase(rng: random.Random, repeat: int, csv: Path) -> dict[str, Any]:
     demo = json.loads(DEMO_DATA.read_text(encoding="utf-8"))
     chinese = "".join(
         f"{item['question']}{''.join(item.get('alternate_questions', []))}{item['answer']}"
         for item in demo["faq"]
     )
-    _knowledge_base, queries = banking77_split(DEFAULT_CSV)
+    _knowledge_base, queries = banking77_split(csv)
     english_text = " ".join(text for text, _intent in queries)
     vocabulary = sorted({w for w in english_text.lower().split() if w.isalpha() and len(w) > 3})
     started = time.perf_counter()
@@ -146,8 +147,10 @@ def index_timings(index: TenantIndex, tenant: Tenant, sample: list[str]) -> dict
     }
 
 
-def retrieval_phase(rng: random.Random, sizes: list[int], query_count: int) -> dict[str, Any]:
-    knowledge_base, queries = banking77_split(DEFAULT_CSV)
+def retrieval_phase(
+    rng: random.Random, sizes: list[int], query_count: int, csv: Path
+) -> dict[str, Any]:
+    knowledge_base, queries = banking77_split(csv)
     texts = [text for text, _intent in knowledge_base + queries]
     sample = [text for text, _intent in rng.sample(queries, min(query_count, len(queries)))]
     tenant = Tenant(pk=1, slug="bench", faq_threshold=0.8)  # unsaved: only its threshold is read
@@ -182,12 +185,13 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--queries", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=20, help="Passes over 1,000 messages.")
+    parser.add_argument("--csv", type=Path, default=DEFAULT_CSV, help=CSV_HELP)
     args = parser.parse_args()
     rng = random.Random(77)  # noqa: S311 - reproducible synthetic data
     result = {
-        "moderation": moderation_phase(rng, args.repeat),
+        "moderation": moderation_phase(rng, args.repeat, args.csv),
         "retrieval": retrieval_phase(
-            rng, [int(size) for size in args.sizes.split(",")], args.queries
+            rng, [int(size) for size in args.sizes.split(",")], args.queries, args.csv
         ),
     }
     print(json.dumps(result))

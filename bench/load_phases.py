@@ -113,6 +113,7 @@ class Bench:
     workdir: Path
     redis_url: str
     database_url: str
+    banking77_csv: Path
     profile_dir: Path | None = None
     phases: frozenset[str] = frozenset("ABCDEF")
     app: Service | None = None
@@ -657,10 +658,12 @@ async def warm_up(bench: Bench) -> dict[str, Any]:
     return sources
 
 
-def micro_argv(plan: Plan) -> list[str]:
+def micro_argv(plan: Plan, csv: Path) -> list[str]:
     return [
         PYTHON,
         "bench/load_micro.py",
+        "--csv",
+        str(csv),
         "--sizes",
         ",".join(map(str, plan.micro_sizes)),
         "--queries",

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import override
@@ -118,6 +119,7 @@ def ticket_from_conversation(
         .values_list("email", flat=True)
     )
     ticket_id, ticket_subject = ticket.pk, ticket.subject
+    ticket_url = settings.SITE_URL + reverse("admin:conversations_ticket_change", args=[ticket_id])
 
     def notify() -> None:
         if recipients:
@@ -125,7 +127,7 @@ def ticket_from_conversation(
                 f"[{tenant.name}] New ticket #{ticket_id}: {ticket_subject}",
                 f"A customer left a request while nobody was available.\n\n"
                 f"Ticket #{ticket_id}: {ticket_subject}\n"
-                f"Open it in the console: /console/conversations/ticket/{ticket_id}/change/\n",
+                f"Open it in the console: {ticket_url}\n",
                 settings.DEFAULT_FROM_EMAIL,
                 recipients,
                 fail_silently=True,

@@ -21,7 +21,7 @@ from conversations.lifecycle import conversations_sweep
 from conversations.models import Conversation
 from knowledge.views import hit_test_view
 from tenants.request import active_membership, active_tenant, set_active_tenant
-from tenants.selectors import membership_list_for_user
+from tenants.selectors import membership_list_for_user, tenant_website
 
 
 class ConsoleAuthenticationForm(AuthenticationForm):
@@ -43,6 +43,8 @@ class ConsoleAdminSite(admin.AdminSite):
     site_header = gettext_lazy("Kefu console")
     site_title = gettext_lazy("Kefu")
     index_title = gettext_lazy("Overview")
+    # "View site" leads to the tenant's own website (each_context); without one it is hidden.
+    site_url = None
 
     def has_permission(self, request: HttpRequest) -> bool:
         user = request.user
@@ -53,8 +55,11 @@ class ConsoleAdminSite(admin.AdminSite):
     def each_context(self, request: HttpRequest) -> dict[str, Any]:
         context = super().each_context(request)
         if request.user.is_authenticated:
-            context["kefu_membership"] = active_membership(request)
+            membership = active_membership(request)
+            context["kefu_membership"] = membership
             context["kefu_memberships"] = list(membership_list_for_user(user=request.user))
+            if membership is not None:
+                context["site_url"] = tenant_website(tenant=membership.tenant)
         return context
 
     def get_urls(self) -> list[URLResolver | URLPattern]:

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
@@ -26,5 +27,6 @@ urlpatterns = [
     path("api/v1/", include((api_v1, "api"), namespace="api")),
     path("healthz", healthz, name="healthz"),
     path("widget/<str:public_key>/config", widget_config, name="widget-config"),
-    path("demo/", demo_shop, name="demo"),
 ]
+if settings.DEMO_PAGE:
+    urlpatterns.append(path("demo/", demo_shop, name="demo"))

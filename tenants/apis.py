@@ -3,13 +3,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from tenants.authentication import HasScope
+from tenants.authentication import ANY_KEY, HasScope
 
 
 class TenantCurrentApi(APIView):
     """The tenant and scopes of the API key in use: a way to check a key works."""
 
     permission_classes = [HasScope]
+    required_scope = ANY_KEY
 
     class OutputSerializer(serializers.Serializer):
         slug = serializers.CharField(source="tenant.slug")

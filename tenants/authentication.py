@@ -1,6 +1,6 @@
 """REST API authentication with tenant API keys: ``Authorization: Bearer kefu_…``."""
 
-from typing import Any
+from typing import Any, Final
 
 from django.contrib.auth.models import AnonymousUser
 from django.utils.translation import gettext_lazy as _
@@ -43,13 +43,21 @@ class ApiKeyUser(AnonymousUser):
         return True
 
 
+# ``required_scope`` of a view that any live key may call: it shows nothing but the key itself.
+ANY_KEY: Final = "any-key"
+
+
 class HasScope(permissions.BasePermission):
-    """DRF permission: the API key carries ``required_scope`` of the view."""
+    """DRF permission (the default of every API view): the API key carries the view's
+    ``required_scope``, an ``ApiKey.Scope`` or ``ANY_KEY``. A view that declares no scope is
+    refused to every key, so a forgotten declaration fails closed."""
 
     def has_permission(self, request: Request, view: Any) -> bool:
         api_key = request.auth
         scope = getattr(view, "required_scope", None)
-        return isinstance(api_key, ApiKey) and (scope is None or scope in api_key.scopes)
+        if not isinstance(api_key, ApiKey) or scope is None:
+            return False
+        return scope == ANY_KEY or scope in api_key.scopes
 
     def has_object_permission(self, request: Request, view: Any, obj: Any) -> bool:
         return self.has_permission(request, view)

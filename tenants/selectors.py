@@ -1,5 +1,7 @@
 """Reads of tenants, memberships and keys. Everything here is scoped by tenant or user."""
 
+from urllib.parse import urlsplit
+
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 
@@ -43,3 +45,13 @@ def llm_provider_chain(*, tenant_id: int) -> QuerySet[LLMProvider]:
 
 def api_key_list(*, tenant: Tenant) -> QuerySet[ApiKey]:
     return ApiKey.objects.filter(tenant=tenant)
+
+
+def tenant_website(*, tenant: Tenant) -> str | None:
+    """The tenant's own website for the console's "View site": its first allowed widget origin
+    that is an http(s) address, or None."""
+    for origin in tenant.allowed_origins:
+        parts = urlsplit(str(origin))
+        if parts.scheme in ("http", "https") and parts.hostname:
+            return f"{parts.scheme}://{parts.netloc}/"
+    return None

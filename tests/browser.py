@@ -10,6 +10,9 @@ import pytest
 from tests.conftest import skip_or_fail
 
 CHROMIUM = os.environ.get("KEFU_CHROMIUM", "/usr/bin/chromium")
+# Every wait polls its condition until this deadline (milliseconds): a passing test never waits
+# for it, and a busy CI machine gets time to answer instead of failing at Playwright's 5 s.
+BROWSER_WAIT_MS = int(os.environ.get("KEFU_BROWSER_WAIT_MS", "30000"))
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -24,7 +27,7 @@ CHROMIUM_ARGS = [
 @pytest.fixture
 def browser() -> Iterator[object]:
     try:
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import expect, sync_playwright
     except ImportError:
         skip_or_fail("playwright is not installed (pip install -e '.[dev]')")
     if not shutil.which(CHROMIUM):
@@ -32,6 +35,7 @@ def browser() -> Iterator[object]:
     # Playwright's sync API runs an event loop in this thread; the test's own ORM calls happen
     # between browser steps, never concurrently with it.
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    expect.set_options(timeout=BROWSER_WAIT_MS)
     try:
         with sync_playwright() as playwright:
             instance = playwright.chromium.launch(

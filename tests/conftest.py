@@ -1,4 +1,5 @@
 import os
+from collections.abc import Iterator
 
 import pytest
 from django.conf import settings
@@ -34,6 +35,19 @@ def _process_state_reset() -> None:
     rate_limit_local_reset()
     llm_providers_forget()
     typing_throttle_local_reset()
+
+
+@pytest.fixture(autouse=True)
+def _channel_layers_reset() -> Iterator[None]:
+    """Every test gets its own channel layer instances. Channels caches one per alias for the
+    process; a layer whose ``receive`` is still pending on another event loop (a live server's
+    consumer) refuses every other loop's ``receive``, and its Redis connections belong to
+    loops that are gone."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ class LiveAsgiServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float = 60.0) -> None:
         config = uvicorn.Config(
             application,
             host="127.0.0.1",
@@ -51,12 +51,23 @@ class LiveAsgiServer:
                 raise RuntimeError(f"the ASGI server did not start on port {self.port}")
             time.sleep(0.02)
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stops the server and waits for its thread. A server left running would keep its
+        consumers' pending channel-layer receives on its event loop, and the next test's own
+        loop would then be refused by the shared layer; so a server that does not stop is an
+        error here, not in whichever test comes next."""
         if self._server is None or self._thread is None:
             return
-        self._server.should_exit = True
-        self._thread.join(timeout)
+        server, thread = self._server, self._thread
         self._server = self._thread = None
+        server.should_exit = True
+        thread.join(timeout / 2)
+        if thread.is_alive():
+            # Stop waiting for open connections and background tasks to finish by themselves.
+            server.force_exit = True
+            thread.join(timeout / 2)
+        if thread.is_alive():
+            raise RuntimeError(f"the ASGI server on port {self.port} did not stop in {timeout} s")
 
     def restart(self, pause: float = 0.0) -> None:
         """Stops the server (open sockets drop), waits ``pause`` seconds, starts it again."""

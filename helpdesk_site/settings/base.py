@@ -223,10 +223,15 @@ MEDIA_URL = "media/"
 MEDIA_ROOT = env.str("MEDIA_ROOT", default=str(BASE_DIR / "media"))
 
 LOGIN_URL = "admin:login"
+# Where people reach this deployment, for links that leave the request (e-mails); no trailing /.
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
+# The demo shop page at /demo/ (it embeds the first active tenant's widget): development only.
+DEMO_PAGE = True
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.ApiKeyAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Every view declares the key scope it needs (tenants.authentication.HasScope).
+    "DEFAULT_PERMISSION_CLASSES": ["tenants.authentication.HasScope"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "helpdesk_site.api.exception_handler",

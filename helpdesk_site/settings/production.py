@@ -14,6 +14,10 @@ from helpdesk_site.settings.base import (
 )
 
 DEBUG = False
+# The demo shop would show a tenant's widget to anyone: not routed (404).
+DEMO_PAGE = False
+# No localhost default: links in e-mails must point at the public host (check --deploy).
+SITE_URL = env.str("SITE_URL", default="").rstrip("/")
 
 
 def _refuse(message: str) -> None:

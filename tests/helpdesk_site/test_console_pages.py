@@ -1,5 +1,6 @@
 """Every console page renders for the people allowed to open it."""
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -67,7 +68,11 @@ def test_the_console_home_records_how_idle_conversations_ended(owner_client_a, t
     )
     Conversation.objects.filter(pk=resolved.pk).update(last_message_at=long_ago)
     factories.ConversationFactory(
-        tenant=tenant_a, status="queued", queued_at=long_ago, last_message_at=long_ago
+        tenant=tenant_a,
+        status="queued",
+        handoff_reason="customer_request",
+        queued_at=long_ago,
+        last_message_at=long_ago,
     )
     other = factories.ConversationFactory(status="queued", queued_at=long_ago)
 
@@ -78,3 +83,35 @@ def test_the_console_home_records_how_idle_conversations_ended(owner_client_a, t
     assert b"Abandoned in the queue" in response.content
     other.refresh_from_db()
     assert other.status == "queued"  # another tenant's queue is not this page's business
+
+
+@pytest.mark.parametrize("page", ["admin:login", "admin:index"])
+def test_console_pages_link_a_favicon_that_is_served(owner_client_a, client, page: str) -> None:
+    visitor = client if page == "admin:login" else owner_client_a
+    html = visitor.get(reverse(page)).content.decode()
+
+    icons = re.findall(r'<link rel="icon" href="([^"]+)"', html)
+
+    assert len(icons) == 1
+    favicon = client.get(icons[0])
+    assert favicon.status_code == 200
+    assert favicon["Content-Type"].startswith("image/svg+xml")
+    assert int(favicon["Content-Length"]) > 0
+
+
+def test_view_site_leads_to_the_tenants_website(owner_client_a, tenant_a) -> None:
+    tenant_a.allowed_origins = ["https://shop.example.com"]
+    tenant_a.save(update_fields=["allowed_origins"])
+
+    html = owner_client_a.get(reverse("admin:index")).content.decode()
+
+    assert re.findall(r'<a href="([^"]*)">View site</a>', html) == ["https://shop.example.com/"]
+
+
+def test_view_site_is_hidden_when_the_tenant_has_no_website(owner_client_a, tenant_a) -> None:
+    tenant_a.allowed_origins = []
+    tenant_a.save(update_fields=["allowed_origins"])
+
+    html = owner_client_a.get(reverse("admin:index")).content.decode()
+
+    assert "View site" not in html

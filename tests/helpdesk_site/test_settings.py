@@ -22,6 +22,7 @@ CONFIG_VARS = (
     "DATABASE_CONN_HEALTH_CHECKS",
     "LOG_LEVEL",
     "TRANSPORT_LOG_LEVEL",
+    "SITE_URL",
 )
 
 PROBE = """
@@ -88,6 +89,7 @@ PRODUCTION_ENV = {
     "ALLOWED_HOSTS": "help.example.com",
     "DATABASE_URL": "postgres://kefu@127.0.0.1:5432/kefu",
     "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "SITE_URL": "https://help.example.com",
 }
 
 
@@ -99,6 +101,35 @@ def test_production_settings_pass_the_deployment_checklist() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "site_url", ["", "http://help.example.com", "https://localhost:8000", "https://example.com/x"]
+)
+def test_deployment_checklist_wants_the_public_https_site_url(site_url: str) -> None:
+    env = {**PRODUCTION_ENV, "SITE_URL": site_url}
+    result = _run(
+        ["manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        "helpdesk_site.settings.production",
+        **env,
+    )
+    assert result.returncode != 0
+    assert "kefu.E001" in result.stderr
+    assert "SITE_URL" in result.stderr
+
+
+DEMO_PROBE = """
+import json, django
+django.setup()
+from django.test import Client
+response = Client().get("/demo/", secure=True, headers={"host": "help.example.com"})
+print(json.dumps({"status": response.status_code}))
+"""
+
+
+def test_production_does_not_serve_the_demo_shop() -> None:
+    probe = _probe("helpdesk_site.settings.production", probe=DEMO_PROBE, **PRODUCTION_ENV)
+    assert probe == {"status": 404}
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from knowledge import services as knowledge_services
 from knowledge.search import registry
 from tenants.models import Role, Tenant
 from tests import factories
-from tests.browser import browser, console_login  # noqa: F401 - fixture
+from tests.browser import BROWSER_WAIT_MS, browser, console_login  # noqa: F401 - fixture
 from tests.live_asgi import LiveAsgiServer, live_asgi  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -80,13 +80,17 @@ def new_page(browser: Browser) -> Iterator[Callable[..., Page]]:  # noqa: F811
     """Opens pages in fresh browser contexts (own storage), closed after the test."""
     contexts: list[BrowserContext] = []
 
-    def open_page(width: int = 1280, height: int = 800, init_script: str = "") -> Page:
-        context = browser.new_context(locale="en-US", viewport={"width": width, "height": height})
+    def open_page(
+        width: int = 1280, height: int = 800, init_script: str = "", **options: Any
+    ) -> Page:
+        context = browser.new_context(
+            locale="en-US", viewport={"width": width, "height": height}, **options
+        )
         contexts.append(context)
         if init_script:
             context.add_init_script(init_script)
         page = context.new_page()
-        page.set_default_timeout(10_000)
+        page.set_default_timeout(BROWSER_WAIT_MS)
         return page
 
     yield open_page
@@ -350,6 +354,35 @@ def test_the_panel_fits_a_360_pixel_phone(shop, server, new_page) -> None:
     assert box["y"] >= 0 and box["y"] + box["height"] <= 740
     input_box = widget.input.bounding_box()
     assert input_box is not None and input_box["x"] + input_box["width"] <= 360
+
+
+def test_the_demo_shop_and_its_widget_work_on_a_phone(shop, server, new_page) -> None:
+    # Given a phone: a 360 x 740 viewport with mobile emulation and touch
+    page = new_page(width=360, height=740, is_mobile=True, has_touch=True)
+    widget = Widget(page).goto(server.url)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "demo-phone-closed.png")
+
+    # Then the page is no wider than the screen and the launcher is on it
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    launcher = widget.launcher.bounding_box()
+    assert launcher is not None
+    assert launcher["x"] >= 0 and launcher["x"] + launcher["width"] <= 360
+    assert launcher["y"] >= 0 and launcher["y"] + launcher["height"] <= 740
+
+    # When the customer taps it (a real click: Playwright checks nothing covers it)
+    widget.launcher.click()
+
+    # Then the panel opens on the screen and works
+    expect(widget.panel).to_be_visible()
+    widget.ask(DELIVERY_Q)
+    expect(widget.answer_bodies).to_have_text([DELIVERY_A])
+    page.screenshot(path=ARTIFACTS / "demo-phone-open.png")
+    panel = widget.panel.bounding_box()
+    assert panel is not None
+    assert panel["x"] >= 0 and panel["x"] + panel["width"] <= 360
+    assert panel["y"] >= 0 and panel["y"] + panel["height"] <= 740
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
 
 
 def test_the_widget_is_usable_with_the_keyboard(shop, server, new_page) -> None:

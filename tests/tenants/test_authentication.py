@@ -1,0 +1,78 @@
+"""API key scopes: every REST API view declares one, and an undeclared scope fails closed."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver, path
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from tenants import services
+from tenants.authentication import ANY_KEY, HasScope
+from tenants.models import ApiKey
+
+
+def _api_views(patterns: list[Any], prefix: str = "") -> Iterator[tuple[str, type[APIView]]]:
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            yield from _api_views(pattern.url_patterns, prefix + str(pattern.pattern))
+        elif isinstance(pattern, URLPattern):
+            view_class = getattr(pattern.callback, "cls", None)
+            if isinstance(view_class, type) and issubclass(view_class, APIView):
+                yield prefix + str(pattern.pattern), view_class
+
+
+def test_every_api_view_checks_a_declared_scope() -> None:
+    views = list(_api_views(get_resolver().url_patterns))
+
+    assert views, "no REST API view found: the walk over the URLs is broken"
+    for route, view in views:
+        assert HasScope in view.permission_classes, route
+        scope = getattr(view, "required_scope", None)
+        assert scope == ANY_KEY or scope in ApiKey.Scope.values, f"{route}: {scope!r}"
+
+
+class UndeclaredApi(APIView):
+    """A view whose author forgot ``required_scope`` (and ``permission_classes``)."""
+
+    def get(self, request: Request) -> Response:
+        return Response({"secret": "tenant data"})
+
+
+class KnowledgeReadApi(APIView):
+    required_scope = ApiKey.Scope.KNOWLEDGE_READ
+
+    def get(self, request: Request) -> Response:
+        return Response({"ok": True})
+
+
+urlpatterns = [
+    path("undeclared/", UndeclaredApi.as_view()),
+    path("knowledge/", KnowledgeReadApi.as_view()),
+]
+
+
+@pytest.mark.urls(__name__)
+def test_a_view_without_a_declared_scope_refuses_every_key(client, tenant_a) -> None:
+    issued = services.api_key_issue(tenant=tenant_a, name="All", scopes=ApiKey.Scope.values)
+
+    response = client.get("/undeclared/", HTTP_AUTHORIZATION=f"Bearer {issued.raw_key}")
+
+    assert response.status_code == 403
+    assert b"tenant data" not in response.content
+
+
+@pytest.mark.urls(__name__)
+def test_a_declared_scope_admits_only_keys_that_carry_it(client, tenant_a) -> None:
+    reader = services.api_key_issue(tenant=tenant_a, name="R", scopes=["knowledge:read"])
+    writer = services.api_key_issue(tenant=tenant_a, name="W", scopes=["tickets:write"])
+
+    allowed = client.get("/knowledge/", HTTP_AUTHORIZATION=f"Bearer {reader.raw_key}")
+    refused = client.get("/knowledge/", HTTP_AUTHORIZATION=f"Bearer {writer.raw_key}")
+    anonymous = client.get("/knowledge/")
+
+    assert allowed.status_code == 200
+    assert refused.status_code == 403
+    assert anonymous.status_code == 401
