@@ -391,7 +391,9 @@ class Answerer:
 
     def _knowledge_text(self, hits: list[SearchHit]) -> tuple[str, tuple[str, ...]]:
         with translation.override(self.language):
-            if not hits:
+            # Below the relevance floor the best passage is about something else: saying so
+            # (and offering a person) beats an unrelated answer.
+            if not hits or not hits[0].relevant:
                 return (
                     _(
                         "Sorry, I could not find an answer to that. Would you like to talk to "
@@ -614,4 +616,5 @@ async def draft_reply(*, tenant: Tenant, question: str) -> str:
             return "".join(parts)
         except (AllProvidersFailed, StreamInterrupted):
             logger.warning("draft reply: providers failed tenant=%s", tenant.pk)
-    return hits[0].text if hits else ""
+    # Nothing relevant found: an empty draft, never an unrelated passage.
+    return hits[0].text if hits and hits[0].relevant else ""

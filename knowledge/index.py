@@ -71,6 +71,8 @@ class LexicalIndex:
 
     bm25: bm25s.BM25 | None
     token_ceiling: np.ndarray  # per vocabulary id: the highest score the token gives any doc
+    doc_freq: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    documents: int = 0
 
     @classmethod
     def build(cls, corpus_tokens: list[list[str]]) -> "LexicalIndex":
@@ -86,7 +88,22 @@ class LexicalIndex:
         nonempty = np.flatnonzero(np.diff(indptr) > 0)
         if len(nonempty):
             ceiling[nonempty] = np.maximum.reduceat(data, indptr[:-1][nonempty])
-        return cls(bm25=bm25, token_ceiling=ceiling)
+        return cls(
+            bm25=bm25,
+            token_ceiling=ceiling,
+            doc_freq=np.diff(indptr).astype(np.int64),
+            documents=len(corpus),
+        )
+
+    def idf(self, tokens: Sequence[str]) -> np.ndarray:
+        """BM25's (Lucene) inverse document frequency of each token; a token no document has
+        gets the highest."""
+        vocabulary: dict[str, int] = self.bm25.vocab_dict if self.bm25 is not None else {}
+        frequency = np.array(
+            [self.doc_freq[vocabulary[t]] if t in vocabulary else 0 for t in tokens],
+            dtype=np.float64,
+        )
+        return np.log(1 + (self.documents - frequency + 0.5) / (frequency + 0.5))
 
     def token_ids(self, tokens: Sequence[str]) -> list[int]:
         return [] if self.bm25 is None else self.bm25.get_tokens_ids(list(tokens))
@@ -310,6 +327,22 @@ class TenantIndex:
         touched = owners[starts]
         best = np.maximum.reduceat(phrasing_scores[matched], starts)
         return touched[_top(best, CANDIDATE_ENTRIES)]
+
+    def content_relevance(self, query: str, unit_text: str) -> float:
+        """How much of the question a unit of content speaks to: the share of the question's
+        words, weighted by their rarity in this knowledge base, that the unit contains. A word
+        the knowledge base never uses counts fully against it: "weather in Paris" is not
+        answered by a passage about water damage."""
+        asked = list(dict.fromkeys(tokenize(query)))
+        if not asked:
+            return 0.0
+        weights = self.content.idf(asked)
+        present = set(tokenize(unit_text))
+        found = sum(
+            weight for token, weight in zip(asked, weights, strict=True) if token in present
+        )
+        total = float(weights.sum())
+        return found / total if total > 0 else 0.0
 
     def content_scores(self, query: str) -> np.ndarray:
         size = len(self.entries) + len(self.chunks)

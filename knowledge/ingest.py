@@ -19,8 +19,9 @@ from bs4 import BeautifulSoup
 from bs4.dammit import EncodingDetector
 from bs4.element import NavigableString, PageElement, PreformattedString, Tag
 from django.utils.translation import gettext as _
-from pypdf import PdfReader
+from pypdf import PageObject, PdfReader
 from pypdf.errors import PyPdfError
+from pypdf.generic import ArrayObject, IndirectObject
 
 from knowledge.models import Document
 
@@ -83,6 +84,10 @@ _PDF_ERRORS = (
 )
 
 
+# Pages whose resources are written out in full are compared by them up to this size.
+_PDF_RESOURCES_COMPARED_CHARS = 10_000
+
+
 class IngestError(Exception):
     """A document whose text cannot be read. The message is shown to the tenant as it is."""
 
@@ -97,6 +102,14 @@ class ExtractedText:
 
     text: str
     headings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExtractionLimits:
+    """How much of a document is read at most; past a limit the document is refused."""
+
+    max_pages: int | None = None
+    max_chars: int | None = None
 
 
 @dataclass(frozen=True)
@@ -152,16 +165,41 @@ def extract_text(
     *,
     format: str,
     on_page: Callable[[int, int], None] | None = None,
+    limits: ExtractionLimits = ExtractionLimits(),
 ) -> ExtractedText:
     """The text of a document in ``format``, from the uploaded bytes or from pasted text.
 
     ``on_page(done, total)`` is called after each page of a PDF. Raises ``IngestError`` with a
-    message for the tenant when the document cannot be read or holds no text.
+    message for the tenant when the document cannot be read, holds no text, or exceeds
+    ``limits`` (a PDF stops being read as soon as it does).
     """
+    extracted = _extract(source, format=format, on_page=on_page, limits=limits)
+    _check_chars(len(extracted.text), limits)
+    return extracted
+
+
+def _check_chars(count: int, limits: ExtractionLimits) -> None:
+    if limits.max_chars is not None and count > limits.max_chars:
+        raise IngestError(
+            _(
+                "This document holds more than %(limit)d characters of text. Split it into "
+                "smaller files and upload them one by one."
+            )
+            % {"limit": limits.max_chars}
+        )
+
+
+def _extract(
+    source: bytes | str,
+    *,
+    format: str,
+    on_page: Callable[[int, int], None] | None,
+    limits: ExtractionLimits,
+) -> ExtractedText:
     if format == Format.PDF:
         if isinstance(source, str):
             raise IngestError(_("A PDF has to be uploaded as a file."))
-        extracted = extract_pdf(source, on_page=on_page)
+        extracted = extract_pdf(source, on_page=on_page, limits=limits)
         if not extracted.text.strip():
             raise IngestError(
                 _(
@@ -326,10 +364,16 @@ def extract_html(markup: str | bytes) -> ExtractedText:
     return ExtractedText(text="\n\n".join(blocks), headings=tuple(headings))
 
 
-def extract_pdf(data: bytes, *, on_page: Callable[[int, int], None] | None = None) -> ExtractedText:
+def extract_pdf(
+    data: bytes,
+    *,
+    on_page: Callable[[int, int], None] | None = None,
+    limits: ExtractionLimits = ExtractionLimits(),
+) -> ExtractedText:
     """Text of a PDF, page by page, with wrapped lines joined back into paragraphs.
 
     Lines that match an entry of the PDF's outline (its bookmarks) on that page become headings.
+    A page drawn by the very same content as an earlier page adds nothing and is not read again.
     """
     try:
         reader = PdfReader(io.BytesIO(data))
@@ -337,14 +381,31 @@ def extract_pdf(data: bytes, *, on_page: Callable[[int, int], None] | None = Non
             raise IngestError(
                 _("This PDF is protected by a password. Remove the password and upload it again.")
             )
-        outline = _pdf_outline(reader)
         total = len(reader.pages)
+        if limits.max_pages is not None and total > limits.max_pages:
+            raise IngestError(
+                _(
+                    "This PDF has %(pages)d pages; at most %(limit)d can be read. Split it into "
+                    "smaller files and upload them one by one."
+                )
+                % {"pages": total, "limit": limits.max_pages}
+            )
+        outline = _pdf_outline(reader)
         pages: list[str] = []
         headings: list[str] = []
+        read: set[tuple[object, ...]] = set()
+        chars = 0
         for number, page in enumerate(reader.pages, start=1):
-            pages.append(
-                _pdf_page_text(page.extract_text() or "", outline.get(number - 1, []), headings)
-            )
+            drawn_by = _pdf_page_content_key(page)
+            if drawn_by is None or drawn_by not in read:
+                if drawn_by is not None:
+                    read.add(drawn_by)
+                text = _pdf_page_text(
+                    page.extract_text() or "", outline.get(number - 1, []), headings
+                )
+                chars += len(text)
+                _check_chars(chars, limits)
+                pages.append(text)
             if on_page is not None:
                 on_page(number, total)
     except _PDF_ERRORS as exc:
@@ -355,6 +416,24 @@ def extract_pdf(data: bytes, *, on_page: Callable[[int, int], None] | None = Non
             )
         ) from exc
     return ExtractedText(text="\n\n".join(page for page in pages if page), headings=tuple(headings))
+
+
+def _pdf_page_content_key(page: PageObject) -> tuple[object, ...] | None:
+    """What a page's text comes from, when that is shared objects: their references. Two pages
+    with the same key give the same text."""
+    contents = page.raw_get("/Contents") if "/Contents" in page else None
+    items = contents if isinstance(contents, ArrayObject) else [contents]
+    references = [item for item in items if isinstance(item, IndirectObject)]
+    if not references or len(references) != len(items):
+        return None
+    resources = page.raw_get("/Resources") if "/Resources" in page else None
+    if isinstance(resources, IndirectObject):
+        drawn_with: object = (resources.idnum, resources.generation)
+    else:
+        drawn_with = repr(resources)  # a small dictionary of references, as a rule
+        if len(drawn_with) > _PDF_RESOURCES_COMPARED_CHARS:
+            return None
+    return (*((item.idnum, item.generation) for item in references), drawn_with)
 
 
 def _pdf_outline(reader: PdfReader) -> dict[int, list[tuple[int, str]]]:

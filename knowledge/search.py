@@ -1,10 +1,12 @@
 """The knowledge engine's service API: ``faq_match`` and ``knowledge_search``.
 
-Each process keeps every active tenant's index in memory (``IndexRegistry``). Freshness: at most
+Each process keeps every active tenant's index in memory (``IndexRegistry``). Freshness: a change
+is announced after commit to every process (``knowledge.freshness``: directly in this one, over
+Redis to the others), which starts the rebuild at once in a background thread; besides, at most
 every ``KNOWLEDGE_INDEX_CHECK_SECONDS`` a lookup compares the index's knowledge version with the
-tenant's current one (from the cache, falling back to the database); when it moved, a rebuild
-starts in a background thread, de-duplicated per tenant, and lookups keep using the previous
-index until the new one is ready. Only a small tenant's very first lookup in a process builds
+tenant's current one (from the cache, falling back to the database). Once a newer version is
+known, lookups wait for the new index rather than answer from the old one, so the first question
+after an edit sees it. Only a small tenant's very first lookup in a process builds
 synchronously; a large tenant's first lookup finds no index (no FAQ answer, no passages) until
 its background build completes.
 """
@@ -22,13 +24,14 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.cache import cache
-from django.db import close_old_connections
+from django.db import connections
 from redis.exceptions import RedisError
 
 from helpdesk_site.redis import redis_failure_log
 from knowledge.confidence import MatchFeatures, match_confidence
 from knowledge.dense import mostly_chinese, stored_vectors
-from knowledge.index import FaqScores, TenantIndex, UnitKind
+from knowledge.freshness import knowledge_change_listen, knowledge_change_subscribe
+from knowledge.index import FaqScores, TenantIndex, UnitKind, chunk_text
 from knowledge.selectors import knowledge_entry_count, knowledge_index_records
 from knowledge.services import KNOWLEDGE_VERSION_CACHE_SECONDS, knowledge_version_cache_key
 from knowledge.text import normalize
@@ -69,46 +72,61 @@ class SearchHit:
     text: str  # the FAQ answer, or the chunk's text
     score: float  # fused score: higher is better, comparable within one result list
     document_id: int | None = None
+    # Share of the question (by word rarity) the unit speaks to, in [0, 1]; comparable across
+    # questions, unlike the score (see ``relevance_floor``).
+    relevance: float = 0.0
+
+    @property
+    def relevant(self) -> bool:
+        """Worth showing on its own, without an LLM to judge it."""
+        return self.relevance >= settings.KNOWLEDGE_RELEVANCE_FLOOR
 
 
 class IndexRegistry:
-    """Per-process cache of tenant indexes, kept fresh against the knowledge version."""
+    """Per-process cache of tenant indexes, kept fresh against the knowledge version.
+
+    A lookup never returns an index older than the newest version this process has read: once
+    a check (periodic, or prompted by a change announcement) finds the version moved, lookups
+    wait for the rebuild (one per tenant at a time) instead of answering from the old index.
+    """
 
     def __init__(self) -> None:
         self._indexes: dict[int, TenantIndex] = {}
         self._checked_at: dict[int, float] = {}
+        # The newest knowledge version read per tenant: an index behind it is not served.
+        self._wanted: dict[int, int] = {}
         self._building: set[int] = set()
         self._lock = threading.Lock()
+        self._tenant_locks: dict[int, threading.Lock] = {}
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-index")
+        knowledge_change_listen(self._change_heard)
 
     def get(self, tenant_id: int) -> TenantIndex | None:
+        knowledge_change_subscribe()
         index = self._indexes.get(tenant_id)
         now = time.monotonic()
         if index is None:
             if knowledge_entry_count(tenant_id=tenant_id) <= settings.KNOWLEDGE_INDEX_SYNC_LIMIT:
-                return self._build(tenant_id)
+                return self._build_fresh(tenant_id)
             self._schedule(tenant_id)
             return None
         if now - self._checked_at.get(tenant_id, 0.0) >= settings.KNOWLEDGE_INDEX_CHECK_SECONDS:
-            self._checked_at[tenant_id] = now
-            if current_knowledge_version(tenant_id) != index.version:
-                if settings.KNOWLEDGE_INDEX_BACKGROUND_REBUILD:
-                    self._schedule(tenant_id)
-                else:
-                    return self._build(tenant_id)
+            self._version_read(tenant_id, current_knowledge_version(tenant_id))
+        if not self._fresh(tenant_id, index):
+            return self._build_fresh(tenant_id)
         return index
 
     def peek(self, tenant_id: int) -> TenantIndex | None:
         """The tenant's index when it needs no freshness check now (no I/O at all); else None."""
         index = self._indexes.get(tenant_id)
-        if index is None:
+        if index is None or not self._fresh(tenant_id, index):
             return None
         due = time.monotonic() - self._checked_at.get(tenant_id, 0.0)
         return index if due < settings.KNOWLEDGE_INDEX_CHECK_SECONDS else None
 
     async def aget(self, tenant_id: int) -> TenantIndex | None:
         """``get`` for the event loop: the version check and any build run in a worker thread,
-        and only when due (at most once a second per tenant)."""
+        and only when due (a check interval passed, or a change was announced)."""
         index = self.peek(tenant_id)
         if index is not None:
             return index
@@ -120,9 +138,43 @@ class IndexRegistry:
             if tenant_id is None:
                 self._indexes.clear()
                 self._checked_at.clear()
+                self._wanted.clear()
             else:
                 self._indexes.pop(tenant_id, None)
                 self._checked_at.pop(tenant_id, None)
+                self._wanted.pop(tenant_id, None)
+
+    def _fresh(self, tenant_id: int, index: TenantIndex) -> bool:
+        return index.version == self._wanted.get(tenant_id, index.version)
+
+    def _version_read(self, tenant_id: int, version: int) -> None:
+        with self._lock:
+            self._checked_at[tenant_id] = time.monotonic()
+            self._wanted[tenant_id] = version
+
+    def _change_heard(self, tenant_id: int | None) -> None:
+        """A change was announced: the next lookup checks the version; with background
+        rebuilds on, the check and the rebuild start now, so that the lookup seldom waits."""
+        with self._lock:
+            if tenant_id is None:
+                self._checked_at.clear()
+                return
+            if tenant_id not in self._indexes:
+                return
+            self._checked_at.pop(tenant_id, None)
+        if settings.KNOWLEDGE_INDEX_BACKGROUND_REBUILD:
+            self._schedule(tenant_id)
+
+    def _build_fresh(self, tenant_id: int) -> TenantIndex:
+        """An index at least as new as the newest version read: the current one if it is, else
+        one built now, or by the build already running (waited for)."""
+        with self._lock:
+            tenant_lock = self._tenant_locks.setdefault(tenant_id, threading.Lock())
+        with tenant_lock:
+            index = self._indexes.get(tenant_id)
+            if index is not None and self._fresh(tenant_id, index):
+                return index
+            return self._build(tenant_id)
 
     def _build(self, tenant_id: int) -> TenantIndex:
         version, entries, chunks = knowledge_index_records(tenant_id=tenant_id)
@@ -137,6 +189,9 @@ class IndexRegistry:
             current = self._indexes.get(tenant_id)
             if current is None or current.version <= index.version:
                 self._indexes[tenant_id] = index
+            # Read from the database: newer than the cache's copy, unless a change since.
+            if self._wanted.get(tenant_id, index.version) <= index.version:
+                self._wanted[tenant_id] = index.version
             self._checked_at[tenant_id] = time.monotonic()
         return index
 
@@ -150,9 +205,11 @@ class IndexRegistry:
     def _build_in_background(self, tenant_id: int) -> None:
         started = time.monotonic()
         try:
-            index = self._build(tenant_id)
+            if tenant_id in self._indexes:
+                self._version_read(tenant_id, current_knowledge_version(tenant_id))
+            index = self._build_fresh(tenant_id)
             logger.info(
-                "knowledge index rebuilt tenant=%s version=%s units=%s in %.0f ms",
+                "knowledge index ready tenant=%s version=%s units=%s in %.0f ms",
                 tenant_id,
                 index.version,
                 index.size,
@@ -163,7 +220,8 @@ class IndexRegistry:
         finally:
             with self._lock:
                 self._building.discard(tenant_id)
-            close_old_connections()
+            # Rebuilds are rare: the pool thread does not keep a connection open meanwhile.
+            connections.close_all()
 
 
 registry = IndexRegistry()
@@ -323,12 +381,29 @@ def _search(index: TenantIndex, query: str, vector: np.ndarray | None, k: int) -
     for unit, score in sorted(fused.items(), key=lambda item: -item[1])[:k]:
         if unit < len(index.entries):
             entry = index.entries[unit]
-            hits.append(SearchHit(HitSource.FAQ, entry.id, entry.question, entry.answer, score))
+            # An entry speaks to every way of asking it, not only to its main question.
+            relevance = index.content_relevance(
+                query, "\n".join([entry.question, *entry.phrasings, entry.answer])
+            )
+            hits.append(
+                SearchHit(
+                    HitSource.FAQ, entry.id, entry.question, entry.answer, score, None, relevance
+                )
+            )
         else:
             chunk = index.chunks[unit - len(index.entries)]
             title = " · ".join(part for part in (chunk.document_title, chunk.heading) if part)
+            relevance = index.content_relevance(query, chunk_text(chunk))
             hits.append(
-                SearchHit(HitSource.CHUNK, chunk.id, title, chunk.content, score, chunk.document_id)
+                SearchHit(
+                    HitSource.CHUNK,
+                    chunk.id,
+                    title,
+                    chunk.content,
+                    score,
+                    chunk.document_id,
+                    relevance,
+                )
             )
     return hits
 

@@ -6,7 +6,13 @@ from collections.abc import Iterable
 
 from django.db.models import QuerySet
 
-from knowledge.csv_format import CSV_COLUMNS, spreadsheet_safe
+from knowledge.csv_format import (
+    ALTERNATES_SEPARATORS,
+    CSV_COLUMNS,
+    TAGS_SEPARATORS,
+    list_cell,
+    spreadsheet_safe,
+)
 from knowledge.index import ChunkRecord, EntryRecord
 from knowledge.models import Chunk, KnowledgeEntry
 from tenants.models import Tenant
@@ -28,9 +34,9 @@ def knowledge_entries_csv(*, entries: Iterable[KnowledgeEntry]) -> str:
             [
                 entry.pk,
                 spreadsheet_safe(entry.question),
-                spreadsheet_safe("\n".join(entry.alternate_questions)),
+                list_cell(entry.alternate_questions, ALTERNATES_SEPARATORS),
                 spreadsheet_safe(entry.answer),
-                spreadsheet_safe(", ".join(entry.tags)),
+                list_cell(entry.tags, TAGS_SEPARATORS, joiner=", "),
                 "true" if entry.enabled else "false",
             ]
         )

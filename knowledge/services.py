@@ -23,8 +23,16 @@ from helpdesk_site.redis import redis_failure_log
 
 # knowledge.tasks imports this module: import the module, not its tasks.
 from knowledge import ingest, tasks
-from knowledge.csv_format import FALSE_WORDS, TRUE_WORDS, spreadsheet_unescape
+from knowledge.csv_format import (
+    ALTERNATES_SEPARATORS,
+    FALSE_WORDS,
+    TAGS_SEPARATORS,
+    TRUE_WORDS,
+    list_cell_items,
+    spreadsheet_unescape,
+)
 from knowledge.dense import embeddable, tenant_embedder, text_digest
+from knowledge.freshness import knowledge_change_announce
 from knowledge.index import chunk_text
 from knowledge.models import Chunk, Document, EmbeddingVector, KnowledgeEntry
 from knowledge.selectors import knowledge_index_records
@@ -53,14 +61,28 @@ class _Row:
     enabled: bool
 
 
-def _split(text: str, separators: str) -> list[str]:
-    for separator in separators[1:]:
-        text = text.replace(separator, separators[0])
-    return list(dict.fromkeys(part.strip() for part in text.split(separators[0]) if part.strip()))
-
-
 def _parse_rows(text: str, errors: list[str]) -> list[_Row]:
-    reader = csv.DictReader(io.StringIO(text))
+    if "\x00" in text:
+        errors.append(_("The file contains a NUL character; it is not a CSV text file."))
+        return []
+    # strict: an unbalanced quote is an error, not a field that swallows the rest of the file.
+    reader = csv.DictReader(io.StringIO(text), strict=True)
+    try:
+        return _parse_records(reader, errors)
+    except csv.Error as exc:
+        if "larger" in str(exc):  # "field larger than field limit"
+            message = _("Line %(line)d: a cell is longer than %(kb)d KB.")
+        else:
+            message = _(
+                "Line %(line)d: the file is not valid CSV here; check that every quote is closed."
+            )
+        # The reader counts the lines of the rows it returned; the broken row starts after them.
+        line = reader.line_num + 1
+        errors.append(message % {"line": line, "kb": csv.field_size_limit() // 1024})
+        return []
+
+
+def _parse_records(reader: csv.DictReader, errors: list[str]) -> list[_Row]:
     headers = {(name or "").strip().lower() for name in reader.fieldnames or []}
     missing = {"question", "answer"} - headers
     if missing:
@@ -71,11 +93,12 @@ def _parse_rows(text: str, errors: list[str]) -> list[_Row]:
         if line - 1 > MAX_IMPORT_ROWS:
             errors.append(_("Too many rows: at most %(n)d per file.") % {"n": MAX_IMPORT_ROWS})
             break
-        values = {
-            (key or "").strip().lower(): spreadsheet_unescape((value or "").strip())
+        cells = {
+            (key or "").strip().lower(): value or ""
             for key, value in raw.items()
             if isinstance(value, str | type(None))
         }
+        values = {key: spreadsheet_unescape(cell) for key, cell in cells.items()}
         if not any(values.values()):
             continue
         question, answer = values.get("question", ""), values.get("answer", "")
@@ -101,9 +124,11 @@ def _parse_rows(text: str, errors: list[str]) -> list[_Row]:
                 line=line,
                 entry_id=int(raw_id) if raw_id else None,
                 question=question,
-                alternate_questions=_split(values.get("alternate_questions", ""), "\n|"),
+                alternate_questions=list_cell_items(
+                    cells.get("alternate_questions", ""), ALTERNATES_SEPARATORS
+                ),
                 answer=answer,
-                tags=_split(values.get("tags", ""), ",，"),
+                tags=list_cell_items(cells.get("tags", ""), TAGS_SEPARATORS),
                 enabled=enabled_word not in FALSE_WORDS,
             )
         )
@@ -220,6 +245,8 @@ def knowledge_changed(*, tenant_id: int) -> None:
             )
         except (RedisError, OSError) as exc:
             redis_failure_log(logger=logger, operation="knowledge version publish", error=exc)
+        # After the cache holds the new version: the checks this prompts must find it there.
+        knowledge_change_announce(tenant_id=tenant_id)
         if dense_retrieval_possible(tenant_id=tenant_id):
             tasks.knowledge_embed_task.delay(tenant_id)
 
@@ -304,7 +331,15 @@ def document_source_validate(
 
 def _document_processing_schedule(document: Document) -> None:
     document_id, tenant_id = document.pk, document.tenant_id
-    transaction.on_commit(lambda: tasks.document_process_task.delay(document_id, tenant_id))
+    if document.source_file:
+        size = document.source_file.size or 0
+    else:
+        size = len(document.content.encode())
+    transaction.on_commit(
+        lambda: tasks.document_process_enqueue(
+            document_id=document_id, tenant_id=tenant_id, source_bytes=size
+        )
+    )
 
 
 def _document_file_delete_on_commit(document: Document, name: str) -> None:
@@ -526,11 +561,24 @@ def document_process(*, document_id: int, tenant_id: int) -> Document | None:
                 _document_source(document),
                 format=document.format,
                 on_page=lambda done, total: report(_PROGRESS_EXTRACTED * done // total),
+                limits=ingest.ExtractionLimits(
+                    max_pages=settings.KNOWLEDGE_DOCUMENT_MAX_PAGES,
+                    max_chars=settings.KNOWLEDGE_DOCUMENT_MAX_CHARS,
+                ),
             )
             report(_PROGRESS_EXTRACTED)
             pieces = ingest.split_into_chunks(extracted.text)
             if not pieces:
                 raise ingest.IngestError(_("No text was found in this document."))
+            if len(pieces) > settings.KNOWLEDGE_DOCUMENT_MAX_CHUNKS:
+                raise ingest.IngestError(
+                    _(
+                        "This document would make %(chunks)d passages; at most %(limit)d are "
+                        "kept per document. Split it into smaller files and upload them one "
+                        "by one."
+                    )
+                    % {"chunks": len(pieces), "limit": settings.KNOWLEDGE_DOCUMENT_MAX_CHUNKS}
+                )
     except ingest.IngestError as exc:
         same_source.update(
             status=Document.Status.FAILED, progress=0, error=exc.message, updated_at=timezone.now()

@@ -1,10 +1,12 @@
 """Background work on the knowledge base. Tasks take ids and are safe to run more than once."""
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import InterfaceError, OperationalError
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, connections
 from django.utils.translation import gettext_lazy as _
 
 from conversations.gateway import GatewayError
@@ -50,12 +52,41 @@ def document_process_task(document_id: int, tenant_id: int) -> None:
     except Exception:
         # A bug, or a file that trips a parser in an unforeseen way: the tenant gets a plain
         # message, the traceback goes to the logs, and the document is not left "processing".
-        logger.exception("processing document %s of tenant %s failed", document_id, tenant_id)
-        services.document_mark_failed(
-            document_id=document_id,
-            tenant_id=tenant_id,
-            error=_("Processing failed unexpectedly. Try again; if it fails again, contact us."),
-        )
+        _document_fail_unexpectedly(document_id, tenant_id)
+
+
+def _document_fail_unexpectedly(document_id: int, tenant_id: int) -> None:
+    logger.exception("processing document %s of tenant %s failed", document_id, tenant_id)
+    services.document_mark_failed(
+        document_id=document_id,
+        tenant_id=tenant_id,
+        error=_("Processing failed unexpectedly. Try again; if it fails again, contact us."),
+    )
+
+
+# With Celery eager there is no worker: large documents are processed here, one at a time, so
+# that the request that saved one returns at once and other work keeps its share of the CPU.
+_inline_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-documents")
+
+
+def document_process_enqueue(*, document_id: int, tenant_id: int, source_bytes: int) -> None:
+    """Queues a document's processing: for a Celery worker, or, when Celery runs tasks eagerly
+    (the embedded defaults), in this process's document thread unless the source is small."""
+    eager = settings.CELERY_TASK_ALWAYS_EAGER
+    if not eager or source_bytes <= settings.KNOWLEDGE_DOCUMENT_INLINE_MAX_BYTES:
+        document_process_task.delay(document_id, tenant_id)
+        return
+    _inline_worker.submit(_document_process_in_thread, document_id, tenant_id)
+
+
+def _document_process_in_thread(document_id: int, tenant_id: int) -> None:
+    try:
+        document_process_task(document_id, tenant_id)
+    except RETRYABLE_ERRORS:
+        # No broker to retry through: the document is failed, and the tenant may retry it.
+        _document_fail_unexpectedly(document_id, tenant_id)
+    finally:
+        connections.close_all()  # this thread's connection, not kept open between documents
 
 
 @shared_task(

@@ -6,6 +6,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
 from django.db import models
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest
@@ -188,6 +189,14 @@ class MembershipAddForm(forms.ModelForm):
     class Meta:
         model = Membership
         fields = ["role"]
+
+    def clean_username(self) -> str:
+        username: str = self.cleaned_data["username"]
+        # Checked here so that a taken name is an error on the form; the service checks it
+        # again inside its transaction.
+        if get_user_model().objects.filter(username__iexact=username).exists():
+            raise forms.ValidationError(_("This username is taken."))
+        return username
 
 
 @admin.register(Membership)

@@ -298,6 +298,19 @@ LOGGING: dict[str, Any] = {
 KNOWLEDGE_INDEX_CHECK_SECONDS = env.float("KNOWLEDGE_INDEX_CHECK_SECONDS", default=1.0)
 KNOWLEDGE_INDEX_SYNC_LIMIT = env.int("KNOWLEDGE_INDEX_SYNC_LIMIT", default=2000)
 KNOWLEDGE_INDEX_BACKGROUND_REBUILD = True
+# Documents: what one document may grow into. A file past a cap fails with a message saying
+# which; a few kilobytes of PDF can otherwise expand into millions of characters.
+KNOWLEDGE_DOCUMENT_MAX_PAGES = env.int("KNOWLEDGE_DOCUMENT_MAX_PAGES", default=1000)
+KNOWLEDGE_DOCUMENT_MAX_CHARS = env.int("KNOWLEDGE_DOCUMENT_MAX_CHARS", default=2_000_000)
+KNOWLEDGE_DOCUMENT_MAX_CHUNKS = env.int("KNOWLEDGE_DOCUMENT_MAX_CHUNKS", default=4000)
+# With Celery eager (the embedded defaults), documents larger than this are processed in a
+# background thread rather than in the request that saved them.
+KNOWLEDGE_DOCUMENT_INLINE_MAX_BYTES = env.int(
+    "KNOWLEDGE_DOCUMENT_INLINE_MAX_BYTES", default=64 * 1024
+)
+# Without an LLM, a passage is shown only when it speaks to at least this share of the question
+# (IDF-weighted words; calibrated by bench/relevance_floor.py, see docs/knowledge.md).
+KNOWLEDGE_RELEVANCE_FLOOR = env.float("KNOWLEDGE_RELEVANCE_FLOOR", default=0.3)
 # Dense retrieval without a provider embedding model: "local" (needs the local-embeddings
 # extra) or "off".
 KNOWLEDGE_EMBEDDINGS = env.str("KNOWLEDGE_EMBEDDINGS", default="off")

@@ -18,6 +18,7 @@ from conversations.memory import memory_local_reset
 from conversations.mockllm import MockLLMServer, stream_tokens
 from conversations.models import Conversation, Customer, Message
 from conversations.pii import luhn_is_valid
+from conversations.pipeline import draft_reply
 from conversations.ratelimit import rate_limit_local_reset
 from conversations.selectors import llm_providers_forget
 from conversations.services import visitor_token_issue, visitor_token_read
@@ -382,6 +383,60 @@ async def test_without_a_provider_the_offline_responder_answers(shop) -> None:
     assert len([f for f in frames if f["type"] == "delta"]) > 1
     answer = (await stored(welcome["conversation_id"]))[-1]
     assert answer.source == "offline"
+
+
+NOT_FOUND = {
+    "en": "Sorry, I could not find an answer to that. Would you like to talk to a person?",
+    "zh-hans": "抱歉，我没有找到这个问题的答案。需要为您转接人工客服吗？",
+}
+
+
+def _unrelated_knowledge(tenant) -> None:
+    """What off-topic questions used to be answered with."""
+    factories.KnowledgeEntryFactory(
+        tenant=tenant,
+        question="How do I change my delivery address?",
+        answer="Open My Orders, choose the order and edit the address before it ships.",
+    )
+    guide = factories.DocumentFactory(tenant=tenant, title="Warranty", status="ready")
+    factories.ChunkFactory(
+        document=guide,
+        heading="What is not covered",
+        content="Water damage, drops, and unauthorised repairs.",
+    )
+    knowledge_services.knowledge_changed(tenant_id=tenant.pk)
+
+
+@pytest.mark.parametrize(
+    ("question", "language"),
+    [
+        ("What's the weather like in Paris tomorrow?", "en"),
+        ("My parcel never arrived, order 20261130777", "en"),
+        ("明天北京的天气怎么样？", "zh-hans"),
+    ],
+)
+async def test_without_a_provider_off_topic_questions_are_told_nothing_was_found(
+    shop, question: str, language: str
+) -> None:
+    await database_sync_to_async(_unrelated_knowledge)(shop)
+    widget = Widget(shop)
+    try:
+        welcome = await widget.open()
+        frames = await widget.ask(question, "m1")
+    finally:
+        await widget.close()
+    assert frames[-1]["source"] == "offline"
+    assert text_of(frames) == NOT_FOUND[language]
+    answer = (await stored(welcome["conversation_id"]))[-1]
+    assert (answer.content, answer.knowledge_refs) == (NOT_FOUND[language], [])
+
+
+async def test_the_agents_draft_offers_no_unrelated_passage(shop) -> None:
+    await database_sync_to_async(_unrelated_knowledge)(shop)
+    weather = await draft_reply(tenant=shop, question="What's the weather like in Paris tomorrow?")
+    warranty = await draft_reply(tenant=shop, question="headphones warranty broken cable")
+    assert weather == ""
+    assert warranty == "Headphones have a 12-month warranty covering manufacturing defects."
 
 
 async def test_a_visitor_token_resumes_the_conversation(shop) -> None:

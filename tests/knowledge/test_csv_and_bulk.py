@@ -3,10 +3,15 @@
 import csv
 import io
 
+import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import transaction
 from django.urls import reverse
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from knowledge.models import KnowledgeEntry
+from knowledge.selectors import knowledge_entries_csv
 from knowledge.services import knowledge_entries_import_csv
 from tests import factories
 
@@ -109,6 +114,88 @@ def test_export_round_trips_and_defuses_formulas(admin_client_a, tenant_a, tenan
     assert entry.question == '=HYPERLINK("http://evil")'
     assert entry.answer == "-1 is fine"
     assert entry.alternate_questions == ["a", "b"]
+
+
+def test_export_keeps_what_the_old_format_lost(tenant_a) -> None:
+    entry = factories.KnowledgeEntryFactory(
+        tenant=tenant_a,
+        question="'=literal",
+        alternate_questions=["A | B", " padded ", "C:\\new\\path"],
+        answer="  indented answer",
+        tags=["=SUM(A1)", "a,b", "c，d"],
+    )
+    exported = knowledge_entries_csv(entries=KnowledgeEntry.objects.filter(pk=entry.pk)).encode()
+    KnowledgeEntry.objects.filter(pk=entry.pk).update(question="x", answer="y", tags=[])
+    assert knowledge_entries_import_csv(tenant=tenant_a, data=exported).errors == []
+    entry.refresh_from_db()
+    assert entry.question == "'=literal"
+    assert entry.alternate_questions == ["A | B", " padded ", "C:\\new\\path"]
+    assert entry.answer == "  indented answer"
+    assert entry.tags == ["=SUM(A1)", "a,b", "c，d"]
+    row = next(csv.DictReader(io.StringIO(exported.decode("utf-8-sig"))))
+    assert row["tags"].startswith("'=")  # still defused for spreadsheets
+
+
+# What the database stores: no NUL (PostgreSQL refuses it), no lone surrogates.
+_TEXT = st.text(
+    st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), min_size=1, max_size=30
+)
+_ENTRY = st.fixed_dictionaries(
+    {
+        "question": _TEXT,
+        "alternate_questions": st.lists(_TEXT, max_size=4, unique=True),
+        "answer": _TEXT,
+        "tags": st.lists(_TEXT, max_size=4, unique=True),
+        "enabled": st.booleans(),
+    }
+)
+_FIELDS = ["question", "alternate_questions", "answer", "tags", "enabled"]
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(entries=st.lists(_ENTRY, min_size=1, max_size=3))
+def test_export_then_import_gives_identical_rows(tenant_a, entries: list[dict]) -> None:
+    with transaction.atomic():
+        for values in entries:
+            factories.KnowledgeEntryFactory(tenant=tenant_a, **values)
+        stored = KnowledgeEntry.objects.filter(tenant=tenant_a).order_by("id")
+        before = list(stored.values_list("id", *_FIELDS))
+        exported = knowledge_entries_csv(entries=stored).encode()
+        stored.update(question="-", answer="-", alternate_questions=[], tags=[], enabled=False)
+
+        result = knowledge_entries_import_csv(tenant=tenant_a, data=exported)
+
+        assert result.errors == []
+        assert (result.created, result.updated) == (0, len(entries))
+        assert list(stored.values_list("id", *_FIELDS)) == before
+        transaction.set_rollback(True)
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (
+            b"question,answer\n" + b"x" * (129 * 1024) + b",answer\n",
+            "Line 2: a cell is longer than 128 KB.",
+        ),
+        (
+            b'question,answer\n"unclosed,answer\nnext,row\n',
+            "Line 2: the file is not valid CSV here; check that every quote is closed.",
+        ),
+        (
+            b"question,answer\nnul\x00here,answer\n",
+            "The file contains a NUL character; it is not a CSV text file.",
+        ),
+    ],
+    ids=["field-over-128kb", "unbalanced-quote", "nul"],
+)
+def test_broken_csv_is_a_form_error(admin_client_a, tenant_a, data: bytes, error: str) -> None:
+    response = admin_client_a.post(IMPORT_URL, {"file": SimpleUploadedFile("faq.csv", data)})
+    assert response.status_code == 200
+    assert response.context["import_errors"] == [error]
+    assert not KnowledgeEntry.objects.filter(tenant=tenant_a).exists()
 
 
 def test_bulk_disable_and_enable(admin_client_a, tenant_a, tenant_b) -> None:

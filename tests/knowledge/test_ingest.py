@@ -18,7 +18,6 @@ from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
 from knowledge import ingest, services, tasks
 from knowledge.ingest import IngestError, split_into_chunks
 from knowledge.models import Chunk, Document
-from tenants.models import Tenant
 from tests import factories
 
 ADD_URL = reverse("admin:knowledge_document_add")
@@ -41,20 +40,6 @@ Refunds go back to the original payment method within 5 business days.
 @pytest.fixture(autouse=True)
 def _media_root(settings, tmp_path) -> None:
     settings.MEDIA_ROOT = tmp_path
-
-
-@pytest.fixture
-def on_commit(django_capture_on_commit_callbacks):
-    """Runs on-commit callbacks (the queued Celery task, eager in tests) as a real commit would."""
-    return lambda: django_capture_on_commit_callbacks(execute=True)
-
-
-@pytest.fixture
-def english_tenant(tenant_a) -> Tenant:
-    # Errors are written in the tenant's language; these tests read the English ones.
-    tenant_a.default_language = "en"
-    tenant_a.save(update_fields=["default_language"])
-    return tenant_a
 
 
 def make_pdf(pages: list[list[str]], *, outline: dict[str, int] | None = None) -> bytes:

@@ -211,3 +211,22 @@ def test_people_without_a_tenant_cannot_sign_in(db) -> None:
     assert response.status_code == 200
     assert "not a member of any active tenant" in response.content.decode()
     assert client.get(reverse("admin:index")).status_code == 302
+
+
+@pytest.mark.parametrize("username", ["taken-name", "TAKEN-Name"])
+def test_adding_a_member_with_a_taken_username_is_a_form_error(
+    admin_client_a, tenant_b, username: str
+) -> None:
+    factories.MembershipFactory(tenant=tenant_b, user__username="taken-name")
+    response = admin_client_a.post(
+        reverse("admin:tenants_membership_add"),
+        {
+            "username": username,
+            "email": "new@example.com",
+            "password": "long-enough-1",
+            "role": "agent",
+        },
+    )
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["username"] == ["This username is taken."]
+    assert Membership.objects.filter(user__username__iexact="taken-name").count() == 1
