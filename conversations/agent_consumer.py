@@ -39,6 +39,7 @@ from conversations.handoff import (
 from conversations.models import AgentPresence, Conversation
 from conversations.pipeline import draft_reply
 from conversations.throttle import typing_throttle_pass
+from helpdesk_site.untrusted import FrameTooDeep, frame_clean
 from tenants.request import ACTIVE_TENANT_SESSION_KEY
 
 logger = logging.getLogger(__name__)
@@ -113,9 +114,12 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
             await self.send_error("bad_frame", "Frames are JSON text of at most 32 KB.")
             return
         try:
-            frame = json.loads(text_data)
+            frame = frame_clean(json.loads(text_data))
         except (ValueError, RecursionError):
             await self.send_error("bad_json", "The frame is not valid JSON.")
+            return
+        except FrameTooDeep:
+            await self.send_error("bad_frame", "Frames nest at most a few levels.")
             return
         if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
             await self.send_error("bad_frame", "A frame is a JSON object with a “type”.")

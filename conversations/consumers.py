@@ -36,7 +36,7 @@ from conversations.tickets import (
     tickets_for_customer,
 )
 from helpdesk_site.asyncdb import db_parallel
-from helpdesk_site.untrusted import untrusted_text_clean
+from helpdesk_site.untrusted import FrameTooDeep, frame_clean
 from tenants.models import Language, Tenant
 from tenants.selectors import tenant_get_by_public_key
 
@@ -47,8 +47,6 @@ logger = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 16 * 1024
-# The protocol's frames nest two levels (hello's identity); a little room for what comes.
-MAX_FRAME_DEPTH = 8
 CLOSE_FORBIDDEN = 4403
 # A phone number as people type it: digits with spaces, dashes, dots, brackets, a leading +.
 PHONE_PATTERN = re.compile(r"\+?[0-9][0-9 ()./-]{4,37}[0-9]")  # at most 40, as stored
@@ -77,28 +75,6 @@ def visitor_identity(raw: Any) -> services.VisitorIdentity | None:
         name=fields["name"] or "",
         email=fields["email"] or "",
     )
-
-
-class FrameTooDeep(Exception):
-    """A frame nests deeper than ``MAX_FRAME_DEPTH``."""
-
-
-def frame_clean(value: Any, *, depth: int = 0) -> Any:
-    """A parsed frame with every string in it, keys too, made storable
-    (``untrusted_text_clean``): every field a widget sends is cleaned here, once, before any
-    handler sees it. Frames nest at most ``MAX_FRAME_DEPTH`` levels (``FrameTooDeep``)."""
-    if isinstance(value, str):
-        return untrusted_text_clean(value)
-    if isinstance(value, dict | list) and depth >= MAX_FRAME_DEPTH:
-        raise FrameTooDeep
-    if isinstance(value, dict):
-        return {
-            untrusted_text_clean(key): frame_clean(item, depth=depth + 1)
-            for key, item in value.items()
-        }
-    if isinstance(value, list):
-        return [frame_clean(item, depth=depth + 1) for item in value]
-    return value
 
 
 def widget_language(requested: Any, fallback: str) -> str:

@@ -7,6 +7,7 @@ customer typed is stored and shown as it reads, whatever their client sent.
 """
 
 import re
+from typing import Any
 
 # C0 control characters other than tab, line feed and carriage return (NUL among them): they
 # carry no text and some cannot be stored.
@@ -20,9 +21,34 @@ _UNENCODABLE = re.compile(
     + "]"
 )
 REPLACEMENT_CHARACTER = "\ufffd"
+# The sockets' frames nest two levels (the widget's hello identity); a little room for what
+# comes.
+MAX_FRAME_DEPTH = 8
 
 
 def untrusted_text_clean(text: str) -> str:
     """``text`` without control characters, and with every lone surrogate and noncharacter
     replaced by U+FFFD (the replacement character): text any database stores and shows."""
     return _UNENCODABLE.sub(REPLACEMENT_CHARACTER, _CONTROLS.sub("", text))
+
+
+class FrameTooDeep(Exception):
+    """A frame nests deeper than ``MAX_FRAME_DEPTH``."""
+
+
+def frame_clean(value: Any, *, depth: int = 0) -> Any:
+    """A parsed frame with every string in it, keys too, made storable
+    (``untrusted_text_clean``): every field a client sends is cleaned here, once, before any
+    handler sees it. Frames nest at most ``MAX_FRAME_DEPTH`` levels (``FrameTooDeep``)."""
+    if isinstance(value, str):
+        return untrusted_text_clean(value)
+    if isinstance(value, dict | list) and depth >= MAX_FRAME_DEPTH:
+        raise FrameTooDeep
+    if isinstance(value, dict):
+        return {
+            untrusted_text_clean(key): frame_clean(item, depth=depth + 1)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [frame_clean(item, depth=depth + 1) for item in value]
+    return value

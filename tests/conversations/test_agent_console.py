@@ -419,3 +419,25 @@ async def test_customers_who_gave_no_name_are_numbered_visitors(shop) -> None:
     finally:
         await console.close()
     assert str(anonymous) == f"Visitor #{anonymous.pk}"  # the console's lists and forms
+
+
+async def test_a_reply_is_cleaned_of_what_no_database_can_store(shop) -> None:
+    li = await database_sync_to_async(member)(shop, "li")
+    item = await database_sync_to_async(factories.ConversationFactory)(
+        tenant=shop, status="human", assignee=li
+    )
+    console = Console(li)
+    try:
+        await console.open()
+        # JSON carries a NUL and a lone surrogate as escapes; neither can be stored as is.
+        await console.communicator.send_to(
+            text_data=json.dumps(
+                {"type": "reply", "conversation_id": item.pk, "text": "On its way\x00 \ud800!"}
+            )
+        )
+        await console.send({"type": "ping"})
+        assert (await console.receive("pong"))["type"] == "pong"
+    finally:
+        await console.close()
+    reply = await Message.objects.aget(conversation=item, role=Message.Role.AGENT)
+    assert reply.content == "On its way \ufffd!"
