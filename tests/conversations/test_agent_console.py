@@ -14,6 +14,7 @@ from knowledge import services as knowledge_services
 from tenants.models import Membership, Role, Tenant
 from tests import factories
 from tests.conversations.test_pipeline import Widget
+from tests.sockets import SOCKET_WAIT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,7 +44,7 @@ class Console:
         self.communicator.scope["session"] = {}
 
     async def open(self) -> dict:
-        connected, code = await self.communicator.connect()
+        connected, code = await self.communicator.connect(timeout=SOCKET_WAIT)
         assert connected, code
         return await self.receive("lists")
 
@@ -53,7 +54,7 @@ class Console:
     async def receive(self, kind: str) -> dict:
         """The next frame of type ``kind`` (others, such as list refreshes, are skipped)."""
         while True:
-            frame = await self.communicator.receive_json_from(timeout=5)
+            frame = await self.communicator.receive_json_from(timeout=SOCKET_WAIT)
             if frame["type"] == kind:
                 return frame
 
@@ -209,13 +210,13 @@ async def test_only_signed_in_agents_connect(shop) -> None:
     viewer = await database_sync_to_async(member)(shop, "viewer", Role.VIEWER)
     for user, code in ((viewer, 4403),):
         console = Console(user)
-        connected, close_code = await console.communicator.connect()
+        connected, close_code = await console.communicator.connect(timeout=SOCKET_WAIT)
         assert (connected, close_code) == (False, code)
         await console.communicator.disconnect()
     from django.contrib.auth.models import AnonymousUser
 
     console = Console(AnonymousUser())
-    connected, close_code = await console.communicator.connect()
+    connected, close_code = await console.communicator.connect(timeout=SOCKET_WAIT)
     assert (connected, close_code) == (False, 4401)
     await console.communicator.disconnect()
 
@@ -224,7 +225,7 @@ async def _closed_with(console: Console) -> int:
     """Reads the console's output up to the close; every frame before it must be the notice
     that access was revoked (nothing else may reach an agent who lost access)."""
     while True:
-        output = await console.communicator.receive_output(timeout=5)
+        output = await console.communicator.receive_output(timeout=SOCKET_WAIT)
         if output["type"] == "websocket.close":
             return int(output["code"])
         assert json.loads(output["text"]) == {
@@ -374,7 +375,7 @@ async def _typing_frames(communicator: WebsocketCommunicator, *, kind: str) -> i
     """Counts frames of ``kind`` until none arrives for half a second."""
     count = 0
     while not await communicator.receive_nothing(timeout=0.5):
-        count += (await communicator.receive_json_from())["type"] == kind
+        count += (await communicator.receive_json_from(timeout=SOCKET_WAIT))["type"] == kind
     return count
 
 

@@ -27,6 +27,7 @@ from knowledge import services as knowledge_services
 from knowledge.models import KnowledgeEntry
 from knowledge.search import registry
 from tests import factories
+from tests.sockets import SOCKET_WAIT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -110,7 +111,7 @@ class Widget:
         self.welcome: dict[str, Any] = {}
 
     async def open(self, **hello: Any) -> dict[str, Any]:
-        connected, _ = await self.communicator.connect()
+        connected, _ = await self.communicator.connect(timeout=SOCKET_WAIT)
         assert connected
         await self.send({"type": "hello", **hello})
         welcome = await self.receive()
@@ -120,7 +121,7 @@ class Widget:
     async def send(self, frame: dict[str, Any]) -> None:
         await self.communicator.send_to(text_data=json.dumps(frame))
 
-    async def receive(self, wait: float = 10) -> dict[str, Any]:
+    async def receive(self, wait: float = SOCKET_WAIT) -> dict[str, Any]:
         frame = json.loads(await self.communicator.receive_from(timeout=wait))
         if frame["type"] == "welcome":
             self.welcome = frame
@@ -513,7 +514,7 @@ async def test_feedback_is_stored_and_a_thumbs_down_brings_a_person(shop) -> Non
 async def test_messages_before_hello_are_refused(shop) -> None:
     widget = Widget(shop)
     try:
-        await widget.communicator.connect()
+        await widget.communicator.connect(timeout=SOCKET_WAIT)
         await widget.send({"type": "message", "id": "m1", "text": "hi"})
         frame = await widget.receive()
     finally:

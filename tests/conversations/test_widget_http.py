@@ -10,6 +10,7 @@ from conversations.models import Customer
 from conversations.services import identity_signature
 from helpdesk_site.asgi import application
 from tests import factories
+from tests.sockets import SOCKET_WAIT
 
 ORIGIN = "https://shop.example.com"
 
@@ -69,11 +70,11 @@ async def _hello(tenant, identity: dict) -> list[dict]:
         headers=[(b"origin", ORIGIN.encode()), (b"host", b"kefu.example.com")],
     )
     try:
-        await communicator.connect()
+        await communicator.connect(timeout=SOCKET_WAIT)
         await communicator.send_to(text_data=json.dumps({"type": "hello", "identity": identity}))
-        frames = [json.loads(await communicator.receive_from(timeout=5))]
+        frames = [json.loads(await communicator.receive_from(timeout=SOCKET_WAIT))]
         if not await communicator.receive_nothing(timeout=0.2):
-            frames.append(json.loads(await communicator.receive_from(timeout=5)))
+            frames.append(json.loads(await communicator.receive_from(timeout=SOCKET_WAIT)))
         return frames
     finally:
         await communicator.disconnect()

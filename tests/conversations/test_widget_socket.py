@@ -11,6 +11,7 @@ from conversations.models import Customer, Message, Ticket
 from conversations.services import identity_signature
 from helpdesk_site.asgi import application
 from tests.factories import TenantFactory
+from tests.sockets import SOCKET_WAIT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,10 +36,14 @@ async def test_listed_origin_connects_and_pings() -> None:
     tenant = await _tenant(allowed_origins=["https://shop.example.com"])
     communicator = _communicator(tenant.public_key, "https://shop.example.com")
     try:
-        connected, _ = await communicator.connect()
+        connected, _ = await communicator.connect(timeout=SOCKET_WAIT)
         assert connected
         await communicator.send_to(text_data=json.dumps({"type": "ping", "id": 7}))
-        assert await communicator.receive_json_from() == {"v": 1, "type": "pong", "id": 7}
+        assert await communicator.receive_json_from(timeout=SOCKET_WAIT) == {
+            "v": 1,
+            "type": "pong",
+            "id": 7,
+        }
     finally:
         await communicator.disconnect()
 
@@ -56,11 +61,11 @@ async def test_frames_do_not_queue_for_the_shared_database_thread(monkeypatch) -
     tenant = await _tenant(allowed_origins=["https://shop.example.com"])
     communicator = _communicator(tenant.public_key, "https://shop.example.com")
     try:
-        connected, _ = await communicator.connect()
+        connected, _ = await communicator.connect(timeout=SOCKET_WAIT)
         assert connected
         for frame_id in range(3):
             await communicator.send_to(text_data=json.dumps({"type": "ping", "id": frame_id}))
-            assert (await communicator.receive_json_from())["id"] == frame_id
+            assert (await communicator.receive_json_from(timeout=SOCKET_WAIT))["id"] == frame_id
     finally:
         await communicator.disconnect()
     assert hops == []
@@ -72,7 +77,7 @@ async def test_kefus_own_host_may_connect() -> None:
         tenant.public_key, "http://kefu.example.com", host="kefu.example.com"
     )
     try:
-        connected, _ = await communicator.connect()
+        connected, _ = await communicator.connect(timeout=SOCKET_WAIT)
         assert connected
     finally:
         await communicator.disconnect()
@@ -85,7 +90,7 @@ async def test_other_origins_are_refused(origin: str) -> None:
     tenant = await _tenant(allowed_origins=["https://shop.example.com"])
     communicator = _communicator(tenant.public_key, origin)
     try:
-        connected, code = await communicator.connect()
+        connected, code = await communicator.connect(timeout=SOCKET_WAIT)
         assert not connected
         assert code == 4403
     finally:
@@ -97,7 +102,7 @@ async def test_unknown_or_inactive_tenant_is_refused() -> None:
     for key in ("pk_does_not_exist", inactive.public_key):
         communicator = _communicator(key, "https://shop.example.com")
         try:
-            connected, _ = await communicator.connect()
+            connected, _ = await communicator.connect(timeout=SOCKET_WAIT)
             assert not connected
         finally:
             await communicator.disconnect()
@@ -117,15 +122,15 @@ async def test_malformed_frames_get_an_error_not_a_crash(frame: str, code: str) 
     tenant = await _tenant(allowed_origins=["https://shop.example.com"], default_language="en")
     communicator = _communicator(tenant.public_key, "https://shop.example.com")
     try:
-        await communicator.connect()
+        await communicator.connect(timeout=SOCKET_WAIT)
         await communicator.send_to(text_data=frame)
-        reply = await communicator.receive_json_from()
+        reply = await communicator.receive_json_from(timeout=SOCKET_WAIT)
         assert reply["type"] == "error"
         assert reply["code"] == code
         assert reply["text"]
         # The socket is still usable afterwards.
         await communicator.send_to(text_data='{"type": "ping"}')
-        assert (await communicator.receive_json_from())["type"] == "pong"
+        assert (await communicator.receive_json_from(timeout=SOCKET_WAIT))["type"] == "pong"
     finally:
         await communicator.disconnect()
 
@@ -134,9 +139,9 @@ async def test_errors_speak_the_tenants_language() -> None:
     tenant = await _tenant(allowed_origins=["https://shop.example.com"], default_language="zh-hans")
     communicator = _communicator(tenant.public_key, "https://shop.example.com")
     try:
-        await communicator.connect()
+        await communicator.connect(timeout=SOCKET_WAIT)
         await communicator.send_to(text_data="not json")
-        reply = await communicator.receive_json_from()
+        reply = await communicator.receive_json_from(timeout=SOCKET_WAIT)
         assert reply["text"] == "消息不是有效的 JSON。"
     finally:
         await communicator.disconnect()
@@ -147,22 +152,22 @@ async def test_a_deeply_nested_frame_gets_an_error_not_a_crash(depth: int) -> No
     tenant = await _tenant(allowed_origins=["https://shop.example.com"], default_language="en")
     communicator = _communicator(tenant.public_key, "https://shop.example.com")
     try:
-        await communicator.connect()
+        await communicator.connect(timeout=SOCKET_WAIT)
         await communicator.send_to(
             text_data='{"type": "ping", "x": ' + "[" * depth + "]" * depth + "}"
         )
-        reply = await communicator.receive_json_from()
+        reply = await communicator.receive_json_from(timeout=SOCKET_WAIT)
         assert (reply["type"], reply["code"]) == ("error", "bad_frame")
         await communicator.send_to(text_data='{"type": "ping"}')
-        assert (await communicator.receive_json_from())["type"] == "pong"
+        assert (await communicator.receive_json_from(timeout=SOCKET_WAIT))["type"] == "pong"
     finally:
         await communicator.disconnect()
 
 
 async def _frames_until(communicator: WebsocketCommunicator, *types: str) -> list[dict[str, Any]]:
-    frames = [await communicator.receive_json_from(timeout=10)]
+    frames = [await communicator.receive_json_from(timeout=SOCKET_WAIT)]
     while frames[-1]["type"] not in types:
-        frames.append(await communicator.receive_json_from(timeout=10))
+        frames.append(await communicator.receive_json_from(timeout=SOCKET_WAIT))
     return frames
 
 
@@ -191,9 +196,9 @@ async def test_text_a_database_cannot_store_is_cleaned_at_the_socket() -> None:
     tenant = await _tenant(allowed_origins=["https://shop.example.com"], default_language="en")
     communicator = _communicator(tenant.public_key, "https://shop.example.com")
     try:
-        await communicator.connect()
+        await communicator.connect(timeout=SOCKET_WAIT)
         await communicator.send_to(text_data=_raw({"type": "hello", "visitor_token": "t\x00"}))
-        assert (await communicator.receive_json_from())["type"] == "welcome"
+        assert (await communicator.receive_json_from(timeout=SOCKET_WAIT))["type"] == "welcome"
         # When the customer writes, asks for a person, leaves details and rates
         message = {"type": "message", "id": "m\x00", "text": "Hi\x00 there \ud800!"}
         await communicator.send_to(text_data=_raw(message))
@@ -241,7 +246,7 @@ async def test_a_verified_identity_is_cleaned_before_it_is_stored() -> None:
     }
     communicator = _communicator(tenant.public_key, "https://shop.example.com")
     try:
-        await communicator.connect()
+        await communicator.connect(timeout=SOCKET_WAIT)
         await communicator.send_to(text_data=_raw({"type": "hello", "identity": identity}))
         welcome = await _frames_until(communicator, "welcome", "error")
     finally:

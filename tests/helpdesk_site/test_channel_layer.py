@@ -34,6 +34,7 @@ from tenants.models import Role
 from tests import factories
 from tests.conftest import skip_or_fail
 from tests.live_asgi import free_port
+from tests.sockets import SOCKET_WAIT
 
 REDIS_SERVER = Path("/usr/bin/redis-server")
 ORIGIN = "https://shop.example.com"
@@ -270,7 +271,7 @@ class Widget:
         )
 
     async def open(self) -> dict[str, Any]:
-        connected, _ = await self.communicator.connect()
+        connected, _ = await self.communicator.connect(timeout=SOCKET_WAIT)
         assert connected
         await self.send({"type": "hello"})
         welcome = await self.receive()
@@ -281,7 +282,7 @@ class Widget:
         await self.communicator.send_to(text_data=json.dumps(frame))
 
     async def receive(self) -> dict[str, Any]:
-        return dict(json.loads(await self.communicator.receive_from(timeout=10)))
+        return dict(json.loads(await self.communicator.receive_from(timeout=SOCKET_WAIT)))
 
     async def ask(self, text: str, message_id: str) -> list[dict[str, Any]]:
         await self.send({"type": "message", "id": message_id, "text": text})

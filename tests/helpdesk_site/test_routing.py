@@ -14,6 +14,7 @@ from conversations.consumers import WidgetConsumer
 from helpdesk_site.asgi import application
 from tenants.models import Role
 from tests.factories import MembershipFactory, TenantFactory, UserFactory
+from tests.sockets import SOCKET_WAIT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -51,7 +52,7 @@ async def test_widget_socket_runs_without_cookie_session_or_auth_middleware(
     )
     try:
         # When the widget connects
-        connected, _ = await communicator.connect()
+        connected, _ = await communicator.connect(timeout=SOCKET_WAIT)
         # Then it is served, and nothing resolved a session or a user for it
         assert connected
         assert seen["url_route"]["kwargs"] == {"public_key": tenant.public_key}
@@ -68,7 +69,7 @@ async def test_widget_socket_still_checks_the_origin() -> None:
         headers=[(b"origin", b"https://evil.example.com"), (b"host", b"kefu.example.com")],
     )
     try:
-        assert await communicator.connect() == (False, 4403)
+        assert await communicator.connect(timeout=SOCKET_WAIT) == (False, 4403)
     finally:
         await communicator.disconnect()
 
@@ -76,7 +77,7 @@ async def test_widget_socket_still_checks_the_origin() -> None:
 async def test_agent_socket_refuses_a_visitor_without_a_session() -> None:
     communicator = WebsocketCommunicator(application, "/ws/agent/")
     try:
-        assert await communicator.connect() == (False, 4401)
+        assert await communicator.connect(timeout=SOCKET_WAIT) == (False, 4401)
     finally:
         await communicator.disconnect()
 
@@ -86,9 +87,9 @@ async def test_agent_socket_serves_the_signed_in_agent_from_the_session_cookie()
     cookie = await _signed_in_agent_cookie(tenant)
     communicator = WebsocketCommunicator(application, "/ws/agent/", headers=[(b"cookie", cookie)])
     try:
-        connected, code = await communicator.connect()
+        connected, code = await communicator.connect(timeout=SOCKET_WAIT)
         assert connected, code
-        assert (await communicator.receive_json_from(timeout=5))["type"] == "lists"
+        assert (await communicator.receive_json_from(timeout=SOCKET_WAIT))["type"] == "lists"
     finally:
         await communicator.disconnect()
 
@@ -101,9 +102,9 @@ async def _agent_handshake(
         headers.append((b"origin", origin))
     communicator = WebsocketCommunicator(application, "/ws/agent/", headers=headers)
     try:
-        connected, code = await communicator.connect()
+        connected, code = await communicator.connect(timeout=SOCKET_WAIT)
         if connected:
-            assert (await communicator.receive_json_from(timeout=5))["type"] == "lists"
+            assert (await communicator.receive_json_from(timeout=SOCKET_WAIT))["type"] == "lists"
         return connected, code
     finally:
         await communicator.disconnect()
@@ -180,13 +181,15 @@ async def test_an_open_agent_socket_ends_with_its_session(how: str) -> None:
     cookie = await _signed_in_agent_cookie(await sync_to_async(TenantFactory)())
     communicator = WebsocketCommunicator(application, "/ws/agent/", headers=[(b"cookie", cookie)])
     try:
-        connected, code = await communicator.connect()
+        connected, code = await communicator.connect(timeout=SOCKET_WAIT)
         assert connected, code
-        assert (await communicator.receive_json_from(timeout=5))["type"] == "lists"
+        assert (await communicator.receive_json_from(timeout=SOCKET_WAIT))["type"] == "lists"
         await _end_session(cookie, how)
         await communicator.send_json_to({"type": "agents"})
-        assert (await communicator.receive_json_from(timeout=5))["code"] == "access_revoked"
-        assert await communicator.receive_output(timeout=5) == {
+        assert (await communicator.receive_json_from(timeout=SOCKET_WAIT))[
+            "code"
+        ] == "access_revoked"
+        assert await communicator.receive_output(timeout=SOCKET_WAIT) == {
             "type": "websocket.close",
             "code": 4403,
         }
@@ -204,7 +207,7 @@ async def test_a_socket_to_a_path_no_tenant_can_have_is_refused_cleanly(
         application, path, headers=[(b"origin", SHOP.encode()), (b"host", b"kefu.example.com")]
     )
     try:
-        connected, code = await communicator.connect()
+        connected, code = await communicator.connect(timeout=SOCKET_WAIT)
         assert not connected
         assert code in (4403, 4404)
     finally:
