@@ -1,7 +1,7 @@
 """Builds the Acme FAQ evaluation set from the demo shop's knowledge base.
 
 Writes `bench/data/acme_kb.csv` (columns `key,question,answer`) from
-`knowledge/demo_data.json`: one row per phrasing of each FAQ entry, that is the
+`devtools/demo_data.json`: one row per phrasing of each FAQ entry, that is the
 question and every alternate question, all sharing the entry's answer. The key is
 `acme-NN`, NN being the entry's 0-based index in the JSON, zero-padded to 2 digits.
 
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TypedDict
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE = ROOT / "knowledge/demo_data.json"
+SOURCE = ROOT / "devtools/demo_data.json"
 DATA_DIR = Path(__file__).resolve().parent / "data"
 KB_CSV = DATA_DIR / "acme_kb.csv"
 QUERIES_CSV = DATA_DIR / "acme_queries.csv"

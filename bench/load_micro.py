@@ -37,7 +37,7 @@ from knowledge.index import EntryRecord, TenantIndex  # noqa: E402
 from knowledge.search import _candidates, _search  # noqa: E402
 from tenants.models import Tenant  # noqa: E402
 
-DEMO_DATA = ROOT / "knowledge" / "demo_data.json"
+DEMO_DATA = ROOT / "devtools" / "demo_data.json"
 MESSAGE_CHARS = 200
 WORDS = 10_000
 PASSAGES = 4  # as conversations.pipeline asks for

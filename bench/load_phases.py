@@ -36,7 +36,7 @@ from bench.load_procs import (
 from bench.load_profile import record_argv
 
 HELLO = {"type": "hello", "language": "zh"}
-# The mock LLM's answer: 40 stream tokens (conversations.mockllm.stream_tokens splits English
+# The mock LLM's answer: 40 stream tokens (devtools.mockllm.stream_tokens splits English
 # into words with their leading space).
 LLM_ANSWER = (
     "Thanks for asking! Our garden range includes gloves, seed kits and planters, and gift "
@@ -167,13 +167,13 @@ def llm_question(i: int, run: str) -> str:
 
 
 def stream_seconds() -> float:
-    from conversations.mockllm import stream_tokens
+    from devtools.mockllm import stream_tokens
 
     return (TTFT_MS + TOKEN_MS * (len(stream_tokens(LLM_ANSWER)) - 1)) / 1000
 
 
 def answer_tokens() -> int:
-    from conversations.mockllm import stream_tokens
+    from devtools.mockllm import stream_tokens
 
     return len(stream_tokens(LLM_ANSWER))
 

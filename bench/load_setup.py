@@ -19,8 +19,8 @@ import django
 django.setup()
 
 from conversations.handoff import asks_for_person  # noqa: E402
+from devtools.demo import DEMO_SLUG  # noqa: E402
 from knowledge.models import KnowledgeEntry  # noqa: E402
-from tenants.demo import DEMO_SLUG  # noqa: E402
 from tenants.models import LLMProvider, Tenant  # noqa: E402
 
 PROVIDER_NAME = "bench mock LLM"

@@ -475,6 +475,8 @@ async def run(bench: phases.Bench, results: dict[str, Any]) -> None:
     plan = bench.plan
     services = bench.services
     mock_port = free_port()
+    # The mock LLM and the demo data are development tools: the production settings lack them.
+    dev_env = {**bench.env, "DJANGO_SETTINGS_MODULE": "helpdesk_site.settings.base"}
     bench.mock = services.start(
         "mockllm",
         [
@@ -490,14 +492,14 @@ async def run(bench: phases.Bench, results: dict[str, Any]) -> None:
             "--text",
             phases.LLM_ANSWER,
         ],
-        env=bench.env,
+        env=dev_env,
         cores=bench.cores.load,
         port=mock_port,
     )
     await asyncio.to_thread(
         run_checked,
         [PYTHON, "manage.py", "demo", "--setup-only"],
-        env=bench.env,
+        env=dev_env,
         cores=bench.cores.server,
     )
     setup = phases.parse_last_json(

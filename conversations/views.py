@@ -1,12 +1,9 @@
-"""Public HTTP endpoints of the customer widget and the demo shop page."""
+"""Public HTTP endpoints of the customer widget."""
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
-from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from conversations.consumers import origin_allowed
-from tenants.models import Tenant
 from tenants.selectors import tenant_get_by_public_key
 
 
@@ -40,21 +37,3 @@ def widget_config(request: HttpRequest, public_key: str) -> HttpResponse:
         response["Vary"] = "Origin"
     response["Cache-Control"] = "public, max-age=60"
     return response
-
-
-@require_GET
-def demo_shop(request: HttpRequest) -> HttpResponse:
-    """A fake shop page with the demo tenant's widget on it (``manage.py demo`` creates it)."""
-    tenant = (
-        Tenant.objects.filter(slug="acme", is_active=True).first()
-        or Tenant.objects.filter(is_active=True).order_by("id").first()
-    )
-    return render(
-        request,
-        "demo/shop.html",
-        {
-            "tenant": tenant,
-            "widget_src": request.build_absolute_uri("/static/kefu/widget.js"),
-            "console_url": reverse("admin:index"),
-        },
-    )

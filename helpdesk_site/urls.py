@@ -1,11 +1,11 @@
-from django.conf import settings
+from django.apps import apps
 from django.contrib import admin
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from conversations.views import demo_shop, widget_config
+from conversations.views import widget_config
 from tenants.apis import TenantCurrentApi
 
 
@@ -28,5 +28,6 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("widget/<str:public_key>/config", widget_config, name="widget-config"),
 ]
-if settings.DEMO_PAGE:
-    urlpatterns.append(path("demo/", demo_shop, name="demo"))
+# The demo shop page exists only where the devtools app is installed: never in production.
+if apps.is_installed("devtools"):
+    urlpatterns.append(path("", include("devtools.urls")))

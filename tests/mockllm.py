@@ -1,4 +1,4 @@
-"""Fixtures that serve the mock OpenAI-compatible LLM (``conversations.mockllm``) over real HTTP.
+"""Fixtures that serve the mock OpenAI-compatible LLM (``devtools.mockllm``) over real HTTP.
 
 Registered for every test by ``pytest_plugins`` in ``tests/conftest.py``: a test asks for
 ``mock_llm`` and points the code under test at ``mock_llm.base_url``.
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from conversations.mockllm import MockLLMServer
+from devtools.mockllm import MockLLMServer
 
 
 @pytest.fixture(scope="module")

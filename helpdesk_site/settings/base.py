@@ -47,6 +47,8 @@ INSTALLED_APPS = [
     "conversations",
     "knowledge",
     "analytics",
+    # Demo data and page, mock LLM: development and tests only (production removes it).
+    "devtools",
 ]
 
 MIDDLEWARE = [
@@ -225,8 +227,6 @@ MEDIA_ROOT = env.str("MEDIA_ROOT", default=str(BASE_DIR / "media"))
 LOGIN_URL = "admin:login"
 # Where people reach this deployment, for links that leave the request (e-mails); no trailing /.
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
-# The demo shop page at /demo/ (it embeds the first active tenant's widget): development only.
-DEMO_PAGE = True
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.ApiKeyAuthentication"],

@@ -8,14 +8,16 @@ from helpdesk_site.settings.base import (
     BASE_DIR,
     DATABASES,
     INSECURE_SECRET_KEY,
+    INSTALLED_APPS,
     REDIS_URL,
     SECRET_KEY,
     env,
 )
 
 DEBUG = False
-# The demo shop would show a tenant's widget to anyone: not routed (404).
-DEMO_PAGE = False
+# Development tools are not shipped: the demo shop would show a tenant's widget to anyone (its
+# /demo/ route goes with the app), and the demo and mockllm commands have no place in production.
+INSTALLED_APPS = [app for app in INSTALLED_APPS if app != "devtools"]
 # No localhost default: links in e-mails must point at the public host (check --deploy).
 SITE_URL = env.str("SITE_URL", default="").rstrip("/")
 

@@ -36,7 +36,7 @@ from conversations.gateway import (
     gateway_local_reset,
 )
 from conversations.gateway.state import _LocalState
-from conversations.mockllm import MockLLMServer, stream_tokens
+from devtools.mockllm import MockLLMServer, stream_tokens
 from helpdesk_site.redis import redis_client, redis_close
 
 CHINESE_ANSWER = "您好，请问有什么可以帮您？"

@@ -132,6 +132,42 @@ def test_production_does_not_serve_the_demo_shop() -> None:
     assert probe == {"status": 404}
 
 
+DEVTOOLS_PROBE = """
+import json, django
+from django.apps import apps
+django.setup()
+print(json.dumps({"devtools": apps.is_installed("devtools")}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("settings_module", "installed"),
+    [
+        ("helpdesk_site.settings.base", True),
+        ("helpdesk_site.settings.test", True),
+        ("helpdesk_site.settings.production", False),
+    ],
+)
+def test_only_development_and_test_settings_install_the_devtools_app(
+    settings_module: str, installed: bool
+) -> None:
+    probe = _probe(settings_module, probe=DEVTOOLS_PROBE, **PRODUCTION_ENV)
+    assert probe == {"devtools": installed}
+
+
+@pytest.mark.parametrize("command", ["demo", "mockllm"])
+def test_production_has_no_development_commands(command: str) -> None:
+    development = _run(["manage.py", command, "--help"], "helpdesk_site.settings.base")
+    assert development.returncode == 0, development.stderr
+
+    result = _run(
+        ["manage.py", command, "--help"], "helpdesk_site.settings.production", **PRODUCTION_ENV
+    )
+
+    assert result.returncode == 1
+    assert f"Unknown command: '{command}'" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("override", "complaint"),
     [

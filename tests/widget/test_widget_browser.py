@@ -16,8 +16,8 @@ import pytest
 from django.core.cache import cache
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
 
-from conversations.mockllm import MockLLMServer
 from conversations.models import Conversation, Message, Ticket
+from devtools.mockllm import MockLLMServer
 from knowledge import services as knowledge_services
 from knowledge.search import registry
 from tenants.models import Role, Tenant

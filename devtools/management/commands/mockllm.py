@@ -3,7 +3,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from conversations.mockllm import (
+from devtools.mockllm import (
     FAULTS,
     MockLLMApp,
     MockLLMConfig,

@@ -113,7 +113,7 @@ def test_demo_serves_http_and_websocket(tmp_path: Path) -> None:
             assert json.loads(ws.recv(timeout=5)) == {"v": 1, "type": "pong", "id": "x"}
             ws.send('{"type": "hello", "language": "zh-CN"}')
             assert json.loads(ws.recv(timeout=5))["type"] == "welcome"
-            demo_faq = json.loads((ROOT / "knowledge" / "demo_data.json").read_text())["faq"]
+            demo_faq = json.loads((ROOT / "devtools" / "demo_data.json").read_text())["faq"]
             questions = [
                 # FAQ questions as the demo data phrases them: answered from the FAQ.
                 (next(e["question"] for e in demo_faq if e["language"] == "zh-hans"), "faq"),

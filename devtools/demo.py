@@ -10,7 +10,7 @@ from django.db import transaction
 from knowledge.models import KnowledgeEntry, SensitiveWordList
 from tenants.models import Language, Membership, Role, Tenant
 
-DEMO_DATA = Path(__file__).resolve().parent.parent / "knowledge" / "demo_data.json"
+DEMO_DATA = Path(__file__).resolve().parent / "demo_data.json"
 DEMO_SLUG = "acme"
 
 

@@ -3,7 +3,7 @@ from typing import Any
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from tenants.demo import demo_tenant_setup
+from devtools.demo import demo_tenant_setup
 
 
 def parse_addr(addr: str) -> tuple[str, int]:

@@ -15,7 +15,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
-from conversations.mockllm import (
+from devtools.mockllm import (
     ECHO_PREFIX,
     MockLLMConfig,
     MockLLMServer,
