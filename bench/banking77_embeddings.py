@@ -23,7 +23,7 @@ import numpy.typing as npt
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.banking77 import DEFAULT_CSV, banking77_split
-from knowledge.embeddings import LocalEmbedder
+from llm.embeddings import LocalEmbedder
 
 
 def _top_k_accuracy(scores: npt.NDArray[np.float32], truth: npt.NDArray[np.int64], k: int) -> float:

@@ -36,7 +36,7 @@ QUERIES_PER_TENANT = 1500
 
 
 def embed_all(texts: list[str]) -> dict[str, np.ndarray]:
-    from knowledge.embeddings import LocalEmbedder
+    from llm.embeddings import LocalEmbedder
 
     unique = list(dict.fromkeys(texts))
     return dict(zip(unique, LocalEmbedder().embed(unique), strict=True))

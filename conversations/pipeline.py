@@ -36,14 +36,6 @@ from django.utils import translation
 from django.utils.translation import gettext as _
 
 from conversations import services
-from conversations.gateway import (
-    AllProvidersFailed,
-    ChatUsage,
-    StreamDone,
-    StreamInterrupted,
-    TextDelta,
-    chat_stream,
-)
 from conversations.handoff import (
     HandoffOutcome,
     agents_group,
@@ -60,14 +52,22 @@ from conversations.moderation import (
     aword_filter_for_tenant,
     moderate_with,
 )
-from conversations.prompt import HistoryTurn, estimate_tokens, prompt_build, system_prompt
+from conversations.prompt import HistoryTurn, prompt_build, system_prompt
 from conversations.ratelimit import rate_limits_check
-from conversations.selectors import llm_providers_for_tenant
 from conversations.writer import message_write
 from helpdesk_site.asyncdb import db_parallel
-from knowledge.dense import mostly_chinese
 from knowledge.search import SearchHit, afaq_match, aknowledge_search, registry
 from knowledge.text import normalize
+from llm.gateway import (
+    AllProvidersFailed,
+    ChatUsage,
+    StreamDone,
+    StreamInterrupted,
+    TextDelta,
+    chat_stream,
+)
+from llm.selectors import llm_providers_for_tenant
+from llm.text import estimate_tokens, mostly_chinese
 from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)

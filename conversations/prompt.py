@@ -6,12 +6,12 @@ that looks like an instruction is quoted material, not an order. History is trim
 oldest turn to a token budget.
 """
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from conversations.gateway import ChatMessage
 from knowledge.search import SearchHit
+from llm.gateway import ChatMessage
+from llm.text import estimate_tokens
 
 DEFAULT_PERSONA = {
     "en": "You are a friendly, concise customer-service assistant.",
@@ -31,13 +31,6 @@ RULES = {
 }
 HISTORY_TOKEN_BUDGET = 1500
 PASSAGE_TOKEN_BUDGET = 1800
-_CJK = re.compile(r"[\u3400-\u9fff]")
-
-
-def estimate_tokens(text: str) -> int:
-    """A provider-neutral estimate: one token per Chinese character, one per 4 other chars."""
-    chinese = len(_CJK.findall(text))
-    return chinese + (len(text) - chinese + 3) // 4
 
 
 @dataclass(frozen=True)

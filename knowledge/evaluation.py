@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from django.db import transaction
 from django.test.utils import override_settings
 
-from knowledge.embeddings import INSTALL_HINT, local_embeddings_available
 from knowledge.models import KnowledgeEntry
 from knowledge.search import faq_candidates, registry
 from knowledge.services import knowledge_embeddings_refresh
+from llm.embeddings import INSTALL_HINT, local_embeddings_available
 from tenants.models import Tenant
 
 SWEEP = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)

@@ -29,12 +29,13 @@ from redis.exceptions import RedisError
 
 from helpdesk_site.redis import redis_failure_log
 from knowledge.confidence import MatchFeatures, match_confidence
-from knowledge.dense import mostly_chinese, stored_vectors
+from knowledge.dense import stored_vectors
 from knowledge.freshness import knowledge_change_listen, knowledge_change_subscribe
 from knowledge.index import FaqScores, TenantIndex, UnitKind, chunk_text
 from knowledge.selectors import knowledge_entry_count, knowledge_index_records
 from knowledge.services import KNOWLEDGE_VERSION_CACHE_SECONDS, knowledge_version_cache_key
 from knowledge.text import normalize
+from llm.text import mostly_chinese
 from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)

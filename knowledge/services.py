@@ -31,11 +31,12 @@ from knowledge.csv_format import (
     list_cell_items,
     spreadsheet_unescape,
 )
-from knowledge.dense import embeddable, tenant_embedder, text_digest
+from knowledge.dense import embeddable, text_digest
 from knowledge.freshness import knowledge_change_announce
 from knowledge.index import chunk_text
 from knowledge.models import Chunk, Document, EmbeddingVector, KnowledgeEntry
 from knowledge.selectors import knowledge_index_records
+from llm.embeddings import tenant_embedder
 from tenants.models import LLMProvider, Tenant
 
 MAX_IMPORT_BYTES = 10 * 1024 * 1024

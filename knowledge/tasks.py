@@ -9,9 +9,9 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections
 from django.utils.translation import gettext_lazy as _
 
-from conversations.gateway import GatewayError
 from knowledge import services
 from knowledge.models import Document
+from llm.gateway import GatewayError
 
 logger = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ def skip_or_fail(reason: str) -> None:
 def _process_state_reset() -> None:
     """Test databases reuse ids: in-process memories and rate-limit windows of one test must
     not leak into the next."""
-    from conversations.gateway import gateway_local_reset
     from conversations.memory import memory_local_reset
     from conversations.ratelimit import rate_limit_local_reset
-    from conversations.selectors import llm_providers_forget
     from conversations.throttle import typing_throttle_local_reset
+    from llm.gateway import gateway_local_reset
+    from llm.selectors import llm_providers_forget
 
     gateway_local_reset()
     memory_local_reset()

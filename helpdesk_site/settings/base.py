@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "channels",
     "rest_framework",
     "tenants",
+    "llm",
     "conversations",
     "knowledge",
     "analytics",

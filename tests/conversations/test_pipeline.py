@@ -19,13 +19,13 @@ from conversations.models import Conversation, Customer, Message
 from conversations.pii import luhn_is_valid
 from conversations.pipeline import draft_reply
 from conversations.ratelimit import rate_limit_local_reset
-from conversations.selectors import llm_providers_forget
 from conversations.services import visitor_token_issue, visitor_token_read
 from devtools.mockllm import MockLLMServer, stream_tokens
 from helpdesk_site.asgi import application
 from knowledge import services as knowledge_services
 from knowledge.models import KnowledgeEntry
 from knowledge.search import registry
+from llm.selectors import llm_providers_forget
 from tests import factories
 from tests.sockets import SOCKET_WAIT
 

@@ -3,7 +3,6 @@
 from conversations.prompt import (
     HISTORY_TOKEN_BUDGET,
     HistoryTurn,
-    estimate_tokens,
     prompt_build,
     system_prompt,
 )
@@ -62,9 +61,3 @@ def test_history_is_kept_newest_first_within_the_budget() -> None:
         ("user", "Thanks"),
     ]
     assert "(nothing relevant found)" in messages[0].content
-
-
-def test_token_estimates() -> None:
-    assert estimate_tokens("退货运费") == 4
-    assert estimate_tokens("abcdefgh") == 2
-    assert estimate_tokens("") == 0

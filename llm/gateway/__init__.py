@@ -15,10 +15,10 @@ text deltas and a final usage record. Callers import from this package only; its
 - ``state``: the circuit breakers and cached answers, in Redis or (without it) in the process.
 """
 
-from conversations.gateway.providers import EMBEDDING_BATCH, ProviderConfig, embeddings_create
-from conversations.gateway.state import gateway_local_reset
-from conversations.gateway.stream import chat_stream
-from conversations.gateway.values import (
+from llm.gateway.providers import EMBEDDING_BATCH, ProviderConfig, embeddings_create
+from llm.gateway.state import gateway_local_reset
+from llm.gateway.stream import chat_stream
+from llm.gateway.values import (
     AllProvidersFailed,
     AttemptFailure,
     ChatMessage,

@@ -1,4 +1,8 @@
-"""Dense sentence embeddings for knowledge retrieval.
+"""Embedding models: which one a tenant uses, and the clients that call them.
+
+A tenant's embedder is its enabled LLM provider that names an embedding model (an
+OpenAI-compatible ``/embeddings`` endpoint, through the gateway), else the local model when
+``KNOWLEDGE_EMBEDDINGS=local`` and the ``local-embeddings`` extra is installed, else none.
 
 Retrieval depends only on the `Embedder` (sync) or `AsyncEmbedder` protocol. Every embedder
 returns float32 rows of unit length, so a dot product is the cosine similarity and vectors from
@@ -23,6 +27,11 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
+from asgiref.sync import async_to_sync
+from django.conf import settings
+
+from llm.gateway import ProviderConfig, embeddings_create
+from tenants.selectors import llm_provider_chain
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -198,3 +207,43 @@ class LocalEmbedder:
                 show_progress_bar=False,
             )
         return np.asarray(vectors, dtype=np.float32)
+
+
+class ProviderEmbedder:
+    """A tenant provider's embedding model, called through the gateway (blocking)."""
+
+    multilingual = True
+
+    def __init__(self, provider: ProviderConfig) -> None:
+        self.provider = provider
+        self.name = f"{provider.base_url}#{provider.embedding_model}"[:150]
+        self.dimensions = 0  # whatever the provider returns
+
+    def embed(self, texts: Sequence[str]) -> EmbeddingMatrix:
+        return async_to_sync(embeddings_create)(provider=self.provider, texts=texts)
+
+
+class EnglishLocalEmbedder(LocalEmbedder):
+    # all-MiniLM-L6-v2 reads Chinese as unknown tokens; its Chinese similarities are noise.
+    multilingual = False
+
+
+_local: EnglishLocalEmbedder | None = None
+_local_lock = threading.Lock()
+
+
+def local_embedder() -> EnglishLocalEmbedder:
+    global _local
+    with _local_lock:
+        if _local is None:
+            _local = EnglishLocalEmbedder()
+        return _local
+
+
+def tenant_embedder(*, tenant_id: int) -> ProviderEmbedder | EnglishLocalEmbedder | None:
+    provider = llm_provider_chain(tenant_id=tenant_id).exclude(embedding_model="").first()
+    if provider is not None:
+        return ProviderEmbedder(ProviderConfig.of(provider))
+    if settings.KNOWLEDGE_EMBEDDINGS == "local" and local_embeddings_available():
+        return local_embedder()
+    return None

@@ -83,7 +83,7 @@ def _transport_error(
 ) -> openai.APIConnectionError | None:
     """A failed body read as the openai client's own streams report it: the transport's timeout
     and request errors become ``APITimeoutError`` and ``APIConnectionError``; None for anything
-    else. Matched by name, as in :func:`conversations.gateway.attempt._caused_by`: the transport
+    else. Matched by name, as in :func:`llm.gateway.attempt._caused_by`: the transport
     (httpx or httpx2) is the openai client's business. SSL errors and anyio's ``EndOfStream``
     escape the transport's own classes, and the openai client counts them as connection errors
     too."""

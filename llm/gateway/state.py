@@ -26,11 +26,11 @@ import redis.asyncio as aioredis
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from conversations.gateway.providers import ProviderConfig
 from helpdesk_site.redis import redis_client, redis_failure_log
+from llm.gateway.providers import ProviderConfig
 
 # The package's one logger, as before it was split: log lines keep the name operators know.
-logger = logging.getLogger("conversations.gateway")
+logger = logging.getLogger("llm.gateway")
 
 _STATE_KEY_PREFIX: Final = "kefu:llm:"
 # Breaker state outlives any open period; it only expires so that a deleted provider's keys go.

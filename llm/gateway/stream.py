@@ -7,9 +7,7 @@ and cost live here; callers get text deltas and a final usage record.
 
 import asyncio
 import logging
-import math
 import random
-import re
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from decimal import Decimal
@@ -19,9 +17,9 @@ import openai
 from django.conf import settings
 from openai.types.chat import ChatCompletionMessageParam
 
-from conversations.gateway.attempt import _Answer, _attempt_stream, _AttemptError
-from conversations.gateway.providers import ProviderConfig, _client
-from conversations.gateway.state import (
+from llm.gateway.attempt import _Answer, _attempt_stream, _AttemptError
+from llm.gateway.providers import ProviderConfig, _client
+from llm.gateway.state import (
     _answer_cache_get,
     _answer_cache_key,
     _answer_cache_set,
@@ -29,7 +27,7 @@ from conversations.gateway.state import (
     _CachedAnswer,
     _Circuit,
 )
-from conversations.gateway.values import (
+from llm.gateway.values import (
     AllProvidersFailed,
     AttemptFailure,
     ChatMessage,
@@ -38,9 +36,10 @@ from conversations.gateway.values import (
     StreamInterrupted,
     TextDelta,
 )
+from llm.text import estimate_tokens
 
 # The package's one logger, as before it was split: log lines keep the name operators know.
-logger = logging.getLogger("conversations.gateway")
+logger = logging.getLogger("llm.gateway")
 
 _COST_PLACES: Final = Decimal("0.000001")
 # An answer cut short by the token limit or a content filter is not worth replaying.
@@ -238,19 +237,8 @@ def _wire_messages(messages: Sequence[ChatMessage]) -> list[ChatCompletionMessag
 
 # --- Usage and cost ------------------------------------------------------------------------------
 
-# Kana, CJK ideographs and punctuation, Hangul, full-width forms: about one token each.
-_CJK_CHAR = re.compile(
-    r"[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]"
-)
 # The chat format wraps each message in a few tokens of its own (role, separators).
 _TOKENS_PER_MESSAGE: Final = 4
-
-
-def _estimate_tokens(text: str) -> int:
-    """A tokenizer-free estimate for providers that report no usage: one token per CJK
-    character, one per four other characters (rounded up), as in OpenAI's rule of thumb."""
-    cjk = len(_CJK_CHAR.findall(text))
-    return cjk + math.ceil((len(text) - cjk) / 4)
 
 
 def _usage(
@@ -264,10 +252,10 @@ def _usage(
 ) -> ChatUsage:
     tokens_in = answer.prompt_tokens
     if tokens_in is None:
-        tokens_in = sum(_estimate_tokens(m.content) + _TOKENS_PER_MESSAGE for m in messages)
+        tokens_in = sum(estimate_tokens(m.content) + _TOKENS_PER_MESSAGE for m in messages)
     tokens_out = answer.completion_tokens
     if tokens_out is None:
-        tokens_out = _estimate_tokens("".join(answer.parts))
+        tokens_out = estimate_tokens("".join(answer.parts))
     cost = (
         Decimal(tokens_in) / 1000 * provider.price_input_per_1k
         + Decimal(tokens_out) / 1000 * provider.price_output_per_1k

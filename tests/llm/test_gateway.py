@@ -23,7 +23,9 @@ from typing import Any
 import pytest
 
 import helpdesk_site.redis
-from conversations.gateway import (
+from devtools.mockllm import MockLLMServer, stream_tokens
+from helpdesk_site.redis import redis_client, redis_close
+from llm.gateway import (
     AllProvidersFailed,
     AttemptFailure,
     ChatMessage,
@@ -35,9 +37,7 @@ from conversations.gateway import (
     chat_stream,
     gateway_local_reset,
 )
-from conversations.gateway.state import _LocalState
-from devtools.mockllm import MockLLMServer, stream_tokens
-from helpdesk_site.redis import redis_client, redis_close
+from llm.gateway.state import _LocalState
 
 CHINESE_ANSWER = "您好，请问有什么可以帮您？"
 ENGLISH_ANSWER = "Hello, how can I help you with your order today?"
@@ -497,7 +497,7 @@ async def test_when_every_provider_fails_all_attempts_are_reported_without_secre
     providers = [*_chain(mock_llm, backup_llm), _provider(REFUSED_URL, id=3, name="Local")]
 
     with (
-        caplog.at_level(logging.INFO, logger="conversations.gateway"),
+        caplog.at_level(logging.INFO, logger="llm.gateway"),
         pytest.raises(AllProvidersFailed) as caught,
     ):
         await _answer(tenant_id=tenant_id, providers=providers)
@@ -564,7 +564,7 @@ async def test_an_error_event_mid_answer_interrupts_it_without_quoting_the_messa
         _content_event(" its way."),
     ]
 
-    with caplog.at_level(logging.INFO, logger="conversations.gateway"):
+    with caplog.at_level(logging.INFO, logger="llm.gateway"):
         async with _scripted_llm(writes, pause=0.1) as base_url:
             providers = [_provider(base_url), _provider(backup_llm.base_url, id=2, name="Backup")]
             deltas, interrupted = await _interrupted(tenant_id=tenant_id, providers=providers)
@@ -778,7 +778,7 @@ async def test_an_unreachable_redis_never_fails_the_answer(
     monkeypatch.setattr(helpdesk_site.redis, "_failures_last_logged", {})
     mock_llm.configure(text=ENGLISH_ANSWER, fault="500", fault_count=1)
 
-    with caplog.at_level(logging.WARNING, logger="conversations.gateway"):
+    with caplog.at_level(logging.WARNING, logger="llm.gateway"):
         for _ in range(2):
             deltas, usage = await _answer(
                 tenant_id=tenant_id, providers=_chain(mock_llm, backup_llm), cache_key=QUESTION
@@ -813,7 +813,7 @@ async def test_a_hanging_redis_delays_the_answer_but_never_fails_it(
 
     # Connections to a socket that listens but never accepts open (the kernel queues them) and
     # then nothing ever answers.
-    with socket.socket() as silent, caplog.at_level(logging.WARNING, "conversations.gateway"):
+    with socket.socket() as silent, caplog.at_level(logging.WARNING, "llm.gateway"):
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)
         settings.REDIS_URL = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"

@@ -1,11 +1,11 @@
-"""Reads for the answer pipeline. Everything is scoped by tenant."""
+"""Which providers answer a tenant, in fallback order. Everything is scoped by tenant."""
 
 import time
 from decimal import Decimal
 
 from django.conf import settings
 
-from conversations.gateway import ProviderConfig
+from llm.gateway import ProviderConfig
 from tenants.selectors import llm_provider_chain
 
 PROVIDERS_CACHE_SECONDS = 5.0

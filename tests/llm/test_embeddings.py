@@ -5,8 +5,8 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from knowledge import embeddings
-from knowledge.embeddings import (
+from llm import embeddings
+from llm.embeddings import (
     INSTALL_HINT,
     AsyncEmbedder,
     Embedder,
@@ -56,7 +56,7 @@ async def test_as_async_adapts_a_blocking_embedder() -> None:
 def test_local_embedder_without_the_extra_says_how_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("knowledge.embeddings._missing_requirement", lambda: "torch is missing")
+    monkeypatch.setattr("llm.embeddings._missing_requirement", lambda: "torch is missing")
 
     assert local_embeddings_available() is False
     with pytest.raises(LocalEmbeddingsUnavailable) as error:

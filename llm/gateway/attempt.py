@@ -1,5 +1,5 @@
 """One streamed request to one provider: its events applied to the answer so far, its failures
-classified for the retry and fallback in :mod:`conversations.gateway.stream`."""
+classified for the retry and fallback in :mod:`llm.gateway.stream`."""
 
 import asyncio
 import json
@@ -13,9 +13,9 @@ from typing import Final
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 
-from conversations.gateway.providers import ProviderConfig
-from conversations.gateway.sse import _BodyReader, _EventDecoder
-from conversations.gateway.values import AttemptFailure, FailureKind
+from llm.gateway.providers import ProviderConfig
+from llm.gateway.sse import _BodyReader, _EventDecoder
+from llm.gateway.values import AttemptFailure, FailureKind
 
 _SAFE_ERROR_CODE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import openai
 
-from conversations.gateway.values import GatewayError
+from llm.gateway.values import GatewayError
 from tenants.models import LLMProvider
 
 EMBEDDING_BATCH = 64
