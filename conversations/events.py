@@ -317,17 +317,22 @@ def channel_messages(published: Published) -> list[tuple[str, dict[str, Any]]]:
     return []
 
 
+def channel_batch_messages(events: Sequence[Published]) -> list[tuple[str, dict[str, Any]]]:
+    """The channel messages of several events, in order, each alike message once."""
+    messages: list[tuple[str, dict[str, Any]]] = []
+    for published in events:
+        for group, message in channel_messages(published):
+            if (group, message) not in messages:
+                messages.append((group, message))
+    return messages
+
+
 def channel_layer_deliver(events: Sequence[Published]) -> None:
-    """Sends the events' channel messages, each alike message once, in order."""
+    """Sends the events' channel messages (``channel_batch_messages``)."""
     layer = get_channel_layer()
     if layer is None:
         return
-    sent: list[tuple[str, dict[str, Any]]] = []
-    for published in events:
-        for group, message in channel_messages(published):
-            if (group, message) not in sent:
-                sent.append((group, message))
-    for group, message in sent:
+    for group, message in channel_batch_messages(events):
         try:
             async_to_sync(layer.group_send)(group, message)
         except Exception:  # the other groups still hear of it

@@ -60,10 +60,12 @@ MAIL_RETRY_ERRORS = (SMTPException, OSError, OperationalError, InterfaceError)
     soft_time_limit=60,
     time_limit=90,
 )
-def ticket_created_email_task(ticket_id: int) -> bool:
+def ticket_created_email_task(tenant_id: int, ticket_id: int) -> bool:
     """E-mails the tenant's agents about a new ticket, once (``Ticket.agents_emailed_at``).
     Returns whether an e-mail went out."""
-    ticket = Ticket.objects.select_related("tenant").filter(pk=ticket_id).first()
+    ticket = (
+        Ticket.objects.select_related("tenant").filter(pk=ticket_id, tenant_id=tenant_id).first()
+    )
     if ticket is None or ticket.agents_emailed_at is not None:
         return False
     recipients = ticket_agent_emails(tenant_id=ticket.tenant_id)
@@ -93,12 +95,12 @@ def ticket_created_email_task(ticket_id: int) -> bool:
     soft_time_limit=60,
     time_limit=90,
 )
-def ticket_reply_email_task(reply_id: int) -> bool:
+def ticket_reply_email_task(tenant_id: int, reply_id: int) -> bool:
     """E-mails an agent's ticket reply to the customer, once (``TicketReply.emailed_at``).
     Returns whether an e-mail went out."""
     reply = (
         TicketReply.objects.select_related("ticket__tenant", "ticket__customer")
-        .filter(pk=reply_id, from_customer=False)
+        .filter(pk=reply_id, tenant_id=tenant_id, from_customer=False)
         .first()
     )
     if reply is None or reply.emailed_at is not None:

@@ -95,7 +95,9 @@ def ticket_from_conversation(
         sla_due_at=timezone.now() + timedelta(hours=tenant.ticket_sla_hours),
     )
     ticket_id = ticket.pk
-    transaction.on_commit(lambda: ticket_created_email_task.delay(ticket_id), robust=True)
+    transaction.on_commit(
+        lambda: ticket_created_email_task.delay(tenant.pk, ticket_id), robust=True
+    )
     payload = events.ticket_created(
         ticket_id=ticket_id, status=ticket.status, conversation_id=conversation.pk
     )
@@ -135,8 +137,10 @@ def ticket_reply_send(*, ticket: Ticket, author_id: int | None, content: str) ->
         status = Ticket.Status.PENDING
         Ticket.objects.filter(pk=ticket.pk).update(status=status)
     if ticket.contact_email or ticket.customer.email:
-        reply_id = reply.pk
-        transaction.on_commit(lambda: ticket_reply_email_task.delay(reply_id), robust=True)
+        tenant_id, reply_id = ticket.tenant_id, reply.pk
+        transaction.on_commit(
+            lambda: ticket_reply_email_task.delay(tenant_id, reply_id), robust=True
+        )
     payload = events.ticket_replied(
         ticket_id=ticket.pk,
         status=status,
