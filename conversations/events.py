@@ -15,6 +15,7 @@ still run; the request that published the event never sees the failure.
 """
 
 import logging
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -259,13 +260,23 @@ def _deliver(events: tuple[Published, ...]) -> None:
 def _subscriber_call(handler: Callable[[Any], None], argument: Any, *, name: str) -> None:
     try:
         handler(argument)
-    except Exception:  # one subscriber's failure must not stop the others or the request
+    except Exception as error:  # one subscriber's failure must not stop the others or the request
         described = (
             ", ".join(_describe(p) for p in argument)
             if isinstance(argument, tuple)
             else _describe(argument)
         )
-        logger.exception("event subscriber %s failed for %s", name, described)
+        logger.error(
+            "event subscriber %s failed for %s: %s", name, described, _failure_place(error)
+        )
+
+
+def _failure_place(error: BaseException) -> str:
+    """The error's type and where it was raised, without its message (it may quote a
+    customer's words or address)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    place = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    return f"{type(error).__name__}{place}"
 
 
 def _describe(published: Published) -> str:
@@ -335,5 +346,7 @@ def channel_layer_deliver(events: Sequence[Published]) -> None:
     for group, message in channel_batch_messages(events):
         try:
             async_to_sync(layer.group_send)(group, message)
-        except Exception:  # the other groups still hear of it
-            logger.exception("live update to %s failed: %s", group, message["type"])
+        except Exception as error:  # the other groups still hear of it
+            logger.error(
+                "live update %s to %s failed: %s", message["type"], group, _failure_place(error)
+            )

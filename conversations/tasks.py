@@ -1,7 +1,7 @@
 """Background work on conversations. Tasks take ids and are safe to run more than once."""
 
 import logging
-from smtplib import SMTPException
+from smtplib import SMTPException, SMTPRecipientsRefused
 
 from celery import shared_task
 from django.conf import settings
@@ -45,9 +45,20 @@ def conversations_sweep_task(tenant_id: int | None = None) -> dict[int, dict[str
     }
 
 
-# SMTP errors and refused connections are worth retrying; a bad address fails the same way twice,
-# but retries are few and spaced.
+# SMTP errors and refused connections are worth retrying (refused recipients are not: ``_send``).
 MAIL_RETRY_ERRORS = (SMTPException, OSError, OperationalError, InterfaceError)
+
+
+def _send(subject: str, body: str, recipients: list[str], *, what: str) -> bool:
+    """Sends one e-mail; False when the server refused every recipient (retrying would not
+    help). Other SMTP errors are raised for the task to retry."""
+    try:
+        send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients)
+    except SMTPRecipientsRefused:
+        # The error names the addresses: log what the mail was about instead.
+        logger.warning("the mail server refused the recipients of %s", what)
+        return False
+    return True
 
 
 @shared_task(
@@ -72,14 +83,16 @@ def ticket_created_email_task(tenant_id: int, ticket_id: int) -> bool:
     if not recipients:
         return False
     url = settings.SITE_URL + reverse("admin:conversations_ticket_change", args=[ticket.pk])
-    send_mail(
+    sent = _send(
         f"[{ticket.tenant.name}] New ticket #{ticket.pk}: {ticket.subject}",
         f"A customer left a request while nobody was available.\n\n"
         f"Ticket #{ticket.pk}: {ticket.subject}\n"
         f"Open it in the console: {url}\n",
-        settings.DEFAULT_FROM_EMAIL,
         recipients,
+        what=f"ticket tenant={ticket.tenant_id} ticket={ticket.pk}",
     )
+    if not sent:
+        return False
     Ticket.objects.filter(pk=ticket.pk).update(agents_emailed_at=timezone.now())
     logger.info("ticket e-mailed to agents tenant=%s ticket=%s", ticket.tenant_id, ticket.pk)
     return True
@@ -111,7 +124,13 @@ def ticket_reply_email_task(tenant_id: int, reply_id: int) -> bool:
         return False
     with override(tenant.default_language):
         subject = _("Re: %(subject)s") % {"subject": ticket.subject}
-    send_mail(f"[{tenant.name}] {subject}", reply.content, settings.DEFAULT_FROM_EMAIL, [address])
+    if not _send(
+        f"[{tenant.name}] {subject}",
+        reply.content,
+        [address],
+        what=f"ticket reply tenant={tenant.pk} reply={reply.pk}",
+    ):
+        return False
     TicketReply.objects.filter(pk=reply.pk).update(emailed_at=timezone.now())
     logger.info("ticket reply e-mailed tenant=%s reply=%s", tenant.pk, reply.pk)
     return True

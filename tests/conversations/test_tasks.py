@@ -1,7 +1,8 @@
 """Ticket e-mails are sent by Celery tasks queued on commit: ids only, once, retried on SMTP
 errors."""
 
-from smtplib import SMTPServerDisconnected
+import logging
+from smtplib import SMTPRecipientsRefused, SMTPServerDisconnected
 
 import pytest
 from django.core import mail
@@ -28,6 +29,16 @@ class FlakyBackend(EmailBackend):
             FlakyBackend.failures -= 1
             raise SMTPServerDisconnected("Connection unexpectedly closed")
         return super().send_messages(messages)
+
+
+class RefusingBackend(EmailBackend):
+    """An SMTP server that knows none of the recipients."""
+
+    sent = 0
+
+    def send_messages(self, messages):
+        RefusingBackend.sent += 1
+        raise SMTPRecipientsRefused({m.to[0]: (550, b"No such user") for m in messages})
 
 
 @pytest.fixture
@@ -118,3 +129,19 @@ def test_an_agents_reply_is_e_mailed_to_the_customer_once() -> None:
     assert TicketReply.objects.get(pk=reply.pk).emailed_at is not None
     assert ticket_reply_email_task(ticket.tenant_id, reply.pk) is False
     assert len(mail.outbox) == 1
+
+
+@override_settings(EMAIL_BACKEND="tests.conversations.test_tasks.RefusingBackend")
+def test_a_refused_address_is_not_retried_nor_logged(caplog) -> None:
+    ticket = factories.TicketFactory(contact_email="wang@example.com")
+    RefusingBackend.sent = 0
+
+    with caplog.at_level(logging.WARNING, logger="conversations.tasks"):
+        reply = ticket_reply_send(ticket=ticket, author_id=None, content="Hello")
+
+    assert RefusingBackend.sent == 1
+    assert TicketReply.objects.get(pk=reply.pk).emailed_at is None
+    assert [r.getMessage() for r in caplog.records if r.name == "conversations.tasks"] == [
+        f"the mail server refused the recipients of ticket reply tenant={ticket.tenant_id} "
+        f"reply={reply.pk}"
+    ]
