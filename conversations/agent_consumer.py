@@ -8,7 +8,7 @@ Server → client: ``lists`` {queue, mine}, ``conversation`` (detail), ``custome
 
 Frames are checked at the edge: a frame that is not a JSON object of at most 32 KB with a known
 ``type``, or whose fields have the wrong type (ids are positive whole numbers, a presence status
-is one of ``AgentPresence.Status``), gets an ``error`` frame and changes nothing; the socket
+is one of ``PresenceStatus``), gets an ``error`` frame and changes nothing; the socket
 stays open.
 
 Access is not decided once at connect: an agent removed from the tenant, demoted to viewer or
@@ -30,14 +30,11 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 
-from conversations import agents
-from conversations.handoff import (
-    agents_group,
-    conversation_group,
-    open_conversations_for_agents,
-)
-from conversations.models import AgentPresence, Conversation
+from conversations import agents, selectors
+from conversations.events import agents_group, conversation_group
+from conversations.models import Conversation
 from conversations.pipeline import draft_reply
+from conversations.presence import PresenceStatus
 from conversations.throttle import typing_throttle_pass
 from helpdesk_site.untrusted import FrameTooDeep, frame_clean
 from tenants.request import ACTIVE_TENANT_SESSION_KEY
@@ -67,14 +64,14 @@ def frame_id(frame: dict[str, Any], key: str) -> int:
 
 
 def frame_presence(frame: dict[str, Any]) -> str:
-    status = frame.get("status", AgentPresence.Status.ONLINE)
-    if status not in AgentPresence.Status.values:
-        raise BadFrame(f"“status” must be one of: {', '.join(AgentPresence.Status.values)}.")
+    status = frame.get("status", PresenceStatus.ONLINE)
+    if status not in PresenceStatus.values:
+        raise BadFrame(f"“status” must be one of: {', '.join(PresenceStatus.values)}.")
     return str(status)
 
 
 class AgentConsumer(AsyncJsonWebsocketConsumer):
-    agent: agents.Agent
+    agent: selectors.Agent
     access_checked_at: float = 0.0
     access_lost: bool = False
 
@@ -84,7 +81,7 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close(code=4401)
             return
-        agent = await database_sync_to_async(agents.agent_for_user)(
+        agent = await database_sync_to_async(selectors.agent_for_user)(
             user=user, tenant_id=session.get(ACTIVE_TENANT_SESSION_KEY)
         )
         if agent is None:
@@ -95,16 +92,14 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
         self.group = agents_group(agent.tenant.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
-        await database_sync_to_async(agents.presence_set)(
-            agent=agent, status=AgentPresence.Status.ONLINE
-        )
+        await database_sync_to_async(agents.presence_set)(agent=agent, status=PresenceStatus.ONLINE)
         await self.send_lists()
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "agent"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
             await database_sync_to_async(agents.presence_set)(
-                agent=self.agent, status=AgentPresence.Status.AWAY
+                agent=self.agent, status=PresenceStatus.AWAY
             )
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -155,7 +150,7 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
         if max_age > 0 and now - self.access_checked_at < max_age:
             return True
         session = self.scope.get("session")
-        agent = await database_sync_to_async(agents.agent_access_check)(
+        agent = await database_sync_to_async(selectors.agent_access_check)(
             agent=self.agent, session_key=getattr(session, "session_key", None)
         )
         if agent is None:
@@ -168,13 +163,13 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
         return True
 
     async def send_lists(self) -> None:
-        lists = await database_sync_to_async(open_conversations_for_agents)(
+        lists = await database_sync_to_async(selectors.open_conversations_for_agents)(
             tenant_id=self.agent.tenant.pk, user_id=self.agent.user_id
         )
         await self.send_json({"type": "lists", **lists})
 
     async def send_detail(self, conversation_id: int) -> None:
-        detail = await database_sync_to_async(agents.conversation_detail)(
+        detail = await database_sync_to_async(selectors.conversation_detail)(
             agent=self.agent, conversation_id=conversation_id
         )
         await self.send_json({"type": "conversation", **detail})
@@ -248,18 +243,18 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
 
     async def on_suggest(self, frame: dict[str, Any]) -> None:
         conversation_id = frame_id(frame, "conversation_id")
-        question = await database_sync_to_async(agents.last_customer_question)(
+        question = await database_sync_to_async(selectors.last_customer_question)(
             agent=self.agent, conversation_id=conversation_id
         )
         text = await draft_reply(tenant=self.agent.tenant, question=question)
         await self.send_json({"type": "draft", "conversation_id": conversation_id, "text": text})
 
     async def on_agents(self, frame: dict[str, Any]) -> None:
-        directory = await database_sync_to_async(agents.agent_directory)(agent=self.agent)
+        directory = await database_sync_to_async(selectors.agent_directory)(agent=self.agent)
         await self.send_json({"type": "agents", "agents": directory})
 
     async def on_canned(self, frame: dict[str, Any]) -> None:
-        items = await database_sync_to_async(agents.canned_responses)(agent=self.agent)
+        items = await database_sync_to_async(selectors.canned_responses)(agent=self.agent)
         await self.send_json({"type": "canned", "items": items})
 
     # Channel-layer events -----------------------------------------------------------------------

@@ -19,7 +19,7 @@ from django.utils.translation import gettext_lazy as _
 from redis.exceptions import RedisError
 
 from conversations import services
-from conversations.handoff import agents_group, conversation_group
+from conversations.events import agents_group, conversation_group
 from conversations.models import Conversation
 from conversations.pii import pii_mask
 from conversations.pipeline import (
@@ -29,12 +29,9 @@ from conversations.pipeline import (
     hand_off,
 )
 from conversations.ratelimit import contact_rate_limit_check
+from conversations.selectors import tickets_for_customer
 from conversations.throttle import typing_throttle_pass
-from conversations.tickets import (
-    ContactNotExpected,
-    ticket_from_conversation,
-    tickets_for_customer,
-)
+from conversations.tickets import ContactNotExpected, ticket_from_conversation
 from helpdesk_site.asyncdb import db_parallel
 from helpdesk_site.untrusted import FrameTooDeep, frame_clean
 from tenants.models import Language, Tenant

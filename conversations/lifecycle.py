@@ -32,7 +32,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Now
 
-from conversations.handoff import agents_group, broadcast, conversation_group
+from conversations import events
 from conversations.models import Conversation, Message, Ticket
 
 logger = logging.getLogger(__name__)
@@ -161,15 +161,36 @@ def conversations_sweep(
         size,
         max_batches,
     )
+    for tenant, ids in resolved.items():
+        events.publish_batch(
+            [
+                events.Published(
+                    events.Event.CONVERSATION_RESOLVED,
+                    events.conversation_resolved(
+                        conversation_id=conversation_id,
+                        status=Conversation.Status.RESOLVED,
+                        resolution_kind=Conversation.ResolutionKind.AI,
+                    ),
+                    tenant,
+                )
+                for conversation_id in ids
+            ]
+        )
     for tenant, ids in abandoned.items():
         # A customer whose page is still open learns the request was closed (the widget says so
-        # in its own language); the agents' queue drops it.
-        for conversation_id in ids:
-            broadcast(
-                conversation_group(tenant, conversation_id),
-                {"type": "conversation.status", "status": Conversation.Status.CLOSED},
-            )
-        broadcast(agents_group(tenant), {"type": "queue.changed"})
+        # in its own language); the agents' queue drops it (one update for the whole batch).
+        events.publish_batch(
+            [
+                events.Published(
+                    events.Event.CONVERSATION_ABANDONED,
+                    events.conversation_abandoned(
+                        conversation_id=conversation_id, status=Conversation.Status.CLOSED
+                    ),
+                    tenant,
+                )
+                for conversation_id in ids
+            ]
+        )
     return {
         tenant: SweepCounts(
             resolved_by_ai=len(resolved.get(tenant, [])), abandoned=len(abandoned.get(tenant, []))

@@ -273,6 +273,7 @@ class Ticket(TenantOwnedModel):
     )
     sla_due_at = models.DateTimeField(_("SLA due at"), null=True, blank=True)
     solved_at = models.DateTimeField(_("solved at"), null=True, blank=True)
+    agents_emailed_at = models.DateTimeField(_("agents e-mailed at"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("ticket")
@@ -314,32 +315,6 @@ class TicketReply(TenantOwnedModel):
 
     def __str__(self) -> str:
         return self.content[:60]
-
-
-class AgentPresence(TenantOwnedModel):
-    """Whether an agent is taking conversations, kept fresh by the agent console's heartbeat."""
-
-    class Status(models.TextChoices):
-        ONLINE = "online", _("Online")
-        AWAY = "away", _("Away")
-
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        on_delete=models.CASCADE,
-        related_name="+",
-        verbose_name=_("agent"),
-    )
-    status = models.CharField(
-        _("status"), max_length=10, choices=Status.choices, default=Status.ONLINE
-    )
-    last_seen_at = models.DateTimeField(_("last seen at"))
-
-    class Meta:
-        verbose_name = _("agent presence")
-        verbose_name_plural = _("agent presence")
-        constraints = [
-            models.UniqueConstraint(fields=["tenant", "user"], name="presence_unique_agent")
-        ]
 
 
 class CannedResponse(TenantOwnedModel):

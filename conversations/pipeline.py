@@ -36,10 +36,9 @@ from django.utils import translation
 from django.utils.translation import gettext as _
 
 from conversations import services
+from conversations.events import agents_group
 from conversations.handoff import (
     HandoffOutcome,
-    agents_group,
-    agents_reachable,
     asks_for_person,
     conversation_handoff,
     repeated_question,
@@ -54,6 +53,7 @@ from conversations.moderation import (
 )
 from conversations.prompt import HistoryTurn, prompt_build, system_prompt
 from conversations.ratelimit import rate_limits_check
+from conversations.selectors import agents_reachable
 from conversations.writer import message_write
 from helpdesk_site.asyncdb import db_parallel
 from knowledge.search import SearchHit, afaq_match, aknowledge_search, registry

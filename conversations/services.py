@@ -14,8 +14,8 @@ from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from conversations.handoff import agents_available, unanswered_streak
 from conversations.models import Channel, Conversation, Customer, Message
+from conversations.selectors import agents_available, unanswered_streak
 from tenants.models import Tenant
 
 VISITOR_SIGNING_NAMESPACE = "kefu.widget.visitor"

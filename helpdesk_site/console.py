@@ -16,9 +16,9 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
 
 from analytics.selectors import tenant_overview
-from conversations.handoff import AGENT_ROLES
 from conversations.lifecycle import conversations_sweep
 from conversations.models import Conversation
+from conversations.selectors import AGENT_ROLES
 from knowledge.views import hit_test_view
 from tenants.request import active_membership, active_tenant, set_active_tenant
 from tenants.selectors import membership_list_for_user, tenant_website

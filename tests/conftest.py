@@ -25,6 +25,7 @@ def _process_state_reset() -> None:
     """Test databases reuse ids: in-process memories and rate-limit windows of one test must
     not leak into the next."""
     from conversations.memory import memory_local_reset
+    from conversations.presence import presence_clear_all
     from conversations.ratelimit import rate_limit_local_reset
     from conversations.throttle import typing_throttle_local_reset
     from llm.gateway import gateway_local_reset
@@ -35,6 +36,7 @@ def _process_state_reset() -> None:
     rate_limit_local_reset()
     llm_providers_forget()
     typing_throttle_local_reset()
+    presence_clear_all()
 
 
 @pytest.fixture(autouse=True)

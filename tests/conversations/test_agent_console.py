@@ -8,8 +8,9 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from conversations.agent_consumer import AgentConsumer
-from conversations.handoff import agents_group
-from conversations.models import AgentPresence, Conversation, Message
+from conversations.events import agents_group
+from conversations.models import Conversation, Message
+from conversations.presence import PresenceStatus, presence_statuses
 from knowledge import services as knowledge_services
 from tenants.models import Membership, Role, Tenant
 from tests import factories
@@ -367,8 +368,7 @@ async def test_malformed_frames_get_an_error_and_change_nothing(shop, text, code
         assert (await console.receive("pong"))["type"] == "pong"
     finally:
         await console.close()
-    presence = await AgentPresence.objects.aget(tenant=shop, user=li)
-    assert presence.status in AgentPresence.Status.values
+    assert presence_statuses(tenant_id=shop.pk)[li.pk] in PresenceStatus.values
 
 
 async def _typing_frames(communicator: WebsocketCommunicator, *, kind: str) -> int:

@@ -2,15 +2,16 @@
 
 import json
 import logging
+import time
 from datetime import timedelta
 
 import pytest
 from channels.db import database_sync_to_async
 from django.core import mail
-from django.utils import timezone
 
-from conversations.models import AgentPresence, Conversation, Ticket
+from conversations.models import Conversation, Ticket
 from conversations.pipeline import draft_reply
+from conversations.presence import PresenceStatus, presence_set
 from conversations.services import conversation_rate
 from conversations.tickets import ticket_reply_send
 from knowledge import services as knowledge_services
@@ -36,9 +37,7 @@ def shop(db):
 def online_agent(tenant, username: str = "agent-li"):
     user = factories.UserFactory(username=username, email=f"{username}@example.com")
     factories.MembershipFactory(user=user, tenant=tenant, role=Role.AGENT)
-    AgentPresence.objects.create(
-        tenant=tenant, user_id=user.pk, status="online", last_seen_at=timezone.now()
-    )
+    presence_set(tenant_id=tenant.pk, user_id=user.pk, status=PresenceStatus.ONLINE)
     return user
 
 
@@ -150,8 +149,11 @@ async def test_auto_assignment_picks_the_least_busy_online_agent(shop) -> None:
 
 async def test_stale_or_away_agents_do_not_count_as_online(shop) -> None:
     user = await database_sync_to_async(online_agent)(shop)
-    await AgentPresence.objects.filter(user=user).aupdate(
-        last_seen_at=timezone.now() - timedelta(minutes=5)
+    presence_set(
+        tenant_id=shop.pk,
+        user_id=user.pk,
+        status=PresenceStatus.ONLINE,
+        seen_at=time.time() - timedelta(minutes=5).total_seconds(),
     )
     widget = Widget(shop)
     try:

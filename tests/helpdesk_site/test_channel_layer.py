@@ -22,10 +22,11 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.core.cache import cache
 from django.db import transaction
-from django.utils import timezone
 
-from conversations.handoff import agents_group, agents_reachable, conversation_group
-from conversations.models import AgentPresence, Conversation, Message
+from conversations.events import agents_group, conversation_group
+from conversations.models import Conversation, Message
+from conversations.presence import PresenceStatus, presence_set
+from conversations.selectors import agents_reachable
 from helpdesk_site.asgi import application
 from helpdesk_site.redis import redis_close
 from knowledge import services as knowledge_services
@@ -252,9 +253,7 @@ def shop(transactional_db: None, private_redis: PrivateRedis) -> Iterator[Any]:
     # that process anything while Redis is down.
     agent = factories.UserFactory(username="agent-li")
     factories.MembershipFactory(user=agent, tenant=tenant, role=Role.AGENT)
-    AgentPresence.objects.create(
-        tenant=tenant, user_id=agent.pk, status="online", last_seen_at=timezone.now()
-    )
+    presence_set(tenant_id=tenant.pk, user_id=agent.pk, status=PresenceStatus.ONLINE)
     yield tenant
     registry.forget()
 

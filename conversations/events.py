@@ -1,0 +1,352 @@
+"""The catalogue of what happens to conversations, messages and tickets, and who hears of it.
+
+Every event has a name (``Event``) and one builder that makes its payload (a frozen dataclass
+with ids and states, never a customer's contact data). ``publish`` hands an event to every
+subscriber once the current transaction commits (at once outside a transaction; never after a
+rollback):
+
+- the live updates of the agent consoles and the customers' widgets, through the channel layer
+  (``channel_layer_deliver``: each event becomes the channel messages the consumers handle, sent
+  to the groups named here, ``agents_group`` and ``conversation_group``);
+- any handler registered with ``subscribe`` (outgoing webhooks, reporting rows).
+
+A subscriber that fails is logged (the event's name and ids, nothing personal) and the others
+still run; the request that published the event never sees the failure.
+"""
+
+import logging
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import partial
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+from conversations.models import Conversation, Message
+
+logger = logging.getLogger(__name__)
+
+
+class Event(StrEnum):
+    CONVERSATION_QUEUED = "conversation.queued"
+    CONVERSATION_ASSIGNED = "conversation.assigned"
+    CONVERSATION_ACCEPTED = "conversation.accepted"
+    CONVERSATION_TRANSFERRED = "conversation.transferred"
+    CONVERSATION_HANDED_BACK = "conversation.handed_back"
+    CONVERSATION_RESOLVED = "conversation.resolved"
+    CONVERSATION_ABANDONED = "conversation.abandoned"
+    MESSAGE_CREATED = "message.created"
+    TICKET_CREATED = "ticket.created"
+    TICKET_UPDATED = "ticket.updated"
+    TICKET_REPLIED = "ticket.replied"
+
+
+# Channel-layer groups ---------------------------------------------------------------------------
+
+
+def agents_group(tenant_id: int) -> str:
+    """Every agent console of the tenant."""
+    return f"agents.{tenant_id}"
+
+
+def conversation_group(tenant_id: int, conversation_id: int) -> str:
+    """The customer's widget sockets showing the conversation."""
+    return f"conversation.{tenant_id}.{conversation_id}"
+
+
+# Payloads and their builders ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConversationChange:
+    """A conversation changed hands or state. ``customer_text`` is what the customer's widget
+    says about it, already in their language ("" when the widget says it itself)."""
+
+    conversation_id: int
+    status: str
+    assignee_id: int | None = None
+    reason: str = ""
+    resolution_kind: str = ""
+    customer_text: str = ""
+
+
+@dataclass(frozen=True)
+class MessageCreated:
+    conversation_id: int
+    message_id: int
+    role: str
+    internal: bool
+    text: str
+    author_id: int | None = None
+    author_name: str = ""
+
+
+@dataclass(frozen=True)
+class TicketChange:
+    ticket_id: int
+    status: str
+    conversation_id: int | None = None
+    reply_id: int | None = None
+
+
+Payload = ConversationChange | MessageCreated | TicketChange
+
+
+def conversation_queued(*, conversation_id: int, status: str, reason: str) -> ConversationChange:
+    """Handed to the people and waiting in the queue."""
+    return ConversationChange(conversation_id=conversation_id, status=status, reason=reason)
+
+
+def conversation_assigned(
+    *, conversation_id: int, status: str, reason: str, assignee_id: int
+) -> ConversationChange:
+    """Handed to the people and given at once to the least-busy online agent."""
+    return ConversationChange(
+        conversation_id=conversation_id, status=status, reason=reason, assignee_id=assignee_id
+    )
+
+
+def conversation_accepted(
+    *, conversation_id: int, status: str, assignee_id: int, customer_text: str
+) -> ConversationChange:
+    """An agent took the conversation from the queue."""
+    return ConversationChange(
+        conversation_id=conversation_id,
+        status=status,
+        assignee_id=assignee_id,
+        customer_text=customer_text,
+    )
+
+
+def conversation_transferred(
+    *, conversation_id: int, status: str, assignee_id: int, customer_text: str
+) -> ConversationChange:
+    """An agent passed the conversation to another."""
+    return ConversationChange(
+        conversation_id=conversation_id,
+        status=status,
+        assignee_id=assignee_id,
+        customer_text=customer_text,
+    )
+
+
+def conversation_handed_back(
+    *, conversation_id: int, status: str, customer_text: str
+) -> ConversationChange:
+    """An agent gave the conversation back to the assistant."""
+    return ConversationChange(
+        conversation_id=conversation_id, status=status, customer_text=customer_text
+    )
+
+
+def conversation_resolved(
+    *,
+    conversation_id: int,
+    status: str,
+    resolution_kind: str,
+    assignee_id: int | None = None,
+    customer_text: str = "",
+) -> ConversationChange:
+    """Resolved by an agent, by the assistant (the sweep), or by a ticket left instead."""
+    return ConversationChange(
+        conversation_id=conversation_id,
+        status=status,
+        assignee_id=assignee_id,
+        resolution_kind=resolution_kind,
+        customer_text=customer_text,
+    )
+
+
+def conversation_abandoned(*, conversation_id: int, status: str) -> ConversationChange:
+    """Closed by the sweep after waiting in the queue with nobody taking it."""
+    return ConversationChange(
+        conversation_id=conversation_id,
+        status=status,
+        resolution_kind=Conversation.ResolutionKind.ABANDONED,
+    )
+
+
+def message_created(
+    *,
+    conversation_id: int,
+    message_id: int,
+    role: str,
+    internal: bool,
+    text: str,
+    author_id: int | None = None,
+    author_name: str = "",
+) -> MessageCreated:
+    """A message was stored (an agent's reply or internal note)."""
+    return MessageCreated(
+        conversation_id=conversation_id,
+        message_id=message_id,
+        role=role,
+        internal=internal,
+        text=text,
+        author_id=author_id,
+        author_name=author_name,
+    )
+
+
+def ticket_created(*, ticket_id: int, status: str, conversation_id: int | None) -> TicketChange:
+    """A customer nobody could take live left contact details: a new ticket."""
+    return TicketChange(ticket_id=ticket_id, status=status, conversation_id=conversation_id)
+
+
+def ticket_updated(*, ticket_id: int, status: str, conversation_id: int | None) -> TicketChange:
+    """The customer left details again, or the ticket's status changed."""
+    return TicketChange(ticket_id=ticket_id, status=status, conversation_id=conversation_id)
+
+
+def ticket_replied(
+    *, ticket_id: int, status: str, conversation_id: int | None, reply_id: int
+) -> TicketChange:
+    """An agent replied to the ticket (the customer is e-mailed)."""
+    return TicketChange(
+        ticket_id=ticket_id, status=status, conversation_id=conversation_id, reply_id=reply_id
+    )
+
+
+# Publishing -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Published:
+    event: Event
+    payload: Payload
+    tenant_id: int
+
+
+Subscriber = Callable[[Published], None]
+
+_subscribers: list[Subscriber] = []
+
+
+def subscribe(handler: Subscriber) -> None:
+    """Calls ``handler`` with every event published from now on, after its commit (once per
+    handler, however often it is subscribed)."""
+    if handler not in _subscribers:
+        _subscribers.append(handler)
+
+
+def unsubscribe(handler: Subscriber) -> None:
+    if handler in _subscribers:
+        _subscribers.remove(handler)
+
+
+def publish(event: Event, payload: Payload, *, tenant_id: int) -> None:
+    """Delivers the event to its subscribers once the current transaction commits."""
+    publish_batch([Published(event, payload, tenant_id)])
+
+
+def publish_batch(events: Sequence[Published]) -> None:
+    """Delivers several events after commit, in order; live updates that several of them would
+    send alike (a tenant's queue changed) are sent once."""
+    if events:
+        transaction.on_commit(partial(_deliver, tuple(events)))
+
+
+def _deliver(events: tuple[Published, ...]) -> None:
+    _subscriber_call(channel_layer_deliver, events, name="live updates")
+    for handler in list(_subscribers):
+        for published in events:
+            _subscriber_call(handler, published, name=getattr(handler, "__name__", "subscriber"))
+
+
+def _subscriber_call(handler: Callable[[Any], None], argument: Any, *, name: str) -> None:
+    try:
+        handler(argument)
+    except Exception as error:  # one subscriber's failure must not stop the others or the request
+        described = (
+            ", ".join(_describe(p) for p in argument)
+            if isinstance(argument, tuple)
+            else _describe(argument)
+        )
+        logger.error(
+            "event subscriber %s failed for %s: %s", name, described, _failure_place(error)
+        )
+
+
+def _failure_place(error: BaseException) -> str:
+    """The error's type and where it was raised, without its message (it may quote a
+    customer's words or address)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    place = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    return f"{type(error).__name__}{place}"
+
+
+def _describe(published: Published) -> str:
+    ids = {
+        key: value
+        for key, value in vars(published.payload).items()
+        if key.endswith("_id") and value is not None
+    }
+    return f"{published.event} tenant={published.tenant_id} {ids}"
+
+
+# Live updates through the channel layer ---------------------------------------------------------
+
+QUEUE_CHANGED: dict[str, Any] = {"type": "queue.changed"}
+
+
+def channel_messages(published: Published) -> list[tuple[str, dict[str, Any]]]:
+    """The channel-layer messages (group, message) that tell consoles and widgets of an event."""
+    event, payload, tenant = published.event, published.payload, published.tenant_id
+    agents = agents_group(tenant)
+    if isinstance(payload, ConversationChange):
+        widget = conversation_group(tenant, payload.conversation_id)
+        status = {"type": "conversation.status", "status": payload.status}
+        if event in (Event.CONVERSATION_QUEUED, Event.CONVERSATION_ASSIGNED):
+            return [(agents, QUEUE_CHANGED)]
+        if event == Event.CONVERSATION_ABANDONED:
+            return [(widget, status), (agents, QUEUE_CHANGED)]
+        if (
+            event == Event.CONVERSATION_RESOLVED
+            and payload.resolution_kind != Conversation.ResolutionKind.AGENT
+        ):
+            return []  # the sweep and tickets end conversations that nobody is watching live
+        messages = [(widget, {**status, "text": payload.customer_text}), (agents, QUEUE_CHANGED)]
+        if event == Event.CONVERSATION_RESOLVED:
+            messages.append((widget, {"type": "rating.request"}))
+        return messages
+    if isinstance(payload, MessageCreated) and payload.role == Message.Role.AGENT:
+        widget = conversation_group(tenant, payload.conversation_id)
+        told = {"type": "conversation.message", "conversation_id": payload.conversation_id}
+        if payload.internal:
+            return [(agents, told)]
+        reply = {
+            "type": "agent.message",
+            "message_id": payload.message_id,
+            "text": payload.text,
+            "author": payload.author_name,
+        }
+        return [(widget, reply), (agents, told)]
+    return []
+
+
+def channel_batch_messages(events: Sequence[Published]) -> list[tuple[str, dict[str, Any]]]:
+    """The channel messages of several events, in order, each alike message once."""
+    messages: list[tuple[str, dict[str, Any]]] = []
+    for published in events:
+        for group, message in channel_messages(published):
+            if (group, message) not in messages:
+                messages.append((group, message))
+    return messages
+
+
+def channel_layer_deliver(events: Sequence[Published]) -> None:
+    """Sends the events' channel messages (``channel_batch_messages``)."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    for group, message in channel_batch_messages(events):
+        try:
+            async_to_sync(layer.group_send)(group, message)
+        except Exception as error:  # the other groups still hear of it
+            logger.error(
+                "live update %s to %s failed: %s", message["type"], group, _failure_place(error)
+            )

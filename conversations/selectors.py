@@ -1,0 +1,346 @@
+"""Reads of conversations, agents and tickets, every one scoped by the tenant (or the agent,
+who carries it). Writes live in the workflow modules (``handoff``, ``agents``, ``tickets``) and
+``services``.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import import_module
+from types import SimpleNamespace
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.contrib import auth
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
+
+from conversations.events import agents_group
+from conversations.models import CannedResponse, Conversation, Customer, Message, Ticket
+from conversations.presence import presence_online, presence_statuses
+from tenants.models import Membership, Role, Tenant
+
+logger = logging.getLogger(__name__)
+
+AGENT_ROLES = (Role.OWNER, Role.ADMIN, Role.AGENT)
+TRANSCRIPT_MESSAGES = 100
+
+
+# Agents -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Agent:
+    tenant: Tenant
+    user_id: int
+    name: str
+    role: str
+
+
+def _agent_memberships(user_id: int) -> QuerySet[Membership]:
+    return Membership.objects.filter(
+        user_id=user_id, user__is_active=True, role__in=AGENT_ROLES, tenant__is_active=True
+    ).select_related("tenant", "user")
+
+
+def _agent(membership: Membership) -> Agent:
+    return Agent(
+        membership.tenant, membership.user_id, membership.user.get_username(), membership.role
+    )
+
+
+def agent_for_user(*, user: Any, tenant_id: int | None) -> Agent | None:
+    """The user as an agent of their active tenant (or the given one), if their role allows."""
+    memberships = _agent_memberships(user.pk)
+    membership = (
+        memberships.filter(tenant_id=tenant_id).first() if tenant_id is not None else None
+    ) or memberships.order_by("tenant__name").first()
+    return _agent(membership) if membership is not None else None
+
+
+def agent_access_check(*, agent: Agent, session_key: str | None = None) -> Agent | None:
+    """The agent as they are now in the same tenant: None once they were removed from it,
+    demoted below agent, deactivated, or the tenant was, or (given the ``session_key`` they
+    signed in with) once that session ended: signed out, expired, or their password changed;
+    otherwise with their current role."""
+    membership = _agent_memberships(agent.user_id).filter(tenant_id=agent.tenant.pk).first()
+    if membership is None:
+        return None
+    if session_key is not None:
+        session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+        # Django's own check for a request: the session names the user, and its hash of the
+        # user's password still matches.
+        user = auth.get_user(SimpleNamespace(session=session))  # type: ignore[arg-type]
+        if user.pk != agent.user_id:
+            return None
+    return _agent(membership)
+
+
+def agent_directory(*, agent: Agent) -> list[dict[str, Any]]:
+    """The tenant's agents with their presence (online, away or offline), for transfers."""
+    presence = presence_statuses(tenant_id=agent.tenant.pk)
+    users = get_user_model().objects.filter(
+        memberships__tenant=agent.tenant, memberships__role__in=AGENT_ROLES
+    )
+    return [
+        {"id": u.pk, "name": u.get_username(), "presence": presence.get(u.pk, "offline")}
+        for u in users.order_by("username")
+    ]
+
+
+def online_agent_ids(*, tenant_id: int) -> list[int]:
+    """The tenant's agents (by user id, ascending) online now."""
+    online = presence_online(tenant_id=tenant_id)
+    if not online:
+        return []
+    return sorted(
+        Membership.objects.filter(
+            tenant_id=tenant_id, role__in=AGENT_ROLES, user_id__in=online
+        ).values_list("user_id", flat=True)
+    )
+
+
+def agents_reachable(*, tenant_id: int) -> bool:
+    """Whether the tenant's agent consoles can be told of a handoff live.
+
+    Always, unless the channel layer lost Redis: then only consoles connected to this process
+    can be, and a customer must not be promised a person that nobody will hear of.
+    """
+    layer = get_channel_layer()
+    if layer is None or not getattr(layer, "is_degraded", lambda: False)():
+        return True
+    return bool(layer.group_has_local_members(agents_group(tenant_id)))
+
+
+def within_business_hours(tenant: Tenant, now: datetime | None = None) -> bool:
+    hours = tenant.business_hours or {}
+    if not hours:
+        return True
+    try:
+        local = (now or timezone.now()).astimezone(ZoneInfo(hours.get("timezone", "UTC")))
+        days = hours.get("days", list(range(7)))
+        opening, closing = hours.get("open", "00:00"), hours.get("close", "23:59")
+    except (KeyError, ValueError):  # a malformed setting must not hide the agents
+        logger.warning("tenant %s has malformed business hours", tenant.pk)
+        return True
+    return local.weekday() in days and opening <= local.strftime("%H:%M") < closing
+
+
+def agents_available(*, tenant: Tenant) -> bool:
+    """Someone could take a conversation now: an agent is online within business hours."""
+    return within_business_hours(tenant) and bool(online_agent_ids(tenant_id=tenant.pk))
+
+
+def least_busy_agent(*, tenant_id: int, candidates: list[int]) -> int | None:
+    """Of ``candidates`` (user ids), the one with the fewest conversations now (lowest id on a
+    tie); None without candidates."""
+    if not candidates:
+        return None
+    load = dict(
+        Conversation.objects.filter(
+            tenant_id=tenant_id, status=Conversation.Status.HUMAN, assignee_id__in=candidates
+        )
+        .values_list("assignee_id")
+        .annotate(n=Count("id"))
+        .values_list("assignee_id", "n")
+    )
+    return min(candidates, key=lambda user_id: (load.get(user_id, 0), user_id))
+
+
+# Conversations ----------------------------------------------------------------------------------
+
+
+def unanswered_streak(*, tenant_id: int, conversation_id: int, limit: int) -> bool:
+    """The last ``limit`` assistant answers all found nothing in the knowledge base."""
+    if limit <= 0:
+        return False
+    recent = list(
+        Message.objects.filter(
+            tenant_id=tenant_id, conversation_id=conversation_id, role=Message.Role.ASSISTANT
+        )
+        .order_by("-created_at", "-id")
+        .values_list("knowledge_refs", flat=True)[:limit]
+    )
+    return len(recent) == limit and all(not refs for refs in recent)
+
+
+def queue_position(*, tenant_id: int, conversation: Conversation) -> int | None:
+    if conversation.status != Conversation.Status.QUEUED or conversation.queued_at is None:
+        return None
+    return Conversation.objects.filter(
+        tenant_id=tenant_id,
+        status=Conversation.Status.QUEUED,
+        queued_at__lte=conversation.queued_at,
+    ).count()
+
+
+def customer_card(customer: Customer) -> dict[str, Any]:
+    """How the agent console names a customer: the name or e-mail they gave, else (``name``
+    empty) the console shows "Visitor #<id>" in the agent's language."""
+    return {"id": customer.pk, "name": customer.display_name or customer.email}
+
+
+def open_conversations_for_agents(*, tenant_id: int, user_id: int) -> dict[str, list[dict]]:
+    """The agent console's lists: the tenant's queue, and the agent's own conversations."""
+    rows = (
+        Conversation.objects.filter(
+            Q(status=Conversation.Status.QUEUED)
+            | Q(status=Conversation.Status.HUMAN, assignee_id=user_id),
+            tenant_id=tenant_id,
+        )
+        .select_related("customer")
+        .order_by("queued_at", "id")
+    )
+    queue: list[dict] = []
+    mine: list[dict] = []
+    for conversation in rows:
+        item = {
+            "id": conversation.pk,
+            "customer": customer_card(conversation.customer),
+            "status": conversation.status,
+            "reason": conversation.handoff_reason,
+            "queued_at": conversation.queued_at.isoformat() if conversation.queued_at else None,
+        }
+        (queue if conversation.status == Conversation.Status.QUEUED else mine).append(item)
+    return {"queue": queue, "mine": mine}
+
+
+def conversation_for_agent(*, agent: Agent, conversation_id: int) -> Conversation:
+    """The agent's tenant's conversation; ``PermissionDenied`` for any other."""
+    conversation = Conversation.objects.filter(pk=conversation_id, tenant=agent.tenant).first()
+    if conversation is None:
+        raise PermissionDenied("no such conversation")
+    return conversation
+
+
+def conversation_detail(*, agent: Agent, conversation_id: int) -> dict[str, Any]:
+    """Everything an agent needs: the customer, the status, and the whole history including
+    what the assistant answered, from which knowledge, and internal notes."""
+    conversation = conversation_for_agent(agent=agent, conversation_id=conversation_id)
+    customer = conversation.customer
+    return {
+        "id": conversation.pk,
+        "status": conversation.status,
+        "assignee_id": conversation.assignee_id,
+        "reason": conversation.handoff_reason,
+        "customer": {
+            **customer_card(customer),
+            "email": customer.email,
+            "phone": customer.phone,
+            "identified": customer.identified,
+        },
+        "messages": [
+            {
+                "id": m.pk,
+                "role": m.role,
+                "text": m.content,
+                "source": m.source,
+                "internal": m.internal,
+                "knowledge": m.knowledge_refs,
+                "confidence": m.confidence,
+                "at": m.created_at.isoformat(),
+            }
+            for m in conversation.messages.order_by("created_at", "id")
+        ],
+    }
+
+
+def canned_responses(*, agent: Agent) -> list[dict[str, Any]]:
+    return [
+        {"id": c.pk, "title": c.title, "text": c.text}
+        for c in CannedResponse.objects.filter(tenant=agent.tenant)
+    ]
+
+
+def last_customer_question(*, agent: Agent, conversation_id: int) -> str:
+    conversation = conversation_for_agent(agent=agent, conversation_id=conversation_id)
+    return (
+        conversation.messages.filter(role=Message.Role.CUSTOMER)
+        .order_by("-created_at", "-id")
+        .values_list("content", flat=True)
+        .first()
+        or ""
+    )
+
+
+def conversation_transcript(*, tenant_id: int, conversation_id: int) -> str:
+    """The conversation as text, one line per message the customer saw (at most
+    ``TRANSCRIPT_MESSAGES``), for its ticket."""
+    lines = []
+    for message in Message.objects.filter(
+        tenant_id=tenant_id, conversation_id=conversation_id, internal=False
+    ).order_by("created_at", "id")[:TRANSCRIPT_MESSAGES]:
+        lines.append(
+            f"[{message.created_at:%Y-%m-%d %H:%M}] {message.get_role_display()}: {message.content}"
+        )
+    return "\n".join(lines)
+
+
+def first_customer_question(*, tenant_id: int, conversation_id: int) -> str | None:
+    return (
+        Message.objects.filter(
+            tenant_id=tenant_id, conversation_id=conversation_id, role=Message.Role.CUSTOMER
+        )
+        .order_by("created_at", "id")
+        .values_list("content", flat=True)
+        .first()
+    )
+
+
+# Tickets ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TicketView:
+    id: int
+    subject: str
+    status: str
+    replies: list[dict[str, str | bool]]
+
+
+def tickets_for_customer(*, tenant_id: int, customer_id: int) -> list[TicketView]:
+    """The customer's tickets with their replies, for the widget (newest first, at most 5)."""
+    tickets = Ticket.objects.filter(tenant_id=tenant_id, customer_id=customer_id).order_by(
+        "-created_at"
+    )[:5]
+    return [
+        TicketView(
+            id=ticket.pk,
+            subject=ticket.subject,
+            status=ticket.status,
+            replies=[
+                {
+                    "text": r.content,
+                    "at": r.created_at.isoformat(),
+                    "from_customer": r.from_customer,
+                }
+                for r in ticket.replies.order_by("created_at", "id")
+            ],
+        )
+        for ticket in tickets
+    ]
+
+
+def conversation_ticket(*, tenant: Tenant, conversation: Conversation) -> Ticket | None:
+    """The conversation's ticket (the newest, should there be several)."""
+    return (
+        Ticket.objects.filter(tenant=tenant, conversation=conversation)
+        .order_by("-created_at", "-id")
+        .first()
+    )
+
+
+def ticket_agent_emails(*, tenant_id: int) -> list[str]:
+    """The addresses of the tenant's active agents who have one."""
+    return list(
+        get_user_model()
+        .objects.filter(
+            memberships__tenant_id=tenant_id, memberships__role__in=AGENT_ROLES, is_active=True
+        )
+        .exclude(email="")
+        .values_list("email", flat=True)
+    )
