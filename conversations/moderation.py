@@ -330,9 +330,6 @@ def _compile(keys: list[str]) -> BytesAhoCorasick:
     return BytesAhoCorasick(patterns)
 
 
-EMPTY_FILTER = WordFilter(())
-
-
 def _mask(text: str, spans: list[tuple[int, int]]) -> str:
     """``text`` with every character inside any of ``spans`` (sorted by start) replaced by
     "*"."""
@@ -507,15 +504,6 @@ def moderate_with(word_filter: WordFilter, text: str) -> InputModeration:
         flags=tuple(flags),
         hits=_hits(scan.matches),
     )
-
-
-def moderate_input(*, tenant_id: int, text: str) -> InputModeration:
-    """``moderate_with`` the tenant's filter (sync: may read the database)."""
-    return moderate_with(word_filter_for_tenant(tenant_id=tenant_id), text)
-
-
-async def amoderate_input(*, tenant_id: int, text: str) -> InputModeration:
-    return moderate_with(await aword_filter_for_tenant(tenant_id=tenant_id), text)
 
 
 # --- LLM output stream ----------------------------------------------------------------------

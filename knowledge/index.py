@@ -186,7 +186,6 @@ class TenantIndex:
     content: LexicalIndex
     exact: dict[str, int]  # normalised phrasing -> entry position
     dense: DenseVectors | None = None
-    _entry_position: dict[int, int] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -244,16 +243,11 @@ class TenantIndex:
             phrasings=LexicalIndex.build(phrasing_tokens),
             content=LexicalIndex.build(content_tokens),
             exact=exact,
-            _entry_position={entry.id: position for position, entry in enumerate(entries)},
         )
 
     @property
     def size(self) -> int:
         return len(self.entries) + len(self.chunks)
-
-    def entry_by_id(self, entry_id: int) -> EntryRecord | None:
-        position = self._entry_position.get(entry_id)
-        return None if position is None else self.entries[position]
 
     def faq_scores(self, query: str, query_vector: np.ndarray | None = None) -> FaqScores | None:
         if not self.entries:
