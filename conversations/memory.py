@@ -265,7 +265,10 @@ _Entry = TypeVar("_Entry", _LocalMemory, _LocalMark)
 
 
 class _LocalMemories:
-    """The in-process backend: the same protocol as the Redis scripts, in a bounded LRU."""
+    """The in-process backend: the same protocol as the Redis scripts, in a bounded LRU.
+
+    Not a cachetools.TTLCache: a read extends a memory's life as Redis's PEXPIRE does, the
+    expiry follows the setting at each call, and miss marks live by another TTL."""
 
     def __init__(self, *, clock: Callable[[], float]) -> None:
         self.clock = clock

@@ -397,7 +397,9 @@ class _Cached:
 
 
 class WordFilterCache:
-    """Per-process compiled filters, one per tenant, kept fresh against the lists' stamp."""
+    """Per-process compiled filters, one per tenant, kept fresh against the lists' stamp.
+
+    Not a TTL cache: a filter past its check interval is kept when the stamp has not moved."""
 
     def __init__(self) -> None:
         self._filters: dict[int, _Cached] = {}

@@ -79,6 +79,7 @@ def redis_failure_log(*, logger: logging.Logger, operation: str, error: BaseExce
     ``operation`` is a fixed description ("rate limit check"), never data: keys hold visitor ids.
     redis-py's error messages name the server (host and port) but never credentials.
     """
+    # Not a cachetools.TTLCache: the failures suppressed in an interval are counted, not dropped.
     now = time.monotonic()
     with _failures_lock:
         last = _failures_last_logged.get(operation)
