@@ -446,7 +446,7 @@ class WordFilterCache:
 
 
 def _check_seconds() -> float:
-    return float(getattr(settings, "MODERATION_CHECK_SECONDS", 1.0))
+    return float(settings.MODERATION_CHECK_SECONDS)
 
 
 filter_cache = WordFilterCache()
