@@ -128,7 +128,6 @@ class FaqScores:
 
     entry_positions: np.ndarray  # shortlisted entries, best first
     entry_scores: np.ndarray  # their ranking scores (lexical, or fused with dense)
-    lexical_scores: np.ndarray  # their aggregated BM25 scores (0: no shared token)
     best_phrasing: np.ndarray  # position of their best phrasing
     best_phrasing_score: np.ndarray  # BM25 score of their best lexical phrasing
     dense_scores: np.ndarray | None  # their dense similarity, when the query was embedded
@@ -298,7 +297,6 @@ class TenantIndex:
         return FaqScores(
             entry_positions=candidates[order],
             entry_scores=ranking[order],
-            lexical_scores=lexical[order],
             best_phrasing=best_phrasing[order],
             best_phrasing_score=best_lexical[order],
             dense_scores=None if dense_scores is None else dense_scores[order],
