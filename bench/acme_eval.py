@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 import unicodedata
 from collections import Counter
@@ -26,6 +27,10 @@ from pathlib import Path
 from typing import TypedDict
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from llm.text import HAN  # noqa: E402
+
 SOURCE = ROOT / "devtools/demo_data.json"
 DATA_DIR = Path(__file__).resolve().parent / "data"
 KB_CSV = DATA_DIR / "acme_kb.csv"
@@ -107,7 +112,7 @@ def validate(faq: list[FaqEntry], rows: list[KbRow], queries: list[tuple[str, st
         if norm in seen:
             problems.append(f"line {line}: duplicate of line {seen[norm]}")
         seen.setdefault(norm, line)
-        is_zh = any("\u4e00" <= c <= "\u9fff" for c in question)
+        is_zh = re.search(f"[{HAN}]", question) is not None
         if expected in language and is_zh != (language[expected] == "zh-hans"):
             problems.append(f"line {line}: language differs from {expected}")
 

@@ -15,6 +15,7 @@ import gc
 import json
 import os
 import random
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +36,7 @@ from bench.banking77 import CSV_HELP, DEFAULT_CSV, banking77_split  # noqa: E402
 from conversations.moderation import WordEntry, WordFilter, moderate_with  # noqa: E402
 from knowledge.index import EntryRecord, TenantIndex  # noqa: E402
 from knowledge.search import _candidates, _search  # noqa: E402
+from llm.text import HAN  # noqa: E402
 from tenants.models import Tenant  # noqa: E402
 
 DEMO_DATA = ROOT / "devtools" / "demo_data.json"
@@ -85,7 +87,7 @@ def word_list(rng: random.Random, chinese: str, english: list[str]) -> list[Word
     demo = json.loads(DEMO_DATA.read_text(encoding="utf-8"))["sensitive_words"]
     entries = [WordEntry(word, action, "demo") for action, words in demo.items() for word in words]
     seen = {entry.word for entry in entries}
-    characters = sorted({char for char in chinese if "\u4e00" <= char <= "\u9fff"})
+    characters = sorted(set(re.findall(f"[{HAN}]", chinese)))
     actions = ["review"] * 6 + ["mask"] * 3 + ["block"]
     while len(entries) < WORDS:
         if len(entries) % 2:

@@ -13,14 +13,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 @dataclass(frozen=True)
@@ -237,18 +236,6 @@ def thread_count(pid: int) -> int:
 
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-@contextlib.contextmanager
-def cpu_meter(pid: int) -> Iterator[dict[str, float]]:
-    """Measures the CPU a process uses inside the block: ``percent`` of one core."""
-    result: dict[str, float] = {}
-    start_cpu, start = cpu_seconds(pid), time.perf_counter()
-    yield result
-    elapsed = time.perf_counter() - start
-    result["cpu_seconds"] = cpu_seconds(pid) - start_cpu
-    result["seconds"] = elapsed
-    result["percent"] = 100 * result["cpu_seconds"] / elapsed if elapsed > 0 else 0.0
 
 
 def machine_info() -> dict[str, object]:

@@ -59,7 +59,6 @@ logger = logging.getLogger(__name__)
 
 MEMORY_KEY_PREFIX = "kefu:mem:"
 MEMORY_MAX_TURNS = 50
-MEMORY_TTL_SECONDS_DEFAULT = 1800.0
 MEMORY_LOCAL_MAX_CONVERSATIONS = 10_000
 MEMORY_ROLES = frozenset(
     {Message.Role.CUSTOMER.value, Message.Role.ASSISTANT.value, Message.Role.AGENT.value}
@@ -191,7 +190,7 @@ def _turns_from_db(*, tenant_id: int, conversation_id: int) -> list[Turn]:
 
 
 def _ttl_seconds() -> float:
-    return float(getattr(settings, "CONVERSATION_MEMORY_TTL_SECONDS", MEMORY_TTL_SECONDS_DEFAULT))
+    return float(settings.CONVERSATION_MEMORY_TTL_SECONDS)
 
 
 def _milliseconds(seconds: float) -> int:
@@ -265,7 +264,10 @@ _Entry = TypeVar("_Entry", _LocalMemory, _LocalMark)
 
 
 class _LocalMemories:
-    """The in-process backend: the same protocol as the Redis scripts, in a bounded LRU."""
+    """The in-process backend: the same protocol as the Redis scripts, in a bounded LRU.
+
+    Not a cachetools.TTLCache: a read extends a memory's life as Redis's PEXPIRE does, the
+    expiry follows the setting at each call, and miss marks live by another TTL."""
 
     def __init__(self, *, clock: Callable[[], float]) -> None:
         self.clock = clock

@@ -330,9 +330,6 @@ def _compile(keys: list[str]) -> BytesAhoCorasick:
     return BytesAhoCorasick(patterns)
 
 
-EMPTY_FILTER = WordFilter(())
-
-
 def _mask(text: str, spans: list[tuple[int, int]]) -> str:
     """``text`` with every character inside any of ``spans`` (sorted by start) replaced by
     "*"."""
@@ -400,7 +397,9 @@ class _Cached:
 
 
 class WordFilterCache:
-    """Per-process compiled filters, one per tenant, kept fresh against the lists' stamp."""
+    """Per-process compiled filters, one per tenant, kept fresh against the lists' stamp.
+
+    Not a TTL cache: a filter past its check interval is kept when the stamp has not moved."""
 
     def __init__(self) -> None:
         self._filters: dict[int, _Cached] = {}
@@ -447,7 +446,7 @@ class WordFilterCache:
 
 
 def _check_seconds() -> float:
-    return float(getattr(settings, "MODERATION_CHECK_SECONDS", 1.0))
+    return float(settings.MODERATION_CHECK_SECONDS)
 
 
 filter_cache = WordFilterCache()
@@ -507,15 +506,6 @@ def moderate_with(word_filter: WordFilter, text: str) -> InputModeration:
         flags=tuple(flags),
         hits=_hits(scan.matches),
     )
-
-
-def moderate_input(*, tenant_id: int, text: str) -> InputModeration:
-    """``moderate_with`` the tenant's filter (sync: may read the database)."""
-    return moderate_with(word_filter_for_tenant(tenant_id=tenant_id), text)
-
-
-async def amoderate_input(*, tenant_id: int, text: str) -> InputModeration:
-    return moderate_with(await aword_filter_for_tenant(tenant_id=tenant_id), text)
 
 
 # --- LLM output stream ----------------------------------------------------------------------

@@ -33,6 +33,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from stdnum.cn import ric
+
 PHONE = "phone"
 ID_CARD = "id_card"
 BANK_CARD = "bank_card"
@@ -75,8 +77,6 @@ _CARD_DIGITS = 13
 _ID_DIGITS = 17
 _SEPARATORS = str.maketrans("", "", " -")
 
-_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-_ID_CHECK_CHARS = "10X98765432"
 _EARLIEST_BIRTH = date(1900, 1, 1)
 
 
@@ -189,8 +189,9 @@ def id_card_is_valid(number: str) -> bool:
     birth date between 1900-01-01 and today."""
     if len(number) != 18 or not number[:17].isdecimal():
         return False
-    total = sum(int(digit) * weight for digit, weight in zip(number, _ID_WEIGHTS, strict=False))
-    if _ID_CHECK_CHARS[total % 11] != number[17].upper():
+    # Only the check character from python-stdnum: its ``ric.is_valid`` also looks the region up
+    # in a table (36 µs a call, against 2.4 µs here) and refuses full-width digits.
+    if ric.calc_check_digit(number) != number[17].upper():
         return False
     try:
         born = date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
@@ -203,6 +204,8 @@ def id_card_is_valid(number: str) -> bool:
 
 def luhn_is_valid(digits: str) -> bool:
     """The Luhn (mod 10) check every bank card number carries, UnionPay's 19 digits included."""
+    # Hand-written: stdnum.luhn takes 4.3 µs a 19-digit card against 3.2 µs, 6.2 µs once
+    # full-width digits (which it refuses) are converted, on every customer message with a card.
     total = 0
     for position, char in enumerate(reversed(digits)):
         value = int(char)

@@ -48,9 +48,6 @@ from helpdesk_site.redis import redis_client, redis_failure_log
 logger = logging.getLogger(__name__)
 
 RATE_LIMIT_KEY_PREFIX = "kefu:rl:"
-RATE_LIMIT_VISITOR_DEFAULT = "20/60"
-RATE_LIMIT_TENANT_DEFAULT = "600/60"
-RATE_LIMIT_CONTACT_DEFAULT = "5/3600"
 # How often the in-process backend drops buckets nobody hit for a whole window.
 LOCAL_SWEEP_INTERVAL_SECONDS = 30.0
 
@@ -101,8 +98,8 @@ async def rate_limits_check(
     Both rules are decided together: the message is counted in both buckets or in neither. When
     either refuses, the decision waits for the later of the two.
     """
-    visitor_rule = _rule_from_setting(name="RATE_LIMIT_VISITOR", default=RATE_LIMIT_VISITOR_DEFAULT)
-    tenant_rule = _rule_from_setting(name="RATE_LIMIT_TENANT", default=RATE_LIMIT_TENANT_DEFAULT)
+    visitor_rule = _rule_from_setting(name="RATE_LIMIT_VISITOR", value=settings.RATE_LIMIT_VISITOR)
+    tenant_rule = _rule_from_setting(name="RATE_LIMIT_TENANT", value=settings.RATE_LIMIT_TENANT)
     return await _checks_hit(
         checks=(
             _Check(bucket=f"visitor:{tenant_id}:{visitor_id}", rule=visitor_rule),
@@ -117,7 +114,7 @@ async def contact_rate_limit_check(
 ) -> RateDecision:
     """Counts one set of contact details left by a visitor: each may open or update a ticket
     that people read, so the budget is far smaller than for chat messages."""
-    rule = _rule_from_setting(name="RATE_LIMIT_CONTACT", default=RATE_LIMIT_CONTACT_DEFAULT)
+    rule = _rule_from_setting(name="RATE_LIMIT_CONTACT", value=settings.RATE_LIMIT_CONTACT)
     return await rate_limit_hit(bucket=f"contact:{tenant_id}:{visitor_id}", rule=rule, now=now)
 
 
@@ -137,8 +134,7 @@ def rate_limit_local_reset() -> None:
     _local.reset()
 
 
-def _rule_from_setting(*, name: str, default: str) -> RateLimit:
-    value = getattr(settings, name, default)
+def _rule_from_setting(*, name: str, value: str) -> RateLimit:
     try:
         return rate_limit_parse(value=value)
     except ValueError as exc:

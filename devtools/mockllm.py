@@ -87,6 +87,8 @@ from typing import Any, Final, Literal, Self, TypeAlias, TypedDict, cast, get_ar
 
 import uvicorn
 
+from llm.text import HAN
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -181,14 +183,12 @@ class RecordedRequest(TypedDict):
 
 # --- Text handling -------------------------------------------------------------------------------
 
-# CJK Unified Ideographs (with extension A) and the compatibility block: one stream token each.
-_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 # One CJK character; or leading whitespace plus a run of other non-space characters (so English
 # yields " word," pieces that keep their spaces); or whitespace that precedes a CJK character or
 # ends the text. Every character falls in exactly one token, so "".join(tokens) == text.
-_STREAM_TOKEN_RE = re.compile(rf"[{_CJK}]|\s*[^\s{_CJK}]+|\s+")
-_FEATURE_RE = re.compile(rf"[{_CJK}]+|[^\W_{_CJK}]+")
-_CJK_RUN_RE = re.compile(rf"[{_CJK}]+")
+_STREAM_TOKEN_RE = re.compile(rf"[{HAN}]|\s*[^\s{HAN}]+|\s+")
+_FEATURE_RE = re.compile(rf"[{HAN}]+|[^\W_{HAN}]+")
+_CJK_RUN_RE = re.compile(rf"[{HAN}]+")
 
 
 def stream_tokens(text: str) -> list[str]:

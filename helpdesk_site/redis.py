@@ -29,7 +29,6 @@ REDIS_CONNECT_TIMEOUT_SECONDS = 1.0
 REDIS_SOCKET_TIMEOUT_SECONDS = 1.0
 # A burst larger than the pool waits this long for a free connection, then fails like a timeout.
 REDIS_POOL_WAIT_SECONDS = 1.0
-REDIS_MAX_CONNECTIONS_DEFAULT = 50
 # During an outage every chat message would log a failure; one line per interval is enough.
 REDIS_FAILURE_LOG_INTERVAL_SECONDS = 30.0
 
@@ -79,6 +78,7 @@ def redis_failure_log(*, logger: logging.Logger, operation: str, error: BaseExce
     ``operation`` is a fixed description ("rate limit check"), never data: keys hold visitor ids.
     redis-py's error messages name the server (host and port) but never credentials.
     """
+    # Not a cachetools.TTLCache: the failures suppressed in an interval are counted, not dropped.
     now = time.monotonic()
     with _failures_lock:
         last = _failures_last_logged.get(operation)
@@ -99,7 +99,7 @@ def redis_failure_log(*, logger: logging.Logger, operation: str, error: BaseExce
 def _client_create(*, url: str) -> aioredis.Redis:
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
-        max_connections=getattr(settings, "REDIS_MAX_CONNECTIONS", REDIS_MAX_CONNECTIONS_DEFAULT),
+        max_connections=settings.REDIS_MAX_CONNECTIONS,
         timeout=REDIS_POOL_WAIT_SECONDS,
         socket_connect_timeout=REDIS_CONNECT_TIMEOUT_SECONDS,
         socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,

@@ -128,7 +128,6 @@ class FaqScores:
 
     entry_positions: np.ndarray  # shortlisted entries, best first
     entry_scores: np.ndarray  # their ranking scores (lexical, or fused with dense)
-    lexical_scores: np.ndarray  # their aggregated BM25 scores (0: no shared token)
     best_phrasing: np.ndarray  # position of their best phrasing
     best_phrasing_score: np.ndarray  # BM25 score of their best lexical phrasing
     dense_scores: np.ndarray | None  # their dense similarity, when the query was embedded
@@ -186,7 +185,6 @@ class TenantIndex:
     content: LexicalIndex
     exact: dict[str, int]  # normalised phrasing -> entry position
     dense: DenseVectors | None = None
-    _entry_position: dict[int, int] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -244,16 +242,11 @@ class TenantIndex:
             phrasings=LexicalIndex.build(phrasing_tokens),
             content=LexicalIndex.build(content_tokens),
             exact=exact,
-            _entry_position={entry.id: position for position, entry in enumerate(entries)},
         )
 
     @property
     def size(self) -> int:
         return len(self.entries) + len(self.chunks)
-
-    def entry_by_id(self, entry_id: int) -> EntryRecord | None:
-        position = self._entry_position.get(entry_id)
-        return None if position is None else self.entries[position]
 
     def faq_scores(self, query: str, query_vector: np.ndarray | None = None) -> FaqScores | None:
         if not self.entries:
@@ -304,7 +297,6 @@ class TenantIndex:
         return FaqScores(
             entry_positions=candidates[order],
             entry_scores=ranking[order],
-            lexical_scores=lexical[order],
             best_phrasing=best_phrasing[order],
             best_phrasing_score=best_lexical[order],
             dense_scores=None if dense_scores is None else dense_scores[order],

@@ -24,6 +24,7 @@ from pypdf.errors import PyPdfError
 from pypdf.generic import ArrayObject, IndirectObject
 
 from knowledge.models import Document
+from llm.text import UNSPACED
 
 Format = Document.Format
 
@@ -36,14 +37,11 @@ FORMAT_BY_EXTENSION: dict[str, str] = {
     ".pdf": Format.PDF,
 }
 
-# Chinese and Japanese characters and their punctuation: text in these scripts has no spaces
-# between words, so lines and runs are joined without one.
-_CJK = "\u2e80-\u2fff\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef"
 _CLOSERS = "”’\"')）\\]」』》】"
 _SENTENCE_END = re.compile(
     # ASCII terminators only count before a space, a closing quote, the end or Chinese text, so
     # that "3.14", "example.com" and "?a=1" stay whole.
-    rf"(?:[。！？…]+|[.!?]+(?=[\s{_CLOSERS}{_CJK}]|$))[{_CLOSERS}]*(?P<sep>\s*)"
+    rf"(?:[。！？…]+|[.!?]+(?=[\s{_CLOSERS}{UNSPACED}]|$))[{_CLOSERS}]*(?P<sep>\s*)"
 )
 _LINE_BREAK = re.compile(r"(?P<sep>[ \t]*\n\s*)")
 _CLAUSE_END = re.compile(r"(?:[，；：、]|[,;:](?=\s))(?P<sep>\s*)")
@@ -57,7 +55,8 @@ _SETEXT_UNDERLINE = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _NOT_PARAGRAPH_START = re.compile(r"^ {0,3}(?:[-*+>]|\d+[.)]|#|`{3}|~{3})")
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_SPACE_BETWEEN_CJK = re.compile(rf"(?<=[{_CJK}]) (?=[{_CJK}])")
+# Text in these scripts has no spaces between words, so lines and runs are joined without one.
+_SPACE_BETWEEN_CJK = re.compile(rf"(?<=[{UNSPACED}]) (?=[{UNSPACED}])")
 
 _HTML_DROPPED = ["script", "style", "nav", "noscript", "template", "head", "iframe", "svg"]
 _HTML_HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
@@ -459,7 +458,7 @@ def _pdf_outline(reader: PdfReader) -> dict[int, list[tuple[int, str]]]:
 
 def _soft_join(left: str, right: str) -> str:
     """Joins two pieces of one paragraph: without a space when either side is Chinese."""
-    if re.match(f"[{_CJK}]", left[-1:]) or re.match(f"[{_CJK}]", right[:1]):
+    if re.match(f"[{UNSPACED}]", left[-1:]) or re.match(f"[{UNSPACED}]", right[:1]):
         return left + right
     if left.endswith("-") and left[-2:-1].isalpha():  # a word hyphenated at the line end
         return left + right

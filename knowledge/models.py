@@ -15,7 +15,6 @@ class KnowledgeEntry(TenantOwnedModel):
     enabled = models.BooleanField(_("enabled"), default=True)
     hit_count = models.PositiveIntegerField(_("hits"), default=0, editable=False)
     last_hit_at = models.DateTimeField(_("last hit at"), null=True, blank=True, editable=False)
-    embedding = models.JSONField(_("embedding"), null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = _("FAQ entry")
@@ -74,7 +73,6 @@ class Chunk(TenantOwnedModel):
     ordinal = models.PositiveIntegerField(_("position"))
     heading = models.CharField(_("heading"), max_length=300, blank=True)
     content = models.TextField(_("content"))
-    embedding = models.JSONField(_("embedding"), null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = _("chunk")

@@ -4,8 +4,6 @@ import csv
 import io
 from collections.abc import Iterable
 
-from django.db.models import QuerySet
-
 from knowledge.csv_format import (
     ALTERNATES_SEPARATORS,
     CSV_COLUMNS,
@@ -16,11 +14,6 @@ from knowledge.csv_format import (
 from knowledge.index import ChunkRecord, EntryRecord
 from knowledge.models import Chunk, KnowledgeEntry
 from tenants.models import Tenant
-
-
-def knowledge_entry_list(*, tenant: Tenant, enabled_only: bool = False) -> QuerySet[KnowledgeEntry]:
-    entries = KnowledgeEntry.objects.filter(tenant=tenant)
-    return entries.filter(enabled=True) if enabled_only else entries
 
 
 def knowledge_entries_csv(*, entries: Iterable[KnowledgeEntry]) -> str:

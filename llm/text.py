@@ -2,14 +2,21 @@
 
 ``HAN`` is the Han ideographs (unified, extension A, compatibility): what Chinese text is made
 of. ``WIDE`` adds the other scripts a tokenizer counts about one token per character (kana,
-CJK punctuation, Hangul, full-width forms). Both are regex character-class bodies.
+CJK punctuation, Hangul, full-width forms). ``UNSPACED`` is the scripts written without spaces
+between words (Han, kana, CJK radicals and punctuation, full-width forms; not Hangul, which
+spaces its words). All three are regex character-class bodies.
 """
 
 import math
 import re
 
 HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-WIDE = f"\u3000-\u30ff{HAN}\uac00-\ud7af\uff00-\uffef"
+_CJK_PUNCTUATION_AND_KANA = "\u3000-\u30ff"
+_CJK_RADICALS = "\u2e80-\u2fff"
+_HANGUL = "\uac00-\ud7af"
+_FULL_WIDTH = "\uff00-\uffef"
+WIDE = f"{_CJK_PUNCTUATION_AND_KANA}{HAN}{_HANGUL}{_FULL_WIDTH}"
+UNSPACED = f"{_CJK_RADICALS}{_CJK_PUNCTUATION_AND_KANA}{HAN}{_FULL_WIDTH}"
 
 _HAN_CHAR = re.compile(f"[{HAN}]")
 _WIDE_CHAR = re.compile(f"[{WIDE}]")

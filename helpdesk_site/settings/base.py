@@ -109,6 +109,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
+# Connections per event loop of the hot-path client (rate limits, memory, typing, the gateway's
+# breaker and answer cache; helpdesk_site/redis.py); a burst beyond them waits up to a second.
+REDIS_MAX_CONNECTIONS = env.int("REDIS_MAX_CONNECTIONS", default=50)
 
 # The channel layer's Redis connections, per ASGI process (channels-redis passes the keys of a
 # hosts entry to redis-py's ConnectionPool.from_url).
@@ -259,16 +262,19 @@ LLM_BACKOFF_CAP = env.float("LLM_BACKOFF_CAP", default=2.0)
 LLM_BREAKER_FAILURES = env.int("LLM_BREAKER_FAILURES", default=5)
 LLM_BREAKER_OPEN_SECONDS = env.float("LLM_BREAKER_OPEN_SECONDS", default=30.0)
 LLM_ANSWER_CACHE_SECONDS = env.int("LLM_ANSWER_CACHE_SECONDS", default=3600)
-# Rate limits, "COUNT/SECONDS": per widget visitor and per tenant (sliding windows).
+# Rate limits, "COUNT/SECONDS" (sliding windows): chat messages per widget visitor and per
+# tenant, and contact details per widget visitor (each opens or updates a ticket).
 RATE_LIMIT_VISITOR = env.str("RATE_LIMIT_VISITOR", default="20/60")
 RATE_LIMIT_TENANT = env.str("RATE_LIMIT_TENANT", default="600/60")
+RATE_LIMIT_CONTACT = env.str("RATE_LIMIT_CONTACT", default="5/3600")
 # Typing indicators: at most one per conversation and direction in this many seconds (0: all).
 TYPING_THROTTLE_SECONDS = env.float("TYPING_THROTTLE_SECONDS", default=2.0)
 # The agent console's socket re-reads the agent's membership before every action, and before
 # passing on queue and customer events when its last read is older than this.
 AGENT_ACCESS_RECHECK_SECONDS = env.float("AGENT_ACCESS_RECHECK_SECONDS", default=1.0)
-RATE_LIMIT_CONTACT = env.str("RATE_LIMIT_CONTACT", default="5/3600")
+# Idle seconds after which a conversation's memory is dropped (rebuilt from the database).
 CONVERSATION_MEMORY_TTL_SECONDS = env.int("CONVERSATION_MEMORY_TTL_SECONDS", default=1800)
+# How often a process checks a tenant's sensitive-word lists for changes.
 MODERATION_CHECK_SECONDS = env.float("MODERATION_CHECK_SECONDS", default=1.0)
 
 # Transport loggers write a line per connection or request: uvicorn two per WebSocket connect

@@ -119,7 +119,7 @@ async def _attempt_stream(
             counts_against_provider=True,
         ) from None
     except openai.OpenAIError as exc:
-        raise _attempt_error(provider, exc, got_text=answer.first_token_at is not None) from None
+        raise _attempt_error(provider, exc) from None
 
 
 @dataclass
@@ -177,9 +177,7 @@ _WAITED_FOR: Final[dict[FailureKind, str]] = {
 }
 
 
-def _attempt_error(
-    provider: ProviderConfig, exc: openai.OpenAIError, *, got_text: bool
-) -> _AttemptError:
+def _attempt_error(provider: ProviderConfig, exc: openai.OpenAIError) -> _AttemptError:
     """Classifies an openai error without quoting its message (it may quote the key)."""
     if isinstance(exc, openai.APITimeoutError):
         # The client's own read timeout is the total timeout, a backstop behind our deadlines.

@@ -98,9 +98,9 @@ async def chat_stream(
             )
             return
 
-    retries = int(getattr(settings, "LLM_RETRIES", 2))
-    backoff_base = float(getattr(settings, "LLM_BACKOFF_BASE", 0.2))
-    backoff_cap = float(getattr(settings, "LLM_BACKOFF_CAP", 2.0))
+    retries: int = settings.LLM_RETRIES
+    backoff_base: float = settings.LLM_BACKOFF_BASE
+    backoff_cap: float = settings.LLM_BACKOFF_CAP
     wire_messages = _wire_messages(messages)
     attempts: list[AttemptFailure] = []
 

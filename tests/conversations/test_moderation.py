@@ -9,7 +9,6 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from conversations.moderation import (
-    EMPTY_FILTER,
     LEAK_WINDOW,
     InputModeration,
     Match,
@@ -22,12 +21,13 @@ from conversations.moderation import (
     aword_filter_for_tenant,
     filter_cache,
     fold,
-    moderate_input,
     moderate_with,
     word_filter_for_tenant,
 )
 from knowledge.models import SensitiveWordList
 from tests import factories
+
+EMPTY_FILTER = WordFilter(())
 
 
 @pytest.fixture(autouse=True)
@@ -303,15 +303,18 @@ def test_tenant_gets_global_and_own_lists_only(lists, tenant_a, tenant_b) -> Non
     assert scan_b.text == "globalbad alpha bravo"
 
 
-def test_moderate_input_uses_the_tenants_lists(lists, tenant_a, tenant_b) -> None:
-    assert moderate_input(tenant_id=tenant_a.pk, text="alpha 13800138000") == InputModeration(
+def test_moderation_uses_the_tenants_lists(lists, tenant_a, tenant_b) -> None:
+    filter_a = word_filter_for_tenant(tenant_id=tenant_a.pk)
+    filter_b = word_filter_for_tenant(tenant_id=tenant_b.pk)
+
+    assert moderate_with(filter_a, "alpha 13800138000") == InputModeration(
         text="***** 138****8000",
         blocked=False,
         review=False,
         flags=("masked_word", "pii:phone"),
         hits=(WordHit("A only", "mask"),),
     )
-    assert moderate_input(tenant_id=tenant_b.pk, text="alpha").flags == ()
+    assert moderate_with(filter_b, "alpha").flags == ()
 
 
 def test_fresh_filter_costs_no_query(lists, tenant_a, settings, django_assert_num_queries) -> None:

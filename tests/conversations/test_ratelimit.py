@@ -163,13 +163,7 @@ async def test_visitor_and_tenant_rules_combine(backend: str, names: Names, sett
     assert (await check("v3", 161.0)).allowed
 
 
-async def test_default_rules_are_twenty_per_minute_per_visitor(
-    backend: str, names: Names, settings
-) -> None:
-    for name in ("RATE_LIMIT_VISITOR", "RATE_LIMIT_TENANT"):
-        if hasattr(settings, name):
-            delattr(settings, name)
-
+async def test_default_rules_are_twenty_per_minute_per_visitor(backend: str, names: Names) -> None:
     decisions = [
         await rate_limits_check(tenant_id=names.tenant_id, visitor_id="v1", now=100.0 + i)
         for i in range(21)

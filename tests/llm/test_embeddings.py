@@ -1,6 +1,5 @@
 import os
 import socket
-from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -8,12 +7,9 @@ import pytest
 from llm import embeddings
 from llm.embeddings import (
     INSTALL_HINT,
-    AsyncEmbedder,
     Embedder,
     LocalEmbedder,
     LocalEmbeddingsUnavailable,
-    as_async,
-    l2_normalize,
     local_embeddings_available,
 )
 
@@ -21,36 +17,6 @@ from llm.embeddings import (
 needs_local_embeddings = pytest.mark.skipif(
     not local_embeddings_available(), reason="local-embeddings extra not installed"
 )
-
-
-class _FakeEmbedder:
-    name = "fake"
-    dimensions = 2
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        return l2_normalize([[len(text), 1.0] for text in texts])
-
-
-def test_l2_normalize_gives_unit_rows_and_keeps_zero_rows_zero() -> None:
-    normalised = l2_normalize([[3.0, 4.0], [0.0, 0.0]])
-
-    assert normalised.dtype == np.float32
-    np.testing.assert_allclose(normalised, [[0.6, 0.8], [0.0, 0.0]], rtol=1e-6)
-
-
-def test_l2_normalize_rejects_a_vector() -> None:
-    with pytest.raises(ValueError, match="expected a"):
-        l2_normalize([1.0, 2.0])
-
-
-async def test_as_async_adapts_a_blocking_embedder() -> None:
-    embedder = as_async(_FakeEmbedder())
-
-    vectors = await embedder.embed(["abc"])
-
-    assert isinstance(embedder, AsyncEmbedder)
-    assert (embedder.name, embedder.dimensions) == ("fake", 2)
-    np.testing.assert_allclose(vectors, l2_normalize([[3.0, 1.0]]))
 
 
 def test_local_embedder_without_the_extra_says_how_to_install(
