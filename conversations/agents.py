@@ -27,6 +27,7 @@ from conversations.handoff import (
     customer_card,
 )
 from conversations.models import AgentPresence, CannedResponse, Conversation, Message
+from helpdesk_site.asyncdb import async_twin
 from tenants.models import Membership, Tenant
 
 JOINED = gettext_noop("%(name)s has joined the conversation.")
@@ -286,3 +287,27 @@ def last_customer_question(*, agent: Agent, conversation_id: int) -> str:
         .first()
         or ""
     )
+
+
+# Async twins, for consumers (helpdesk_site/asyncdb.py) ----------------------------------------
+
+
+def conversation_exists(*, agent: Agent, conversation_id: int) -> bool:
+    """Whether the agent's tenant has conversation ``conversation_id`` (not whether the agent
+    may act on it)."""
+    return Conversation.objects.filter(pk=conversation_id, tenant_id=agent.tenant.pk).exists()
+
+
+aagent_for_user = async_twin(agent_for_user)
+aagent_access_check = async_twin(agent_access_check)
+apresence_set = async_twin(presence_set)
+aconversation_accept = async_twin(conversation_accept)
+aagent_reply = async_twin(agent_reply)
+aconversation_transfer = async_twin(conversation_transfer)
+aconversation_hand_back = async_twin(conversation_hand_back)
+aconversation_resolve = async_twin(conversation_resolve)
+aconversation_detail = async_twin(conversation_detail)
+aconversation_exists = async_twin(conversation_exists)
+aagent_directory = async_twin(agent_directory)
+acanned_responses = async_twin(canned_responses)
+alast_customer_question = async_twin(last_customer_question)

@@ -20,6 +20,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from conversations.models import AgentPresence, Conversation, Customer, Message
+from helpdesk_site.asyncdb import async_twin
 from knowledge.text import normalize, tokenize
 from tenants.models import Membership, Role, Tenant
 
@@ -262,3 +263,8 @@ def open_conversations_for_agents(*, tenant_id: int, user_id: int) -> dict[str, 
         }
         (queue if conversation.status == Conversation.Status.QUEUED else mine).append(item)
     return {"queue": queue, "mine": mine}
+
+
+# Async twins, for consumers (helpdesk_site/asyncdb.py) ----------------------------------------
+
+aopen_conversations_for_agents = async_twin(open_conversations_for_agents)

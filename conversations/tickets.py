@@ -16,6 +16,7 @@ from django.utils.translation import override
 
 from conversations.handoff import AGENT_ROLES, agents_available
 from conversations.models import Conversation, Customer, Message, Ticket, TicketReply
+from helpdesk_site.asyncdb import async_twin
 from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
@@ -216,3 +217,9 @@ def tickets_for_customer(*, tenant_id: int, customer_id: int) -> list[TicketView
         )
         for ticket in tickets
     ]
+
+
+# Async twins, for consumers (helpdesk_site/asyncdb.py) ----------------------------------------
+
+aticket_from_conversation = async_twin(ticket_from_conversation)
+atickets_for_customer = async_twin(tickets_for_customer, parallel=True)
