@@ -267,4 +267,5 @@ def open_conversations_for_agents(*, tenant_id: int, user_id: int) -> dict[str, 
 
 # Async twins, for consumers (helpdesk_site/asyncdb.py) ----------------------------------------
 
+aconversation_handoff = async_twin(conversation_handoff)
 aopen_conversations_for_agents = async_twin(open_conversations_for_agents)

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.utils import translation
 from django.utils.translation import gettext as _
@@ -38,13 +37,13 @@ from django.utils.translation import gettext as _
 from conversations import services
 from conversations.handoff import (
     HandoffOutcome,
+    aconversation_handoff,
     agents_group,
     agents_reachable,
     asks_for_person,
-    conversation_handoff,
     repeated_question,
 )
-from conversations.lifecycle import AUTO_ENDED_STATUSES, conversation_reopen
+from conversations.lifecycle import AUTO_ENDED_STATUSES, aconversation_reopen
 from conversations.memory import Turn, memory_append, memory_recent
 from conversations.models import ANSWER_CUT_OFF, Conversation, Message
 from conversations.moderation import (
@@ -66,7 +65,6 @@ from conversations.protocol import (
 from conversations.ratelimit import rate_limits_check
 from conversations.replies import ReplySink
 from conversations.writer import message_write
-from helpdesk_site.asyncdb import db_parallel
 from knowledge.search import SearchHit, afaq_match, aknowledge_search, registry
 from knowledge.text import normalize
 from llm.gateway import (
@@ -77,7 +75,7 @@ from llm.gateway import (
     TextDelta,
     chat_stream,
 )
-from llm.selectors import llm_providers_for_tenant
+from llm.selectors import allm_providers_for_tenant
 from llm.text import estimate_tokens, mostly_chinese
 from tenants.models import Tenant
 
@@ -129,7 +127,7 @@ async def hand_off(
     by_customer: bool = False,
 ) -> HandoffOutcome:
     """Hands the conversation to the people and tells the customer: never silently."""
-    outcome = await database_sync_to_async(conversation_handoff)(
+    outcome = await aconversation_handoff(
         tenant=ctx.tenant,
         conversation_id=ctx.conversation_id,
         reason=reason,
@@ -236,7 +234,7 @@ async def answer_customer_message(
     if written.duplicate:
         return
     if written.conversation_status in AUTO_ENDED_STATUSES:
-        reopened = await database_sync_to_async(conversation_reopen)(
+        reopened = await aconversation_reopen(
             tenant_id=tenant.pk, conversation_id=ctx.conversation_id
         )
         if reopened == Conversation.Status.CLOSED:  # the widget showed it closed
@@ -287,7 +285,7 @@ async def answer_customer_message(
     )
 
     hits = await aknowledge_search(tenant=tenant, query=question, k=PASSAGES)
-    providers = await db_parallel(llm_providers_for_tenant)(tenant_id=tenant.pk)
+    providers = await allm_providers_for_tenant(tenant_id=tenant.pk)
     if not providers:
         await answer.offline(hits, started=started)
         return
@@ -627,7 +625,7 @@ async def draft_reply(*, tenant: Tenant, question: str) -> str:
         return ""
     language = message_language(question, tenant.default_language)
     hits = await aknowledge_search(tenant=tenant, query=question, k=PASSAGES)
-    providers = await db_parallel(llm_providers_for_tenant)(tenant_id=tenant.pk)
+    providers = await allm_providers_for_tenant(tenant_id=tenant.pk)
     if providers:
         messages = prompt_build(
             persona=tenant.persona, language=language, hits=hits, history=[], question=question
