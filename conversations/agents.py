@@ -13,6 +13,7 @@ from django.utils.translation import gettext_noop, override
 from conversations import events, presence
 from conversations.models import Conversation, Message
 from conversations.selectors import AGENT_ROLES, Agent
+from helpdesk_site.asyncdb import async_twin
 from tenants.models import Membership
 
 JOINED = gettext_noop("%(name)s has joined the conversation.")
@@ -155,3 +156,13 @@ def conversation_resolve(*, agent: Agent, conversation_id: int) -> Conversation:
     )
     _tell(agent, events.Event.CONVERSATION_RESOLVED, payload)
     return conversation
+
+
+# Async twins, for consumers (helpdesk_site/asyncdb.py) ----------------------------------------
+
+apresence_set = async_twin(presence_set)
+aconversation_accept = async_twin(conversation_accept)
+aagent_reply = async_twin(agent_reply)
+aconversation_transfer = async_twin(conversation_transfer)
+aconversation_hand_back = async_twin(conversation_hand_back)
+aconversation_resolve = async_twin(conversation_resolve)

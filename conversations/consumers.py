@@ -1,4 +1,8 @@
-"""WebSocket consumers. They route frames and check access; the work happens in services."""
+"""WebSocket consumers. They route frames and check access; the work happens in services.
+
+Frames are parsed once, at the edge, into the models of conversations/protocol.py; the database
+is reached only through services' and selectors' async twins (helpdesk_site/asyncdb.py).
+"""
 
 import asyncio
 import json
@@ -9,41 +13,69 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.utils import translation
 from django.utils.translation import gettext_lazy as _
+from pydantic import ValidationError as FrameInvalid
 from redis.exceptions import RedisError
 
 from conversations import services
 from conversations.events import agents_group, conversation_group
-from conversations.models import Conversation
 from conversations.pii import pii_mask
 from conversations.pipeline import (
-    MAX_MESSAGE_CHARS,
     ChatContext,
+    HandoffReason,
     answer_customer_message,
     hand_off,
 )
+from conversations.protocol import (
+    CLIENT_FRAME,
+    CLIENT_FRAME_TYPES,
+    MAX_FRAME_BYTES,
+    MAX_MESSAGE_CHARS,
+    AgentMessage,
+    AgentTyping,
+    ChatMessage,
+    Contact,
+    Error,
+    Feedback,
+    FeedbackAck,
+    Handoff,
+    Hello,
+    HistoryEntry,
+    Identity,
+    Ping,
+    Pong,
+    Rating,
+    RatingAck,
+    RatingRequest,
+    Status,
+    TicketEntry,
+    TicketOpened,
+    Typing,
+    Welcome,
+    WidgetErrorCode,
+    WidgetServerFrame,
+    widget_language,
+)
 from conversations.ratelimit import contact_rate_limit_check
-from conversations.selectors import tickets_for_customer
+from conversations.replies import WidgetSocketSink
+from conversations.selectors import atickets_for_customer
 from conversations.throttle import typing_throttle_pass
-from conversations.tickets import ContactNotExpected, ticket_from_conversation
-from helpdesk_site.asyncdb import db_parallel
+from conversations.tickets import ContactNotExpected, aticket_from_conversation
 from helpdesk_site.untrusted import FrameTooDeep, frame_clean
-from tenants.models import Language, Tenant
-from tenants.selectors import tenant_get_by_public_key
+from tenants.selectors import atenant_get_by_public_key
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
 
+    from tenants.models import Tenant
+
 logger = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = 1
-MAX_FRAME_BYTES = 16 * 1024
 CLOSE_FORBIDDEN = 4403
 # A phone number as people type it: digits with spaces, dashes, dots, brackets, a leading +.
 PHONE_PATTERN = re.compile(r"\+?[0-9][0-9 ()./-]{4,37}[0-9]")  # at most 40, as stored
@@ -59,29 +91,16 @@ def origin_allowed(*, origin: str, host: str, allowed_origins: list[str]) -> boo
     return bool(host) and urlsplit(normalised).netloc == host.lower()
 
 
-def visitor_identity(raw: Any) -> services.VisitorIdentity | None:
+def visitor_identity(identity: Identity | None) -> services.VisitorIdentity | None:
     """The ``identity`` of a hello frame: ``{external_id, signature, name?, email?}``."""
-    if not isinstance(raw, dict):
-        return None
-    fields = {key: raw.get(key) for key in ("external_id", "signature", "name", "email")}
-    if not all(isinstance(value, str) for value in fields.values() if value is not None):
+    if identity is None:
         return None
     return services.VisitorIdentity(
-        external_id=fields["external_id"] or "",
-        signature=fields["signature"] or "",
-        name=fields["name"] or "",
-        email=fields["email"] or "",
+        external_id=identity.external_id or "",
+        signature=identity.signature or "",
+        name=identity.name or "",
+        email=identity.email or "",
     )
-
-
-def widget_language(requested: Any, fallback: str) -> str:
-    if isinstance(requested, str):
-        code = requested.lower()
-        if code.startswith("zh"):
-            return Language.CHINESE
-        if code.startswith("en"):
-            return Language.ENGLISH
-    return fallback
 
 
 class WidgetConsumer(AsyncWebsocketConsumer):
@@ -91,7 +110,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
     feedback are answered while it streams; answers to one socket never overlap.
     """
 
-    tenant: Tenant
+    tenant: "Tenant"
     language: str
     visitor: services.WidgetSession | None = None  # set by hello
     chat: ChatContext | None = None  # the visitor's conversation, once there is one
@@ -120,7 +139,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         public_key = self.scope["url_route"]["kwargs"]["public_key"]
-        tenant = await db_parallel(tenant_get_by_public_key)(public_key=public_key)
+        tenant = await atenant_get_by_public_key(public_key=public_key)
         headers = {
             name.decode("latin1"): value.decode("latin1") for name, value in self.scope["headers"]
         }
@@ -149,38 +168,54 @@ class WidgetConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if text_data is None or len(text_data.encode()) > MAX_FRAME_BYTES:
-            await self.send_error("bad_frame", _("Frames must be JSON text of at most 16 KB."))
+            await self.send_error(
+                WidgetErrorCode.BAD_FRAME, _("Frames must be JSON text of at most 16 KB.")
+            )
             return
         try:
-            frame = frame_clean(json.loads(text_data))
+            raw = frame_clean(json.loads(text_data))
         except (RecursionError, FrameTooDeep):  # RecursionError: too deep for the parser
-            await self.send_error("bad_frame", _("Frames may not nest that deeply."))
+            await self.send_error(WidgetErrorCode.BAD_FRAME, _("Frames may not nest that deeply."))
             return
         except ValueError:
-            await self.send_error("bad_json", _("The frame is not valid JSON."))
+            await self.send_error(WidgetErrorCode.BAD_JSON, _("The frame is not valid JSON."))
             return
-        if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
-            await self.send_error("bad_frame", _("A frame is a JSON object with a “type”."))
+        if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
+            await self.send_error(
+                WidgetErrorCode.BAD_FRAME, _("A frame is a JSON object with a “type”.")
+            )
             return
-        handler = getattr(self, f"on_{frame['type']}", None)
-        if handler is None:
-            await self.send_error("unknown_type", _("Unknown frame type."))
+        model = CLIENT_FRAME_TYPES.get(raw["type"])
+        if model is None:
+            await self.send_error(WidgetErrorCode.UNKNOWN_TYPE, _("Unknown frame type."))
             return
-        await handler(frame)
+        if model.needs_hello and self.visitor is None:
+            await self.send_error(WidgetErrorCode.HELLO_FIRST, _("Say hello first."))
+            return
+        try:
+            frame = CLIENT_FRAME.validate_python(raw)
+        except FrameInvalid as invalid:
+            await self.send_error(*model.refusal(invalid.errors(include_url=False)))
+            return
+        await getattr(self, f"on_{frame.type}")(frame)
 
-    async def on_ping(self, frame: dict[str, Any]) -> None:
-        await self.send_frame({"type": "pong", "id": frame.get("id")})
+    def _visitor(self) -> services.WidgetSession:
+        """The visitor, for frames that only come after hello (``needs_hello``)."""
+        if self.visitor is None:
+            raise RuntimeError("a frame that needs a hello was handled before one")
+        return self.visitor
 
-    async def on_hello(self, frame: dict[str, Any]) -> None:
-        token = frame.get("visitor_token")
-        identity = visitor_identity(frame.get("identity"))
-        if not isinstance(token, str) and identity is None and self.visitor is not None:
+    async def on_ping(self, frame: Ping) -> None:
+        await self.send_frame(Pong(id=frame.id))
+
+    async def on_hello(self, frame: Hello) -> None:
+        token = frame.visitor_token
+        identity = visitor_identity(frame.identity)
+        if token is None and identity is None and self.visitor is not None:
             token = self.visitor.visitor_token  # hello again on this socket: the same visitor
-        self.language = widget_language(frame.get("language"), self.tenant.default_language)
-        session = await db_parallel(services.widget_session_start)(
-            tenant=self.tenant,
-            visitor_token=token if isinstance(token, str) else None,
-            identity=identity,
+        self.language = widget_language(frame.language, self.tenant.default_language)
+        session = await services.awidget_session_start(
+            tenant=self.tenant, visitor_token=token, identity=identity
         )
         await self._leave_conversation()
         self.visitor = session
@@ -197,37 +232,35 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             )
         # A new visitor has no tickets yet: no query.
         tickets = (
-            await db_parallel(tickets_for_customer)(
-                tenant_id=self.tenant.pk, customer_id=session.customer_id
-            )
+            await atickets_for_customer(tenant_id=self.tenant.pk, customer_id=session.customer_id)
             if session.customer_id is not None
             else []
         )
         await self.send_frame(
-            {
-                "type": "welcome",
-                "visitor_token": session.visitor_token,
-                "conversation_id": session.conversation_id,
-                "status": session.conversation_status,
-                "resumed": session.resumed,
-                "language": self.language,
-                "history": [
-                    {
-                        "id": item.id,
-                        "role": item.role,
-                        "text": item.content,
-                        "source": item.source,
-                        "at": item.created_at,
-                    }
+            Welcome(
+                visitor_token=session.visitor_token,
+                conversation_id=session.conversation_id,
+                status=session.conversation_status,
+                resumed=session.resumed,
+                language=self.language,
+                history=[
+                    HistoryEntry(
+                        id=item.id,
+                        role=item.role,
+                        text=item.content,
+                        source=item.source,
+                        at=item.created_at,
+                    )
                     for item in session.history
                 ],
-                "tickets": [asdict(ticket) for ticket in tickets],
-                "pending": list(session.pending),
-            }
+                tickets=[TicketEntry.model_validate(asdict(ticket)) for ticket in tickets],
+                pending=list(session.pending),
+            )
         )
         if session.identity_rejected:
             await self.send_error(
-                "identity_rejected", _("The visitor's identity could not be verified.")
+                WidgetErrorCode.IDENTITY_REJECTED,
+                _("The visitor's identity could not be verified."),
             )
 
     async def _join_conversation(
@@ -262,7 +295,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         handoff request): a page view alone writes nothing."""
         if self.chat is not None:
             return self.chat
-        started = await db_parallel(services.widget_conversation_start)(
+        started = await services.awidget_conversation_start(
             tenant=self.tenant, external_id=visitor.external_id, language=self.language
         )
         return await self._join_conversation(
@@ -273,28 +306,13 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             new_conversation=started.new_conversation,
         )
 
-    async def on_message(self, frame: dict[str, Any]) -> None:
-        if self.visitor is None:
-            await self.send_error("hello_first", _("Say hello first."))
-            return
-        text, client_id = frame.get("text"), frame.get("id")
-        if not isinstance(text, str) or not text.strip():
-            await self.send_error("bad_frame", _("A message needs some text."))
-            return
-        if not isinstance(client_id, str) or not 0 < len(client_id) <= 64:
-            await self.send_error(
-                "bad_frame", _("A message needs an “id” of at most 64 characters.")
-            )
-            return
-        if len(text) > MAX_MESSAGE_CHARS:
-            await self.send_error("too_long", _("Messages are limited to 2,000 characters."))
-            return
+    async def on_message(self, frame: ChatMessage) -> None:
         if self.tasks is None:
             self.tasks = set()
-        chat = await self._conversation(self.visitor)
+        chat = await self._conversation(self._visitor())
         if chat.new_conversation:  # from now on it has messages
             self.chat = replace(chat, new_conversation=False)
-        task = asyncio.create_task(self._answer(chat, text.strip(), client_id))
+        task = asyncio.create_task(self._answer(chat, frame.text.strip(), frame.id))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -304,108 +322,99 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         async with self.answering:
             try:
                 await answer_customer_message(
-                    ctx=chat, text=text, client_message_id=client_id, send=self.send_frame
+                    ctx=chat,
+                    text=text,
+                    client_message_id=client_id,
+                    replies=WidgetSocketSink(self.send_frame),
                 )
             except asyncio.CancelledError:
                 raise
             except Exception:  # the customer gets an error frame, never a dead socket
                 logger.exception("answering failed tenant=%s", chat.tenant.pk)
                 await self.send_error(
-                    "internal", _("Something went wrong on our side. Please try again.")
+                    WidgetErrorCode.INTERNAL,
+                    _("Something went wrong on our side. Please try again."),
                 )
 
-    async def on_feedback(self, frame: dict[str, Any]) -> None:
-        if self.visitor is None:
-            await self.send_error("hello_first", _("Say hello first."))
-            return
-        message_id, value = frame.get("message_id"), frame.get("value")
+    async def on_feedback(self, frame: Feedback) -> None:
         chat = self.chat
-        recorded = (
-            chat is not None
-            and isinstance(message_id, int)
-            and await database_sync_to_async(services.message_feedback_record)(
-                tenant_id=self.tenant.pk,
-                conversation_id=chat.conversation_id,
-                message_id=message_id,
-                value=value,
-            )
+        recorded = chat is not None and await services.amessage_feedback_record(
+            tenant_id=self.tenant.pk,
+            conversation_id=chat.conversation_id,
+            message_id=frame.message_id,
+            value=frame.value,
         )
         if chat is None or not recorded:
-            await self.send_error("bad_frame", _("No such answer to rate."))
+            await self.send_error(WidgetErrorCode.BAD_FRAME, _("No such answer to rate."))
             return
-        await self.send_frame({"type": "ack", "feedback": message_id, "value": value})
-        if value == "down" and self.tenant.handoff_on_negative_feedback:
+        await self.send_frame(FeedbackAck(feedback=frame.message_id, value=frame.value))
+        if frame.value == "down" and self.tenant.handoff_on_negative_feedback:
             await hand_off(
                 chat,
-                Conversation.HandoffReason.NEGATIVE_FEEDBACK,
-                self.send_frame,
+                HandoffReason.NEGATIVE_FEEDBACK,
+                WidgetSocketSink(self.send_frame),
                 self.language,
             )
 
-    async def on_handoff(self, frame: dict[str, Any]) -> None:
-        if self.visitor is None:
-            await self.send_error("hello_first", _("Say hello first."))
-            return
+    async def on_handoff(self, frame: Handoff) -> None:
         await hand_off(
-            await self._conversation(self.visitor),
-            Conversation.HandoffReason.CUSTOMER_REQUEST,
-            self.send_frame,
+            await self._conversation(self._visitor()),
+            HandoffReason.CUSTOMER_REQUEST,
+            WidgetSocketSink(self.send_frame),
             self.language,
             by_customer=True,
         )
 
-    async def on_contact(self, frame: dict[str, Any]) -> None:
+    async def on_contact(self, frame: Contact) -> None:
         """Nobody could take the conversation: the customer leaves details for a ticket."""
-        if self.visitor is None:
-            await self.send_error("hello_first", _("Say hello first."))
-            return
-        fields = {key: frame.get(key) or "" for key in ("name", "email", "phone", "text")}
-        if not all(isinstance(value, str) for value in fields.values()):
-            await self.send_error("bad_frame", _("Contact details must be text."))
-            return
-        email, phone = fields["email"].strip(), fields["phone"].strip()
+        visitor = self._visitor()
+        email, phone = frame.email.strip(), frame.phone.strip()
         try:
             if email:
                 validate_email(email)
         except ValidationError:
-            await self.send_error("bad_contact", _("Please enter a valid e-mail address."))
+            await self.send_error(
+                WidgetErrorCode.BAD_CONTACT, _("Please enter a valid e-mail address.")
+            )
             return
         if phone and not PHONE_PATTERN.fullmatch(phone):
-            await self.send_error("bad_contact", _("Please enter a valid phone number."))
+            await self.send_error(
+                WidgetErrorCode.BAD_CONTACT, _("Please enter a valid phone number.")
+            )
             return
         if not email and not phone:
             await self.send_error(
-                "bad_contact", _("Please leave an e-mail address or a phone number.")
+                WidgetErrorCode.BAD_CONTACT,
+                _("Please leave an e-mail address or a phone number."),
             )
             return
         decision = await contact_rate_limit_check(
-            tenant_id=self.tenant.pk, visitor_id=self.visitor.external_id
+            tenant_id=self.tenant.pk, visitor_id=visitor.external_id
         )
         if not decision.allowed:
             with translation.override(self.language):
                 await self.send_frame(
-                    {
-                        "type": "error",
-                        "code": "rate_limited",
-                        "retry_after": round(decision.retry_after_seconds, 1),
-                        "text": str(_("You are sending details too often. Please wait a while.")),
-                    }
+                    Error(
+                        code=WidgetErrorCode.RATE_LIMITED,
+                        retry_after=round(decision.retry_after_seconds, 1),
+                        text=str(_("You are sending details too often. Please wait a while.")),
+                    )
                 )
             return
         try:
             if self.chat is None:
                 raise ContactNotExpected
-            contact = await database_sync_to_async(ticket_from_conversation)(
+            contact = await aticket_from_conversation(
                 tenant=self.tenant,
                 conversation_id=self.chat.conversation_id,
-                name=fields["name"].strip()[:120],
+                name=frame.name.strip()[:120],
                 email=email,
                 phone=phone,
-                note=pii_mask(fields["text"].strip()[:MAX_MESSAGE_CHARS]).text,
+                note=pii_mask(frame.text.strip()[:MAX_MESSAGE_CHARS]).text,
             )
         except ContactNotExpected:
             await self.send_error(
-                "contact_not_expected",
+                WidgetErrorCode.CONTACT_NOT_EXPECTED,
                 _("Contact details are taken only when nobody is available to chat."),
             )
             return
@@ -417,26 +426,22 @@ class WidgetConsumer(AsyncWebsocketConsumer):
             )
             text = str(message % {"id": contact.ticket.pk})
         await self.send_frame(
-            {"type": "ticket", "id": contact.ticket.pk, "updated": contact.updated, "text": text}
+            TicketOpened(id=contact.ticket.pk, updated=contact.updated, text=text)
         )
 
-    async def on_rating(self, frame: dict[str, Any]) -> None:
-        value, comment = frame.get("value"), frame.get("comment", "")
-        if self.chat is None or not isinstance(value, int) or not isinstance(comment, str):
-            await self.send_error("bad_frame", _("A rating is a number from 1 to 5."))
-            return
-        rated = await database_sync_to_async(services.conversation_rate)(
+    async def on_rating(self, frame: Rating) -> None:
+        rated = self.chat is not None and await services.aconversation_rate(
             tenant_id=self.tenant.pk,
             conversation_id=self.chat.conversation_id,
-            rating=value,
-            comment=pii_mask(comment[:1000]).text,
+            rating=frame.value,
+            comment=pii_mask(frame.comment[:1000]).text,
         )
         if not rated:
-            await self.send_error("bad_frame", _("A rating is a number from 1 to 5."))
+            await self.send_error(WidgetErrorCode.BAD_FRAME, _("A rating is a number from 1 to 5."))
             return
-        await self.send_frame({"type": "ack", "rating": value})
+        await self.send_frame(RatingAck(rating=frame.value))
 
-    async def on_typing(self, frame: dict[str, Any]) -> None:
+    async def on_typing(self, frame: Typing) -> None:
         if self.chat is not None and await typing_throttle_pass(
             tenant_id=self.tenant.pk, conversation_id=self.chat.conversation_id, sender="customer"
         ):
@@ -449,31 +454,25 @@ class WidgetConsumer(AsyncWebsocketConsumer):
 
     async def conversation_status(self, event: dict[str, Any]) -> None:
         with translation.override(self.language):
-            await self.send_frame(
-                {"type": "status", "status": event["status"], "text": str(event.get("text", ""))}
-            )
+            await self.send_frame(Status(status=event["status"], text=str(event.get("text", ""))))
 
     async def agent_message(self, event: dict[str, Any]) -> None:
         await self.send_frame(
-            {
-                "type": "agent_message",
-                "message_id": event["message_id"],
-                "text": event["text"],
-                "author": event["author"],
-            }
+            AgentMessage(message_id=event["message_id"], text=event["text"], author=event["author"])
         )
 
     async def agent_typing(self, event: dict[str, Any]) -> None:
-        await self.send_frame({"type": "typing", "role": "agent", "author": event["author"]})
+        await self.send_frame(AgentTyping(author=event["author"]))
 
     async def rating_request(self, event: dict[str, Any]) -> None:
         with translation.override(self.language):
             text = str(_("How did we do? Please rate this conversation from 1 to 5."))
-        await self.send_frame({"type": "rating_request", "text": text})
+        await self.send_frame(RatingRequest(text=text))
 
-    async def send_frame(self, frame: dict[str, Any]) -> None:
-        await self.send(text_data=json.dumps({"v": PROTOCOL_VERSION, **frame}, ensure_ascii=False))
+    async def send_frame(self, frame: WidgetServerFrame) -> None:
+        """Every frame the socket sends goes through here."""
+        await self.send(text_data=frame.model_dump_json())
 
     async def send_error(self, code: str, text: "StrOrPromise") -> None:
         with translation.override(self.language):
-            await self.send_frame({"type": "error", "code": code, "text": str(text)})
+            await self.send_frame(Error(code=WidgetErrorCode(code), text=str(text)))

@@ -19,6 +19,7 @@ from conversations.selectors import (
     queue_position,
     within_business_hours,
 )
+from helpdesk_site.asyncdb import async_twin
 from knowledge.text import normalize, tokenize
 from tenants.models import Tenant
 
@@ -141,3 +142,8 @@ def conversation_handoff(
         agents_available=available,
         assignee_name=str(conversation.assignee or ""),
     )
+
+
+# Async twins, for consumers (helpdesk_site/asyncdb.py) ----------------------------------------
+
+aconversation_handoff = async_twin(conversation_handoff)

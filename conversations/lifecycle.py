@@ -34,6 +34,7 @@ from django.db.models.functions import Now
 
 from conversations import events
 from conversations.models import Conversation, Message, Ticket
+from helpdesk_site.asyncdb import async_twin
 
 logger = logging.getLogger(__name__)
 
@@ -238,3 +239,8 @@ def conversation_reopen(*, tenant_id: int, conversation_id: int) -> str | None:
             updated_at=Now(),
         )
     return previous
+
+
+# Async twins, for consumers (helpdesk_site/asyncdb.py) ----------------------------------------
+
+aconversation_reopen = async_twin(conversation_reopen)

@@ -15,8 +15,9 @@
    person, honestly labelled.
 6. Store the answer with its source, provider, model, tokens, cost and timings.
 
-Frames go straight to the customer's socket through ``send``: no token ever crosses the channel
-layer.
+Replies go to a ``ReplySink`` (conversations/replies.py), which knows the channel: the widget
+socket's sink sends each frame straight to the customer's socket, so no token ever crosses the
+channel layer; another channel (an HTTP stream, WeChat) plugs in with a sink of its own.
 """
 
 import enum
@@ -24,13 +25,11 @@ import hashlib
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.utils import translation
 from django.utils.translation import gettext as _
@@ -39,11 +38,11 @@ from conversations import services
 from conversations.events import agents_group
 from conversations.handoff import (
     HandoffOutcome,
+    aconversation_handoff,
     asks_for_person,
-    conversation_handoff,
     repeated_question,
 )
-from conversations.lifecycle import AUTO_ENDED_STATUSES, conversation_reopen
+from conversations.lifecycle import AUTO_ENDED_STATUSES, aconversation_reopen
 from conversations.memory import Turn, memory_append, memory_recent
 from conversations.models import ANSWER_CUT_OFF, Conversation, Message
 from conversations.moderation import (
@@ -52,10 +51,20 @@ from conversations.moderation import (
     moderate_with,
 )
 from conversations.prompt import HistoryTurn, prompt_build, system_prompt
+from conversations.protocol import (
+    MAX_MESSAGE_CHARS,
+    Delta,
+    Done,
+    Error,
+    HandoffStatus,
+    MessageAck,
+    Status,
+    WidgetErrorCode,
+)
 from conversations.ratelimit import rate_limits_check
+from conversations.replies import ReplySink
 from conversations.selectors import agents_reachable
 from conversations.writer import message_write
-from helpdesk_site.asyncdb import db_parallel
 from knowledge.search import SearchHit, afaq_match, aknowledge_search, registry
 from knowledge.text import normalize
 from llm.gateway import (
@@ -66,17 +75,16 @@ from llm.gateway import (
     TextDelta,
     chat_stream,
 )
-from llm.selectors import llm_providers_for_tenant
+from llm.selectors import allm_providers_for_tenant
 from llm.text import estimate_tokens, mostly_chinese
 from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
 
-MAX_MESSAGE_CHARS = 2000
 PASSAGES = 4
+# Why a conversation goes to the people (for callers that do not touch the models).
+HandoffReason = Conversation.HandoffReason
 OFFLINE_CHUNK_CHARS = 24
-
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -111,29 +119,33 @@ def handoff_text(outcome: HandoffOutcome, language: str) -> str:
 
 
 async def hand_off(
-    ctx: "ChatContext", reason: str, send: Send, language: str, *, by_customer: bool = False
+    ctx: "ChatContext",
+    reason: str,
+    replies: ReplySink,
+    language: str,
+    *,
+    by_customer: bool = False,
 ) -> HandoffOutcome:
     """Hands the conversation to the people and tells the customer: never silently."""
-    outcome = await database_sync_to_async(conversation_handoff)(
+    outcome = await aconversation_handoff(
         tenant=ctx.tenant,
         conversation_id=ctx.conversation_id,
         reason=reason,
         by_customer=by_customer,
         agents_reachable=agents_reachable(tenant_id=ctx.tenant.pk),
     )
-    await send(status_frame(outcome, language))
+    await replies.status(status_frame(outcome, language))
     return outcome
 
 
-def status_frame(outcome: HandoffOutcome, language: str) -> dict[str, Any]:
-    return {
-        "type": "status",
-        "status": outcome.status,
-        "position": outcome.position,
-        "agents_available": outcome.agents_available,
-        "collect_contact": not outcome.agents_available,
-        "text": handoff_text(outcome, language),
-    }
+def status_frame(outcome: HandoffOutcome, language: str) -> HandoffStatus:
+    return HandoffStatus(
+        status=outcome.status,
+        position=outcome.position,
+        agents_available=outcome.agents_available,
+        collect_contact=not outcome.agents_available,
+        text=handoff_text(outcome, language),
+    )
 
 
 async def notify_agents_of_customer_message(ctx: "ChatContext", message_id: int, text: str) -> None:
@@ -159,8 +171,10 @@ def message_language(text: str, fallback: str) -> str:
 
 
 async def answer_customer_message(
-    *, ctx: ChatContext, text: str, client_message_id: str, send: Send
+    *, ctx: ChatContext, text: str, client_message_id: str, replies: ReplySink
 ) -> None:
+    """Answers ``text``, the customer's message ``client_message_id``, through ``replies``
+    (see conversations/replies.py for what it is told, in which order)."""
     started = time.perf_counter()
     language = message_language(text, ctx.language)
     tenant = ctx.tenant
@@ -209,43 +223,41 @@ async def answer_customer_message(
             faq_entry_id=faq_entry_id,
         )
     )
-    ack = {
-        "type": "ack",
-        "id": client_message_id,
-        "message_id": written.customer_message_id,
-        "conversation_id": ctx.conversation_id,
-    }
+    await replies.ack(
+        MessageAck(
+            id=client_message_id,
+            message_id=written.customer_message_id,
+            conversation_id=ctx.conversation_id,
+            duplicate=True if written.duplicate else None,
+        )
+    )
     if written.duplicate:
-        await send({**ack, "duplicate": True})
         return
-    await send(ack)
     if written.conversation_status in AUTO_ENDED_STATUSES:
-        reopened = await database_sync_to_async(conversation_reopen)(
+        reopened = await aconversation_reopen(
             tenant_id=tenant.pk, conversation_id=ctx.conversation_id
         )
         if reopened == Conversation.Status.CLOSED:  # the widget showed it closed
-            await send({"type": "status", "status": Conversation.Status.BOT})
+            await replies.status(Status(status=Conversation.Status.BOT))
 
     with translation.override(language):
         if route is _Route.RATE_LIMITED:
-            await send(
-                {
-                    "type": "error",
-                    "code": "rate_limited",
-                    "reply_to": client_message_id,
-                    "retry_after": round(decision.retry_after_seconds, 1),
-                    "text": _("You are sending messages too fast. Please wait a moment."),
-                }
+            await replies.error(
+                Error(
+                    code=WidgetErrorCode.RATE_LIMITED,
+                    reply_to=client_message_id,
+                    retry_after=round(decision.retry_after_seconds, 1),
+                    text=_("You are sending messages too fast. Please wait a moment."),
+                )
             )
             return
         if route is _Route.BLOCKED:
-            await send(
-                {
-                    "type": "error",
-                    "code": "blocked",
-                    "reply_to": client_message_id,
-                    "text": _("This message cannot be answered. Please rephrase it."),
-                }
+            await replies.error(
+                Error(
+                    code=WidgetErrorCode.BLOCKED,
+                    reply_to=client_message_id,
+                    text=_("This message cannot be answered. Please rephrase it."),
+                )
             )
             return
     if written.conversation_status in services.PEOPLE_OWN:
@@ -254,13 +266,13 @@ async def answer_customer_message(
         return
     if route is _Route.PERSON_ASKED:
         await hand_off(
-            ctx, Conversation.HandoffReason.CUSTOMER_REQUEST, send, language, by_customer=True
+            ctx, Conversation.HandoffReason.CUSTOMER_REQUEST, replies, language, by_customer=True
         )
         return
     if route is _Route.REPEATED:
-        await hand_off(ctx, Conversation.HandoffReason.REPEATED_QUESTION, send, language)
+        await hand_off(ctx, Conversation.HandoffReason.REPEATED_QUESTION, replies, language)
         return
-    answer = Answerer(ctx=ctx, language=language, reply_to=client_message_id, send=send)
+    answer = Answerer(ctx=ctx, language=language, reply_to=client_message_id, replies=replies)
     asked = Turn(role="customer", content=question)
     if faq_answer is not None and written.answer_id is not None:
         await answer.stored(faq_answer, answer_id=written.answer_id, question=asked)
@@ -273,7 +285,7 @@ async def answer_customer_message(
     )
 
     hits = await aknowledge_search(tenant=tenant, query=question, k=PASSAGES)
-    providers = await db_parallel(llm_providers_for_tenant)(tenant_id=tenant.pk)
+    providers = await allm_providers_for_tenant(tenant_id=tenant.pk)
     if not providers:
         await answer.offline(hits, started=started)
         return
@@ -326,13 +338,19 @@ class Answerer:
     ctx: ChatContext
     language: str
     reply_to: str
-    send: Send
+    replies: ReplySink
 
     async def _delta(self, text: str) -> None:
         if text:
-            await self.send({"type": "delta", "reply_to": self.reply_to, "text": text})
+            await self.replies.delta(Delta(reply_to=self.reply_to, text=text))
 
-    async def _finish(self, record: services.AnswerRecord, **extra: Any) -> None:
+    async def _finish(
+        self,
+        record: services.AnswerRecord,
+        *,
+        interrupted: bool | None = None,
+        offer_handoff: bool | None = None,
+    ) -> None:
         written = await message_write(
             services.MessageWrite(
                 tenant_id=self.ctx.tenant.pk,
@@ -341,15 +359,20 @@ class Answerer:
                 unanswered_limit=self.ctx.tenant.handoff_after_unanswered,
             )
         )
-        await self._done(record, written.answer_id or 0, **extra)
+        await self._done(
+            record,
+            written.answer_id or 0,
+            interrupted=interrupted,
+            offer_handoff=offer_handoff,
+        )
         tenant = self.ctx.tenant
         if record.error_code == "provider_failure" and tenant.handoff_on_provider_failure:
             await hand_off(
-                self.ctx, Conversation.HandoffReason.PROVIDER_FAILURE, self.send, self.language
+                self.ctx, Conversation.HandoffReason.PROVIDER_FAILURE, self.replies, self.language
             )
         elif written.unanswered_streak:
             await hand_off(
-                self.ctx, Conversation.HandoffReason.LOW_CONFIDENCE, self.send, self.language
+                self.ctx, Conversation.HandoffReason.LOW_CONFIDENCE, self.replies, self.language
             )
 
     async def _done(
@@ -358,7 +381,8 @@ class Answerer:
         message_id: int,
         *,
         question: Turn | None = None,
-        **extra: Any,
+        interrupted: bool | None = None,
+        offer_handoff: bool | None = None,
     ) -> None:
         turns = [question] if question is not None else []
         if record.error_code != ANSWER_CUT_OFF:  # a cut-off answer answered nothing
@@ -369,16 +393,16 @@ class Answerer:
             conversation_key=self.ctx.conversation_key,
             turns=turns,
         )
-        await self.send(
-            {
-                "type": "done",
-                "reply_to": self.reply_to,
-                "message_id": message_id,
-                "source": record.source,
-                "latency_ms": record.latency_ms,
-                "first_token_ms": record.first_token_ms,
-                **extra,
-            }
+        await self.replies.done(
+            Done(
+                reply_to=self.reply_to,
+                message_id=message_id,
+                source=record.source,
+                latency_ms=record.latency_ms,
+                first_token_ms=record.first_token_ms,
+                interrupted=interrupted,
+                offer_handoff=offer_handoff,
+            )
         )
 
     async def stored(
@@ -601,7 +625,7 @@ async def draft_reply(*, tenant: Tenant, question: str) -> str:
         return ""
     language = message_language(question, tenant.default_language)
     hits = await aknowledge_search(tenant=tenant, query=question, k=PASSAGES)
-    providers = await db_parallel(llm_providers_for_tenant)(tenant_id=tenant.pk)
+    providers = await allm_providers_for_tenant(tenant_id=tenant.pk)
     if providers:
         messages = prompt_build(
             persona=tenant.persona, language=language, hits=hits, history=[], question=question

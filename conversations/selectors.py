@@ -22,6 +22,7 @@ from django.utils import timezone
 from conversations.events import agents_group
 from conversations.models import CannedResponse, Conversation, Customer, Message, Ticket
 from conversations.presence import presence_online, presence_statuses
+from helpdesk_site.asyncdb import async_twin
 from tenants.models import Membership, Role, Tenant
 
 logger = logging.getLogger(__name__)
@@ -217,6 +218,12 @@ def conversation_for_agent(*, agent: Agent, conversation_id: int) -> Conversatio
     return conversation
 
 
+def conversation_exists(*, agent: Agent, conversation_id: int) -> bool:
+    """Whether the agent's tenant has conversation ``conversation_id`` (not whether the agent
+    may act on it)."""
+    return Conversation.objects.filter(pk=conversation_id, tenant_id=agent.tenant.pk).exists()
+
+
 def conversation_detail(*, agent: Agent, conversation_id: int) -> dict[str, Any]:
     """Everything an agent needs: the customer, the status, and the whole history including
     what the assistant answered, from which knowledge, and internal notes."""
@@ -344,3 +351,16 @@ def ticket_agent_emails(*, tenant_id: int) -> list[str]:
         .exclude(email="")
         .values_list("email", flat=True)
     )
+
+
+# Async twins, for consumers (helpdesk_site/asyncdb.py) ----------------------------------------
+
+aagent_for_user = async_twin(agent_for_user)
+aagent_access_check = async_twin(agent_access_check)
+aconversation_detail = async_twin(conversation_detail)
+aconversation_exists = async_twin(conversation_exists)
+aagent_directory = async_twin(agent_directory)
+acanned_responses = async_twin(canned_responses)
+alast_customer_question = async_twin(last_customer_question)
+aopen_conversations_for_agents = async_twin(open_conversations_for_agents)
+atickets_for_customer = async_twin(tickets_for_customer, parallel=True)

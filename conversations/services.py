@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from conversations.models import Channel, Conversation, Customer, Message
 from conversations.selectors import agents_available, unanswered_streak
+from helpdesk_site.asyncdb import async_twin
 from tenants.models import Tenant
 
 VISITOR_SIGNING_NAMESPACE = "kefu.widget.visitor"
@@ -485,3 +486,11 @@ def conversation_rate(*, tenant_id: int, conversation_id: int, rating: int, comm
             pk=conversation_id, tenant_id=tenant_id, status=Conversation.Status.RESOLVED
         ).update(csat_rating=rating, csat_comment=comment)
     )
+
+
+# Async twins, for consumers (helpdesk_site/asyncdb.py) ----------------------------------------
+
+awidget_session_start = async_twin(widget_session_start, parallel=True)
+awidget_conversation_start = async_twin(widget_conversation_start, parallel=True)
+amessage_feedback_record = async_twin(message_feedback_record)
+aconversation_rate = async_twin(conversation_rate)

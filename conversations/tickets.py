@@ -17,6 +17,7 @@ from conversations.selectors import (
     first_customer_question,
 )
 from conversations.tasks import ticket_created_email_task, ticket_reply_email_task
+from helpdesk_site.asyncdb import async_twin
 from tenants.models import Tenant
 
 
@@ -160,3 +161,8 @@ def ticket_status_set(*, ticket: Ticket, status: str) -> Ticket:
     )
     events.publish(events.Event.TICKET_UPDATED, payload, tenant_id=ticket.tenant_id)
     return ticket
+
+
+# Async twins, for consumers (helpdesk_site/asyncdb.py) ----------------------------------------
+
+aticket_from_conversation = async_twin(ticket_from_conversation)

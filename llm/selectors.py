@@ -5,6 +5,7 @@ from decimal import Decimal
 
 from django.conf import settings
 
+from helpdesk_site.asyncdb import async_twin
 from llm.gateway import ProviderConfig
 from tenants.selectors import llm_provider_chain
 
@@ -52,3 +53,8 @@ def llm_providers_for_tenant(*, tenant_id: int) -> list[ProviderConfig]:
 
 def llm_providers_forget() -> None:
     _providers.clear()
+
+
+# Async twins, for consumers (helpdesk_site/asyncdb.py) ----------------------------------------
+
+allm_providers_for_tenant = async_twin(llm_providers_for_tenant, parallel=True)

@@ -6,6 +6,7 @@ from urllib.parse import urlsplit
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 
+from helpdesk_site.asyncdb import async_twin
 from tenants.models import ApiKey, LLMProvider, Membership, Tenant
 
 # What ``new_public_key`` makes. Any other text names no tenant and is not looked up: a key from
@@ -62,3 +63,8 @@ def tenant_website(*, tenant: Tenant) -> str | None:
         if parts.scheme in ("http", "https") and parts.hostname:
             return f"{parts.scheme}://{parts.netloc}/"
     return None
+
+
+# Async twins, for consumers (helpdesk_site/asyncdb.py) ----------------------------------------
+
+atenant_get_by_public_key = async_twin(tenant_get_by_public_key, parallel=True)
