@@ -22,7 +22,7 @@ from enum import StrEnum
 from functools import partial
 from typing import Any
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.db import transaction
 
@@ -76,6 +76,9 @@ class ConversationChange:
 
 @dataclass(frozen=True)
 class MessageCreated:
+    """A message was stored. ``conversation_status`` is the conversation's status once it was
+    (a customer's message reaches the agent consoles live only while people own it)."""
+
     conversation_id: int
     message_id: int
     role: str
@@ -83,6 +86,7 @@ class MessageCreated:
     text: str
     author_id: int | None = None
     author_name: str = ""
+    conversation_status: str = ""
 
 
 @dataclass(frozen=True)
@@ -179,8 +183,10 @@ def message_created(
     text: str,
     author_id: int | None = None,
     author_name: str = "",
+    conversation_status: str = "",
 ) -> MessageCreated:
-    """A message was stored (an agent's reply or internal note)."""
+    """A message was stored: the customer's, the assistant's answer, or an agent's reply or
+    internal note."""
     return MessageCreated(
         conversation_id=conversation_id,
         message_id=message_id,
@@ -189,6 +195,7 @@ def message_created(
         text=text,
         author_id=author_id,
         author_name=author_name,
+        conversation_status=conversation_status,
     )
 
 
@@ -250,8 +257,31 @@ def publish_batch(events: Sequence[Published]) -> None:
         transaction.on_commit(partial(_deliver, tuple(events)))
 
 
+async def apublish_stored(event: Event, payload: Payload, *, tenant_id: int) -> None:
+    """Delivers an event of rows that are already committed, from async code: the answer
+    path's messages, stored by the group-commit writer (conversations/writer.py) before the
+    pipeline goes on. Live updates go out on the caller's event loop; other subscribers (sync
+    code) run on a worker thread, only when there are any."""
+    published = Published(event, payload, tenant_id)
+    layer = get_channel_layer()
+    if layer is not None:
+        for group, message in channel_messages(published):
+            try:
+                await layer.group_send(group, message)
+            except Exception as error:  # the customer's answer must not fail with a live update
+                logger.error(
+                    "live update %s to %s failed: %s", message["type"], group, _failure_place(error)
+                )
+    if _subscribers:
+        await sync_to_async(_subscribers_call, thread_sensitive=False)((published,))
+
+
 def _deliver(events: tuple[Published, ...]) -> None:
     _subscriber_call(channel_layer_deliver, events, name="live updates")
+    _subscribers_call(events)
+
+
+def _subscribers_call(events: tuple[Published, ...]) -> None:
     for handler in list(_subscribers):
         for published in events:
             _subscriber_call(handler, published, name=getattr(handler, "__name__", "subscriber"))
@@ -291,6 +321,7 @@ def _describe(published: Published) -> str:
 # Live updates through the channel layer ---------------------------------------------------------
 
 QUEUE_CHANGED: dict[str, Any] = {"type": "queue.changed"}
+PEOPLE_OWN = frozenset({Conversation.Status.QUEUED, Conversation.Status.HUMAN})
 
 
 def channel_messages(published: Published) -> list[tuple[str, dict[str, Any]]]:
@@ -313,6 +344,16 @@ def channel_messages(published: Published) -> list[tuple[str, dict[str, Any]]]:
         if event == Event.CONVERSATION_RESOLVED:
             messages.append((widget, {"type": "rating.request"}))
         return messages
+    if isinstance(payload, MessageCreated) and payload.role == Message.Role.CUSTOMER:
+        if payload.conversation_status not in PEOPLE_OWN:
+            return []  # the assistant answers it; the consoles see it when they open it
+        told = {
+            "type": "customer.message",
+            "conversation_id": payload.conversation_id,
+            "message_id": payload.message_id,
+            "text": payload.text,
+        }
+        return [(agents, told)]
     if isinstance(payload, MessageCreated) and payload.role == Message.Role.AGENT:
         widget = conversation_group(tenant, payload.conversation_id)
         told = {"type": "conversation.message", "conversation_id": payload.conversation_id}

@@ -30,12 +30,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from channels.layers import get_channel_layer
 from django.utils import translation
 from django.utils.translation import gettext as _
 
-from conversations import services
-from conversations.events import agents_group
+from conversations import events, services
 from conversations.handoff import (
     HandoffOutcome,
     aconversation_handoff,
@@ -148,20 +146,6 @@ def status_frame(outcome: HandoffOutcome, language: str) -> HandoffStatus:
     )
 
 
-async def notify_agents_of_customer_message(ctx: "ChatContext", message_id: int, text: str) -> None:
-    layer = get_channel_layer()
-    if layer is not None:
-        await layer.group_send(
-            agents_group(ctx.tenant.pk),
-            {
-                "type": "customer.message",
-                "conversation_id": ctx.conversation_id,
-                "message_id": message_id,
-                "text": text,
-            },
-        )
-
-
 def message_language(text: str, fallback: str) -> str:
     if mostly_chinese(text):
         return "zh-hans"
@@ -260,10 +244,21 @@ async def answer_customer_message(
                 )
             )
             return
-    if written.conversation_status in services.PEOPLE_OWN:
-        # A person owns the conversation: the assistant stays silent, the agents hear it.
-        await notify_agents_of_customer_message(ctx, written.customer_message_id or 0, question)
-        return
+    if written.customer_message_id is not None:
+        await events.apublish_stored(
+            events.Event.MESSAGE_CREATED,
+            events.message_created(
+                conversation_id=ctx.conversation_id,
+                message_id=written.customer_message_id,
+                role=Message.Role.CUSTOMER,
+                internal=False,
+                text=question,
+                conversation_status=written.conversation_status,
+            ),
+            tenant_id=tenant.pk,
+        )
+    if written.conversation_status in events.PEOPLE_OWN:
+        return  # a person owns the conversation: the assistant stays silent, the agents hear it
     if route is _Route.PERSON_ASKED:
         await hand_off(
             ctx, Conversation.HandoffReason.CUSTOMER_REQUEST, replies, language, by_customer=True
@@ -393,6 +388,18 @@ class Answerer:
             conversation_key=self.ctx.conversation_key,
             turns=turns,
         )
+        if message_id:
+            await events.apublish_stored(
+                events.Event.MESSAGE_CREATED,
+                events.message_created(
+                    conversation_id=self.ctx.conversation_id,
+                    message_id=message_id,
+                    role=Message.Role.ASSISTANT,
+                    internal=False,
+                    text=record.content,
+                ),
+                tenant_id=self.ctx.tenant.pk,
+            )
         await self.replies.done(
             Done(
                 reply_to=self.reply_to,

@@ -14,6 +14,7 @@ from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from conversations.events import PEOPLE_OWN
 from conversations.models import Channel, Conversation, Customer, Message
 from conversations.selectors import agents_available, unanswered_streak
 from helpdesk_site.asyncdb import async_twin
@@ -266,7 +267,6 @@ class MessageWritten:
 # What one row can cause: a unique or foreign key refused, a value the database cannot hold
 # (a NUL on PostgreSQL), text that cannot be encoded (a lone surrogate: UnicodeEncodeError).
 ROW_ERRORS = (IntegrityError, DataError, ValueError)
-PEOPLE_OWN = frozenset({Conversation.Status.QUEUED, Conversation.Status.HUMAN})
 
 
 def messages_record(*, writes: Sequence[MessageWrite]) -> list[MessageWritten | Exception]:

@@ -1,10 +1,13 @@
 """The answer pipeline answers through any reply sink, not only the widget socket: here a sink
 that keeps the frames, as an HTTP stream or a WeChat channel would get them."""
 
+import asyncio
+
 import pytest
 from channels.db import database_sync_to_async
 
-from conversations import services
+from conversations import events, services
+from conversations.events import Event
 from conversations.memory import memory_local_reset
 from conversations.pipeline import ChatContext, answer_customer_message
 from conversations.protocol import Delta, Done, Error, HandoffStatus, MessageAck, Status
@@ -15,6 +18,7 @@ from knowledge.search import registry
 from llm.selectors import llm_providers_forget
 from tests import factories
 from tests.conversations.test_pipeline import provider
+from tests.sockets import SOCKET_WAIT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -118,3 +122,58 @@ async def test_an_llm_answer_streams_to_a_sink_that_is_not_a_socket(
     done = replies.told[-1][1]
     assert isinstance(done, Done) and done.source in ("llm", "rag")
     assert len(mock_llm.requests()) == 1
+
+
+async def test_the_customers_message_and_the_answer_are_published_as_events(
+    shop, mock_llm: MockLLMServer
+) -> None:
+    heard: list[events.Published] = []
+    events.subscribe(heard.append)
+    try:
+        await database_sync_to_async(provider)(shop, mock_llm)
+        chat = await database_sync_to_async(chat_started)(shop)
+        replies = KeptReplies()
+
+        await answer_customer_message(
+            ctx=chat, text="How long does delivery take?", client_message_id="m1", replies=replies
+        )
+    finally:
+        events.unsubscribe(heard.append)
+
+    done = replies.told[-1][1]
+    assert isinstance(done, Done)
+    assert [(p.event, p.tenant_id, p.payload.role, p.payload.text) for p in heard] == [
+        (Event.MESSAGE_CREATED, shop.pk, "customer", "How long does delivery take?"),
+        (Event.MESSAGE_CREATED, shop.pk, "assistant", "Delivery takes 3–5 working days."),
+    ]
+    assert heard[1].payload.message_id == done.message_id
+    assert {p.payload.conversation_id for p in heard} == {chat.conversation_id}
+
+
+async def test_a_customers_message_reaches_the_consoles_only_while_people_own_it() -> None:
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(events.agents_group(5), channel)
+    for status in ("bot", "human"):
+        await events.apublish_stored(
+            Event.MESSAGE_CREATED,
+            events.message_created(
+                conversation_id=9,
+                message_id=3,
+                role="customer",
+                internal=False,
+                text=f"while {status}",
+                conversation_status=status,
+            ),
+            tenant_id=5,
+        )
+
+    told = await asyncio.wait_for(layer.receive(channel), SOCKET_WAIT)
+    assert told == {
+        "type": "customer.message",
+        "conversation_id": 9,
+        "message_id": 3,
+        "text": "while human",
+    }
