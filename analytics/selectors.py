@@ -29,10 +29,6 @@ class TenantOverview:
         """Share of the period's conversations the assistant resolved without a person."""
         return self.resolved_by_ai / self.conversations if self.conversations else None
 
-    @property
-    def handoff_rate(self) -> float | None:
-        return self.handed_off / self.conversations if self.conversations else None
-
 
 def tenant_overview(*, tenant: Tenant, days: int = 30) -> TenantOverview:
     """The tenant's last ``days``: conversations started, how they ended (resolved by the

@@ -453,30 +453,6 @@ def message_feedback_record(
     )
 
 
-def conversation_handoff_request(*, tenant_id: int, conversation_id: int, reason: str) -> str:
-    """Moves a conversation with the assistant to the human queue; returns its status.
-
-    A conversation already queued or with an agent stays as it is (no duplicate handoff).
-    """
-    now = timezone.now()
-    Conversation.objects.filter(
-        pk=conversation_id,
-        tenant_id=tenant_id,
-        status__in=[Conversation.Status.BOT, Conversation.Status.RESOLVED],
-    ).update(
-        status=Conversation.Status.QUEUED,
-        queued_at=now,
-        handoff_reason=reason,
-        resolution_kind="",
-        resolved_at=None,
-    )
-    return (
-        Conversation.objects.filter(pk=conversation_id, tenant_id=tenant_id)
-        .values_list("status", flat=True)
-        .get()
-    )
-
-
 def conversation_rate(*, tenant_id: int, conversation_id: int, rating: int, comment: str) -> bool:
     """The customer's 1–5 rating of a conversation a person resolved."""
     if not 1 <= rating <= 5:

@@ -7,7 +7,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 
 from helpdesk_site.asyncdb import async_twin
-from tenants.models import ApiKey, LLMProvider, Membership, Tenant
+from tenants.models import LLMProvider, Membership, Tenant
 
 # What ``new_public_key`` makes. Any other text names no tenant and is not looked up: a key from
 # a URL can hold a NUL, which PostgreSQL refuses even to compare.
@@ -49,10 +49,6 @@ def tenant_member_user_ids(*, tenant: Tenant) -> QuerySet[Membership, int]:
 def llm_provider_chain(*, tenant_id: int) -> QuerySet[LLMProvider]:
     """The tenant's enabled providers in fallback order."""
     return LLMProvider.objects.filter(tenant_id=tenant_id, enabled=True).order_by("priority", "id")
-
-
-def api_key_list(*, tenant: Tenant) -> QuerySet[ApiKey]:
-    return ApiKey.objects.filter(tenant=tenant)
 
 
 def tenant_website(*, tenant: Tenant) -> str | None:
