@@ -28,6 +28,7 @@ from conversations.handoff import (
 )
 from conversations.models import AgentPresence, CannedResponse, Conversation, Message
 from tenants.models import Membership, Tenant
+from tenants.scoping import all_tenants
 
 JOINED = gettext_noop("%(name)s has joined the conversation.")
 HANDED_BACK = gettext_noop("The assistant is back to help you.")
@@ -43,9 +44,10 @@ class Agent:
 
 
 def _agent_memberships(user_id: int) -> QuerySet[Membership]:
-    return Membership.objects.filter(
-        user_id=user_id, user__is_active=True, role__in=AGENT_ROLES, tenant__is_active=True
-    ).select_related("tenant", "user")
+    with all_tenants("a user's memberships decide which tenant scope the socket enters"):
+        return Membership.objects.filter(
+            user_id=user_id, user__is_active=True, role__in=AGENT_ROLES, tenant__is_active=True
+        ).select_related("tenant", "user")
 
 
 def _agent(membership: Membership) -> Agent:

@@ -38,6 +38,7 @@ from conversations.tickets import (
 from helpdesk_site.asyncdb import db_parallel
 from helpdesk_site.untrusted import FrameTooDeep, frame_clean
 from tenants.models import Language, Tenant
+from tenants.scoping import enter_tenant_scope, scope_entry_enter
 from tenants.selectors import tenant_get_by_public_key
 
 if TYPE_CHECKING:
@@ -122,6 +123,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         raise StopConsumer
 
     async def connect(self) -> None:
+        scope_entry_enter()  # this socket's task, whatever scope it was started from
         public_key = self.scope["url_route"]["kwargs"]["public_key"]
         tenant = await db_parallel(tenant_get_by_public_key)(public_key=public_key)
         headers = {
@@ -134,6 +136,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         ):
             await self.close(code=CLOSE_FORBIDDEN)
             return
+        enter_tenant_scope(tenant.pk)  # for the life of the socket
         self.tenant = tenant
         self.language = tenant.default_language
         await self.accept()

@@ -6,6 +6,7 @@ from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
 from conversations.lifecycle import conversations_sweep
+from tenants.scoping import tenant_or_all_tenants
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +23,8 @@ logger = logging.getLogger(__name__)
 def conversations_sweep_task(tenant_id: int | None = None) -> dict[int, dict[str, int]]:
     """Records resolved-by-the-assistant and abandoned conversations (``conversations_sweep``);
     run every ``CONVERSATION_SWEEP_SECONDS`` by Celery beat."""
-    counts = conversations_sweep(tenant_id=tenant_id)
+    with tenant_or_all_tenants(tenant_id, "the scheduled sweep covers every tenant"):
+        counts = conversations_sweep(tenant_id=tenant_id)
     for tenant, changed in counts.items():
         logger.info(
             "conversations sweep tenant=%s resolved_by_ai=%s abandoned=%s",
