@@ -156,6 +156,10 @@ class UnscopedQuerySet(DisabledQuerySet):
     bulk_update = DisabledQuerySet.error
     _fetch_all = DisabledQuerySet.error
 
+    def __repr__(self) -> str:
+        # The stock repr reads rows: a log line or a debugger must not raise.
+        return f"<{type(self).__name__} of {self.model.__name__}: no tenant in scope>"
+
 
 class TenantScopedManager(models.Manager):
     """The default manager of tenant-owned models: the active tenant's rows, all rows where

@@ -132,6 +132,7 @@ def test_a_query_without_a_tenant_scope_raises(model: type[models.Model], tenant
             manager.update(updated_at=timezone.now())
         with pytest.raises(ScopeError):
             manager.get_queryset().delete()
+        assert "no tenant in scope" in repr(manager.get_queryset())  # logs may show it
     assert manager.filter(tenant=tenant_a).exists()  # nothing was changed
 
 
