@@ -13,7 +13,8 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.apps import apps
 from django.core.management import call_command
-from django.db import models
+from django.db import connection, models
+from django.db.migrations.loader import MigrationLoader
 from django.http import HttpRequest, JsonResponse
 from django.test import Client
 from django.urls import path
@@ -176,6 +177,15 @@ def test_related_managers_are_scoped(tenant_a) -> None:
         list(conversation.messages.all())
     with tenant_scope(tenant_a.pk):
         assert list(conversation.messages.all()) == [message]
+
+
+def test_migrations_use_plain_managers() -> None:
+    """Data migrations read historical models, whose managers are plain (the scoped manager is
+    not ``use_in_migrations``): migrations need no scope."""
+    state_apps = MigrationLoader(connection).project_state().apps
+    for model in TENANT_OWNED:
+        historical = state_apps.get_model(model._meta.label)
+        assert not isinstance(historical._default_manager, TenantScopedManager)
 
 
 def test_a_scope_takes_a_tenant_id_only(tenant_a) -> None:
@@ -363,6 +373,28 @@ def test_the_sweep_task_covers_one_tenant_or_says_it_covers_all(
         {"enabled": True, "tenant": tenant_b.pk, "questions": ["B?"]},
         {"enabled": False, "tenant": None, "questions": ["A?", "B?"]},
     ]
+
+
+def test_the_sweep_command_covers_one_tenant_or_says_it_covers_all(
+    entries, tenant_a, monkeypatch
+) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def sweep(**kwargs: Any) -> dict:
+        seen.append(_probe())
+        return {}
+
+    command = "conversations.management.commands.conversations_sweep"
+    monkeypatch.setattr(f"{command}.conversations_sweep", sweep)
+
+    call_command("conversations_sweep", "--tenant", str(tenant_a.pk))
+    call_command("conversations_sweep")
+
+    assert seen == [
+        {"enabled": True, "tenant": tenant_a.pk, "questions": ["A?"]},
+        {"enabled": False, "tenant": None, "questions": ["A?", "B?"]},
+    ]
+    _unscoped_in_test_body()
 
 
 def test_a_management_command_starts_with_no_tenant(
