@@ -22,6 +22,7 @@ from conversations.handoff import asks_for_person  # noqa: E402
 from devtools.demo import DEMO_SLUG  # noqa: E402
 from knowledge.models import KnowledgeEntry  # noqa: E402
 from tenants.models import LLMProvider, Tenant  # noqa: E402
+from tenants.scoping import enter_all_tenants  # noqa: E402
 
 PROVIDER_NAME = "bench mock LLM"
 
@@ -30,6 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--llm-url", required=True)
     args = parser.parse_args()
+    enter_all_tenants("the benchmark arranges and measures its own tenants' rows")
     tenant = Tenant.objects.get(slug=DEMO_SLUG)
     # The benchmark's provider is the tenant's only one: another would be tried first or after.
     LLMProvider.objects.filter(tenant=tenant).exclude(name=PROVIDER_NAME).update(enabled=False)

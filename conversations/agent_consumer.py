@@ -70,6 +70,7 @@ from conversations.pipeline import draft_reply
 from conversations.throttle import typing_throttle_pass
 from helpdesk_site.untrusted import FrameTooDeep, frame_clean
 from tenants.request import ACTIVE_TENANT_SESSION_KEY
+from tenants.scoping import enter_tenant_scope, scope_entry_enter
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
@@ -87,6 +88,7 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
     access_lost: bool = False
 
     async def connect(self) -> None:
+        scope_entry_enter()  # this socket's task, whatever scope it was started from
         user = self.scope.get("user")
         session = self.scope.get("session") or {}
         if user is None or not user.is_authenticated:
@@ -98,6 +100,7 @@ class AgentConsumer(AsyncJsonWebsocketConsumer):
         if agent is None:
             await self.close(code=4403)
             return
+        enter_tenant_scope(agent.tenant.pk)  # for the life of the socket
         self.agent = agent
         self.access_checked_at = time.monotonic()
         self.group = agents_group(agent.tenant.pk)

@@ -67,6 +67,7 @@ from conversations.selectors import atickets_for_customer
 from conversations.throttle import typing_throttle_pass
 from conversations.tickets import ContactNotExpected, aticket_from_conversation
 from helpdesk_site.untrusted import FrameTooDeep, frame_clean
+from tenants.scoping import enter_tenant_scope, scope_entry_enter
 from tenants.selectors import atenant_get_by_public_key
 
 if TYPE_CHECKING:
@@ -138,6 +139,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         raise StopConsumer
 
     async def connect(self) -> None:
+        scope_entry_enter()  # this socket's task, whatever scope it was started from
         public_key = self.scope["url_route"]["kwargs"]["public_key"]
         tenant = await atenant_get_by_public_key(public_key=public_key)
         headers = {
@@ -150,6 +152,7 @@ class WidgetConsumer(AsyncWebsocketConsumer):
         ):
             await self.close(code=CLOSE_FORBIDDEN)
             return
+        enter_tenant_scope(tenant.pk)  # for the life of the socket
         self.tenant = tenant
         self.language = tenant.default_language
         await self.accept()

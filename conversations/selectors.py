@@ -24,6 +24,7 @@ from conversations.models import CannedResponse, Conversation, Customer, Message
 from conversations.presence import presence_online, presence_statuses
 from helpdesk_site.asyncdb import async_twin
 from tenants.models import Membership, Role, Tenant
+from tenants.scoping import all_tenants
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +44,10 @@ class Agent:
 
 
 def _agent_memberships(user_id: int) -> QuerySet[Membership]:
-    return Membership.objects.filter(
-        user_id=user_id, user__is_active=True, role__in=AGENT_ROLES, tenant__is_active=True
-    ).select_related("tenant", "user")
+    with all_tenants("a user's memberships decide which tenant scope the socket enters"):
+        return Membership.objects.filter(
+            user_id=user_id, user__is_active=True, role__in=AGENT_ROLES, tenant__is_active=True
+        ).select_related("tenant", "user")
 
 
 def _agent(membership: Membership) -> Agent:

@@ -15,6 +15,7 @@ from django.utils.translation import override
 from conversations.lifecycle import conversations_sweep
 from conversations.models import Ticket, TicketReply
 from conversations.selectors import ticket_agent_emails
+from tenants.scoping import tenant_or_all_tenants, tenant_scoped_task
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,8 @@ logger = logging.getLogger(__name__)
 def conversations_sweep_task(tenant_id: int | None = None) -> dict[int, dict[str, int]]:
     """Records resolved-by-the-assistant and abandoned conversations (``conversations_sweep``);
     run every ``CONVERSATION_SWEEP_SECONDS`` by Celery beat."""
-    counts = conversations_sweep(tenant_id=tenant_id)
+    with tenant_or_all_tenants(tenant_id, "the scheduled sweep covers every tenant"):
+        counts = conversations_sweep(tenant_id=tenant_id)
     for tenant, changed in counts.items():
         logger.info(
             "conversations sweep tenant=%s resolved_by_ai=%s abandoned=%s",
@@ -71,6 +73,7 @@ def _send(subject: str, body: str, recipients: list[str], *, what: str) -> bool:
     soft_time_limit=60,
     time_limit=90,
 )
+@tenant_scoped_task
 def ticket_created_email_task(tenant_id: int, ticket_id: int) -> bool:
     """E-mails the tenant's agents about a new ticket, once (``Ticket.agents_emailed_at``).
     Returns whether an e-mail went out."""
@@ -108,6 +111,7 @@ def ticket_created_email_task(tenant_id: int, ticket_id: int) -> bool:
     soft_time_limit=60,
     time_limit=90,
 )
+@tenant_scoped_task
 def ticket_reply_email_task(tenant_id: int, reply_id: int) -> bool:
     """E-mails an agent's ticket reply to the customer, once (``TicketReply.emailed_at``).
     Returns whether an e-mail went out."""

@@ -4,6 +4,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 
 from conversations.consumers import origin_allowed
+from tenants.scoping import enter_tenant_scope
 from tenants.selectors import tenant_get_by_public_key
 
 
@@ -17,6 +18,7 @@ def widget_config(request: HttpRequest, public_key: str) -> HttpResponse:
     origin = request.headers.get("Origin", "")
     if tenant is None:
         return JsonResponse({"error": "unknown_key"}, status=404)
+    enter_tenant_scope(tenant.pk)  # the public key names the tenant (the middleware ends it)
     if origin and not origin_allowed(
         origin=origin, host=request.get_host(), allowed_origins=tenant.allowed_origins
     ):

@@ -26,6 +26,7 @@ from django.db import DatabaseError
 from conversations.services import MessageWrite, MessageWritten, messages_record
 from helpdesk_site.asyncdb import db_parallel
 from knowledge.services import knowledge_entries_record_hits
+from tenants.scoping import enter_all_tenants
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ class _Writer:
         return future
 
     async def _drain(self) -> None:
+        # A batch holds many tenants' rows, whichever socket's scope started this task.
+        enter_all_tenants("a batch stores the messages of many tenants")
         try:
             while self.pending:
                 batch = self.pending[:BATCH_MAX_WRITES]
@@ -89,6 +92,7 @@ class _Writer:
         task.add_done_callback(self.tasks.discard)
 
     async def _hits_write(self, hits: Counter[tuple[int, int]]) -> None:
+        enter_all_tenants("the hit counts of many tenants' entries are written together")
         try:
             await db_parallel(knowledge_entries_record_hits)(hits=hits)
         except DatabaseError as exc:

@@ -9,6 +9,7 @@ from django.db import transaction
 
 from knowledge.models import KnowledgeEntry, SensitiveWordList
 from tenants.models import Language, Membership, Role, Tenant
+from tenants.scoping import tenant_scope
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data.json"
 DEMO_SLUG = "acme"
@@ -58,7 +59,11 @@ def demo_tenant_setup(*, origins: list[str]) -> DemoSummary:
     if missing_origins:
         tenant.allowed_origins = [*tenant.allowed_origins, *missing_origins]
         tenant.save(update_fields=["allowed_origins", "updated_at"])
+    with tenant_scope(tenant.pk):
+        return _demo_content_setup(tenant=tenant, data=data)
 
+
+def _demo_content_setup(*, tenant: Tenant, data: dict) -> DemoSummary:
     existing = set(KnowledgeEntry.objects.filter(tenant=tenant).values_list("question", flat=True))
     new_entries = [
         KnowledgeEntry(

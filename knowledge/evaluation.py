@@ -18,6 +18,7 @@ from knowledge.search import faq_candidates, registry
 from knowledge.services import knowledge_embeddings_refresh
 from llm.embeddings import INSTALL_HINT, local_embeddings_available
 from tenants.models import Tenant
+from tenants.scoping import tenant_scope
 
 SWEEP = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 
@@ -152,34 +153,35 @@ def _evaluate(
 
     with transaction.atomic():
         tenant = Tenant.objects.create(name="kb_eval", slug=f"kb-eval-{time.time_ns()}")
-        if threshold is None:
-            threshold = tenant.faq_threshold
-        entries = KnowledgeEntry.objects.bulk_create(
-            KnowledgeEntry(
-                tenant=tenant,
-                question=rows[0].question,
-                alternate_questions=[row.question for row in rows[1:]],
-                answer=next((row.answer for row in rows if row.answer), rows[0].question),
+        with tenant_scope(tenant.pk):
+            if threshold is None:
+                threshold = tenant.faq_threshold
+            entries = KnowledgeEntry.objects.bulk_create(
+                KnowledgeEntry(
+                    tenant=tenant,
+                    question=rows[0].question,
+                    alternate_questions=[row.question for row in rows[1:]],
+                    answer=next((row.answer for row in rows if row.answer), rows[0].question),
+                )
+                for rows in grouped.values()
             )
-            for rows in grouped.values()
-        )
-        key_of = {entry.pk: key for entry, key in zip(entries, grouped, strict=True)}
-        knowledge_embeddings_refresh(tenant_id=tenant.pk)
-        try:
-            outcomes: list[tuple[float, bool]] = []
-            top1 = top3 = 0
-            started = time.perf_counter()
-            for query in queries:
-                candidates = faq_candidates(tenant=tenant, query=query.question, k=3)
-                keys = [key_of[c.entry_id] for c in candidates]
-                correct = bool(keys) and keys[0] == query.expected_key
-                top1 += correct
-                top3 += query.expected_key in keys
-                outcomes.append((candidates[0].confidence if candidates else 0.0, correct))
-            elapsed = time.perf_counter() - started
-        finally:
-            registry.forget(tenant.pk)
-            transaction.set_rollback(True)
+            key_of = {entry.pk: key for entry, key in zip(entries, grouped, strict=True)}
+            knowledge_embeddings_refresh(tenant_id=tenant.pk)
+            try:
+                outcomes: list[tuple[float, bool]] = []
+                top1 = top3 = 0
+                started = time.perf_counter()
+                for query in queries:
+                    candidates = faq_candidates(tenant=tenant, query=query.question, k=3)
+                    keys = [key_of[c.entry_id] for c in candidates]
+                    correct = bool(keys) and keys[0] == query.expected_key
+                    top1 += correct
+                    top3 += query.expected_key in keys
+                    outcomes.append((candidates[0].confidence if candidates else 0.0, correct))
+                elapsed = time.perf_counter() - started
+            finally:
+                registry.forget(tenant.pk)
+                transaction.set_rollback(True)
 
     total = len(queries)
     return EvaluationResult(

@@ -19,6 +19,8 @@ from typing import Any
 import redis
 from django.conf import settings
 
+from tenants.scoping import tenant_or_all_tenants
+
 logger = logging.getLogger(__name__)
 
 # (tenant id) or (None: anything may have changed, check every tenant)
@@ -87,8 +89,9 @@ def _dispatch(tenant_id: int | None) -> None:
     with _listeners_lock:
         alive = [listener for ref in _listeners if (listener := ref()) is not None]
         _listeners[:] = [weakref.WeakMethod(listener) for listener in alive]
-    for listener in alive:
-        listener(tenant_id)
+    with tenant_or_all_tenants(tenant_id, "a change missed while unsubscribed may be anyone's"):
+        for listener in alive:
+            listener(tenant_id)
 
 
 def _subscribe_forever(url: str) -> None:

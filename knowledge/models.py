@@ -3,6 +3,7 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from tenants.models import TenantOwnedModel, TimeStampedModel
+from tenants.scoping import TenantOrGlobalScopedManager
 
 
 class KnowledgeEntry(TenantOwnedModel):
@@ -110,6 +111,9 @@ class SensitiveWordList(TimeStampedModel):
     )
     words = models.TextField(_("words"), blank=True, help_text=_("One word or phrase per line."))
     enabled = models.BooleanField(_("enabled"), default=True)
+
+    # In a tenant's scope: its own lists and the global ones (tenants.scoping).
+    objects = TenantOrGlobalScopedManager()
 
     class Meta:
         verbose_name = _("sensitive-word list")

@@ -37,6 +37,7 @@ from knowledge.services import KNOWLEDGE_VERSION_CACHE_SECONDS, knowledge_versio
 from knowledge.text import normalize
 from llm.text import mostly_chinese
 from tenants.models import Tenant
+from tenants.scoping import tenant_scope
 
 logger = logging.getLogger(__name__)
 
@@ -206,9 +207,11 @@ class IndexRegistry:
     def _build_in_background(self, tenant_id: int) -> None:
         started = time.monotonic()
         try:
-            if tenant_id in self._indexes:
-                self._version_read(tenant_id, current_knowledge_version(tenant_id))
-            index = self._build_fresh(tenant_id)
+            # A pool thread: it starts with no scope, whoever scheduled the build.
+            with tenant_scope(tenant_id):
+                if tenant_id in self._indexes:
+                    self._version_read(tenant_id, current_knowledge_version(tenant_id))
+                index = self._build_fresh(tenant_id)
             logger.info(
                 "knowledge index ready tenant=%s version=%s units=%s in %.0f ms",
                 tenant_id,

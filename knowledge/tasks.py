@@ -12,6 +12,7 @@ from django.utils.translation import gettext_lazy as _
 from knowledge import services
 from knowledge.models import Document
 from llm.gateway import GatewayError
+from tenants.scoping import tenant_scoped_task
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ RETRYABLE_ERRORS = (OperationalError, InterfaceError)
     soft_time_limit=540,
     time_limit=600,
 )
+@tenant_scoped_task
 def document_process_task(document_id: int, tenant_id: int) -> None:
     """Extracts and chunks one document (``services.document_process``)."""
     try:
@@ -55,6 +57,7 @@ def document_process_task(document_id: int, tenant_id: int) -> None:
         _document_fail_unexpectedly(document_id, tenant_id)
 
 
+@tenant_scoped_task
 def _document_fail_unexpectedly(document_id: int, tenant_id: int) -> None:
     logger.exception("processing document %s of tenant %s failed", document_id, tenant_id)
     services.document_mark_failed(
@@ -99,6 +102,7 @@ def _document_process_in_thread(document_id: int, tenant_id: int) -> None:
     soft_time_limit=1800,  # a first run over a large knowledge base embeds tens of thousands
     time_limit=1900,
 )
+@tenant_scoped_task
 def knowledge_embed_task(tenant_id: int) -> int:
     """Embeds what a tenant's knowledge lacks (``services.knowledge_embeddings_refresh``)."""
     return services.knowledge_embeddings_refresh(tenant_id=tenant_id)

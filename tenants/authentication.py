@@ -8,6 +8,7 @@ from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
 from tenants.models import ApiKey
+from tenants.scoping import enter_tenant_scope
 from tenants.services import api_key_authenticate
 
 
@@ -24,6 +25,8 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         api_key = api_key_authenticate(raw_key=raw_key.strip())
         if api_key is None:
             raise exceptions.AuthenticationFailed(_("Invalid or revoked API key."))
+        # The rest of the request works for the key's tenant (the middleware's scope ends it).
+        enter_tenant_scope(api_key.tenant_id)
         # The key acts for its tenant, not for a person: request.user stays anonymous.
         return ApiKeyUser(api_key), api_key
 

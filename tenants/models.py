@@ -7,6 +7,7 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from tenants.fields import EncryptedTextField
+from tenants.scoping import TenantScopedManager
 
 
 class TimeStampedModel(models.Model):
@@ -23,6 +24,9 @@ class TenantOwnedModel(TimeStampedModel):
     tenant = models.ForeignKey(
         "tenants.Tenant", on_delete=models.CASCADE, related_name="+", verbose_name=_("tenant")
     )
+
+    # Fail closed: with no tenant in scope a query raises (tenants.scoping).
+    objects = TenantScopedManager()
 
     class Meta:
         abstract = True
@@ -175,6 +179,10 @@ class Membership(TimeStampedModel):
         Tenant, on_delete=models.CASCADE, related_name="memberships", verbose_name=_("tenant")
     )
     role = models.CharField(_("role"), max_length=10, choices=Role.choices, default=Role.AGENT)
+
+    # Reading a user's memberships to choose the scope crosses tenants on purpose
+    # (``tenants.selectors.membership_list_for_user``); everything else sees the scope's.
+    objects = TenantScopedManager()
 
     class Meta:
         verbose_name = _("member")

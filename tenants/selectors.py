@@ -8,6 +8,7 @@ from django.db.models import QuerySet
 
 from helpdesk_site.asyncdb import async_twin
 from tenants.models import LLMProvider, Membership, Tenant
+from tenants.scoping import all_tenants
 
 # What ``new_public_key`` makes. Any other text names no tenant and is not looked up: a key from
 # a URL can hold a NUL, which PostgreSQL refuses even to compare.
@@ -17,11 +18,12 @@ _PUBLIC_KEY_FORMAT = re.compile(r"[A-Za-z0-9_-]{1,64}")
 def membership_list_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Membership]:
     if not user.is_authenticated:
         return Membership.objects.none()
-    return (
-        Membership.objects.filter(user_id=user.pk, tenant__is_active=True)
-        .select_related("tenant")
-        .order_by("tenant__name", "id")
-    )
+    with all_tenants("a user's memberships decide which tenant scope the user may enter"):
+        return (
+            Membership.objects.filter(user_id=user.pk, tenant__is_active=True)
+            .select_related("tenant")
+            .order_by("tenant__name", "id")
+        )
 
 
 def membership_get_active(

@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from tenants.models import ApiKey, Membership, Role, Tenant
+from tenants.scoping import all_tenants, tenant_scope
 
 API_KEY_PREFIX = "kefu_"
 # last_used_at is informative; writing it on every request would make every API call a write.
@@ -54,16 +55,20 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
     """The live key matching ``raw_key``, its use recorded; None for unknown or revoked keys."""
     if not raw_key.startswith(API_KEY_PREFIX):
         return None
-    api_key = (
-        ApiKey.objects.select_related("tenant")
-        .filter(key_hash=api_key_digest(raw_key), revoked_at__isnull=True, tenant__is_active=True)
-        .first()
-    )
+    with all_tenants("an API key names its tenant: the lookup precedes any scope"):
+        api_key = (
+            ApiKey.objects.select_related("tenant")
+            .filter(
+                key_hash=api_key_digest(raw_key), revoked_at__isnull=True, tenant__is_active=True
+            )
+            .first()
+        )
     if api_key is None:
         return None
     now = timezone.now()
     if api_key.last_used_at is None or now - api_key.last_used_at > API_KEY_TOUCH_INTERVAL:
-        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        with tenant_scope(api_key.tenant_id):
+            ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
         api_key.last_used_at = now
     return api_key
 

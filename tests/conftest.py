@@ -6,6 +6,7 @@ from django.conf import settings
 from django.test import Client
 
 from tenants.models import Role
+from tenants.scoping import all_tenants
 from tests.factories import MembershipFactory, TenantFactory, UserFactory
 
 pytest_plugins = ["tests.mockllm", "tests.live_asgi", "tests.browser"]
@@ -37,6 +38,17 @@ def _process_state_reset() -> None:
     llm_providers_forget()
     typing_throttle_local_reset()
     presence_clear_all()
+
+
+@pytest.fixture(autouse=True)
+def _tenant_scope_disabled() -> Iterator[None]:
+    """Test bodies make and inspect rows of several tenants through factories and the ORM, so
+    they run with tenant scoping disabled. The code under test still runs scoped: every entry
+    point (a request through the test client, a socket, a task, a command) starts from an
+    enforced scope with no tenant, whatever the caller's scope, so a product path that misses
+    its scope fails the suite with ``ScopeError``."""
+    with all_tenants("test bodies arrange and inspect rows of several tenants"):
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -16,6 +16,7 @@ from conversations.tasks import conversations_sweep_task
 from conversations.tickets import ticket_from_conversation
 from helpdesk_site.celery import app as celery_app
 from knowledge import services as knowledge_services
+from tenants.scoping import all_tenants
 from tests import factories
 from tests.conversations.test_pipeline import ORIGIN, Widget
 
@@ -340,7 +341,9 @@ def test_two_sweeps_at_once_count_each_conversation_once(postgres, tenant_a) -> 
 
         try:
             start.wait(timeout=10)
-            results.append(conversations_sweep(batch_size=4))
+            # A thread starts with no scope; beat's sweep covers every tenant.
+            with all_tenants("two workers sweep every tenant at once"):
+                results.append(conversations_sweep(batch_size=4))
         finally:
             connection.close()
 

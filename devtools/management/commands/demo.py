@@ -4,6 +4,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from devtools.demo import demo_tenant_setup
+from tenants.scoping import scope_entry
 
 
 def parse_addr(addr: str) -> tuple[str, int]:
@@ -31,7 +32,8 @@ class Command(BaseCommand):
         shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
         base_url = f"http://{shown_host}:{port}"
         origins = [base_url, f"http://localhost:{port}"]
-        summary = demo_tenant_setup(origins=list(dict.fromkeys(origins)))
+        with scope_entry():
+            summary = demo_tenant_setup(origins=list(dict.fromkeys(origins)))
 
         self.stdout.write(self.style.SUCCESS(f"Demo tenant “{summary.tenant.name}” is ready."))
         self.stdout.write(

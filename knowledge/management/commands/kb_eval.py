@@ -5,6 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from knowledge.evaluation import EvaluationError, evaluate, read_kb, read_queries
+from tenants.scoping import scope_entry
 
 
 class Command(BaseCommand):
@@ -36,9 +37,10 @@ class Command(BaseCommand):
         try:
             kb = read_kb(self._read(options["kb"]))
             queries = read_queries(self._read(options["queries"]))
-            result = evaluate(
-                kb=kb, queries=queries, threshold=threshold, embeddings=options["embeddings"]
-            )
+            with scope_entry():  # evaluate() scopes to the throwaway tenant it makes
+                result = evaluate(
+                    kb=kb, queries=queries, threshold=threshold, embeddings=options["embeddings"]
+                )
         except EvaluationError as exc:
             raise CommandError(str(exc)) from exc
 
