@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from channels.db import database_sync_to_async
 
-from conversations import agent_consumer, agents, consumers
+from conversations import agent_consumer, agents, consumers, pipeline
 from tests.conversations.test_agent_console import Console, member, shop  # noqa: F401
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -50,3 +50,14 @@ def test_consumers_reach_the_database_only_through_async_twins(module) -> None:
     assert not [node.module for node in runtime_imports if node.module == "channels.db"]
     attributes = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
     assert not attributes & {"objects", "aexists", "aget", "afirst", "acount", "asave"}
+
+
+def test_the_answer_pipeline_reaches_the_database_only_through_async_twins() -> None:
+    tree = ast.parse(Path(pipeline.__file__).read_text(encoding="utf-8"))
+    attributes = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    # (``registry.aget`` is the knowledge index registry's, not the ORM's.)
+    assert not attributes & {"objects", "aexists", "afirst", "acount", "asave", "acreate"}
+    imported = {
+        node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert "channels.db" not in imported
