@@ -16,7 +16,7 @@ from conversations.services import (
     messages_record,
 )
 from knowledge.models import KnowledgeEntry
-from tests import factories
+from tests.support import factories
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
