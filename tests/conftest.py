@@ -1,43 +1,19 @@
-import os
 from collections.abc import Iterator
 
 import pytest
-from django.conf import settings
 from django.test import Client
 
 from tenants.models import Role
 from tenants.scoping import all_tenants
-from tests.factories import MembershipFactory, TenantFactory, UserFactory
+from tests.support.factories import MembershipFactory, TenantFactory, UserFactory
 
-pytest_plugins = ["tests.mockllm", "tests.live_asgi", "tests.browser"]
-
-REQUIRE_SERVICES = os.environ.get("KEFU_REQUIRE_SERVICES") == "1"
-
-
-def skip_or_fail(reason: str) -> None:
-    """Skips a test whose service is missing, or fails it when CI requires every service."""
-    if REQUIRE_SERVICES:
-        pytest.fail(f"KEFU_REQUIRE_SERVICES=1 but {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture(autouse=True)
-def _process_state_reset() -> None:
-    """Test databases reuse ids: in-process memories and rate-limit windows of one test must
-    not leak into the next."""
-    from conversations.memory import memory_local_reset
-    from conversations.presence import presence_clear_all
-    from conversations.ratelimit import rate_limit_local_reset
-    from conversations.throttle import typing_throttle_local_reset
-    from llm.gateway import gateway_local_reset
-    from llm.selectors import llm_providers_forget
-
-    gateway_local_reset()
-    memory_local_reset()
-    rate_limit_local_reset()
-    llm_providers_forget()
-    typing_throttle_local_reset()
-    presence_clear_all()
+pytest_plugins = [
+    "tests.support.isolation",
+    "tests.support.services",
+    "tests.support.mockllm",
+    "tests.support.live_asgi",
+    "tests.support.browser",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -49,40 +25,6 @@ def _tenant_scope_disabled() -> Iterator[None]:
     its scope fails the suite with ``ScopeError``."""
     with all_tenants("test bodies arrange and inspect rows of several tenants"):
         yield
-
-
-@pytest.fixture(autouse=True)
-def _channel_layers_reset() -> Iterator[None]:
-    """Every test gets its own channel layer instances. Channels caches one per alias for the
-    process; a layer whose ``receive`` is still pending on another event loop (a live server's
-    consumer) refuses every other loop's ``receive``, and its Redis connections belong to
-    loops that are gone."""
-    from channels.layers import channel_layers
-
-    channel_layers.backends.clear()
-    yield
-    channel_layers.backends.clear()
-
-
-@pytest.fixture
-def redis_url() -> str:
-    if not settings.REDIS_URL:
-        skip_or_fail("REDIS_URL is not set: Redis-backed behaviour is not under test")
-    import redis
-
-    try:
-        redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1).ping()
-    except redis.RedisError as exc:
-        skip_or_fail(f"Redis at REDIS_URL is unreachable: {exc}")
-    return settings.REDIS_URL
-
-
-@pytest.fixture
-def postgres(db: None) -> None:
-    from django.db import connection
-
-    if connection.vendor != "postgresql":
-        skip_or_fail("DATABASE_URL is not PostgreSQL: PostgreSQL behaviour is not under test")
 
 
 @pytest.fixture

@@ -2,10 +2,8 @@
 
 from playwright.sync_api import Browser, expect
 
-from tests.browser import browser  # noqa: F401 - fixture
 
-
-def test_a_wait_outlasts_a_slow_page(browser: Browser) -> None:  # noqa: F811
+def test_a_wait_outlasts_a_slow_page(browser: Browser) -> None:
     # Given a page that shows its text later than Playwright's own 5 s default
     page = browser.new_page()
     try:

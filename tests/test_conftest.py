@@ -16,6 +16,8 @@ import time
 
 from channels.layers import get_channel_layer
 
+from tests.support.channel_layer import assert_redis_channel_layer_delivers_to_groups
+
 
 def test_a_server_thread_is_left_waiting_on_the_layer(redis_url):
     layer = get_channel_layer()
@@ -31,8 +33,9 @@ def test_a_server_thread_is_left_waiting_on_the_layer(redis_url):
         time.sleep(0.01)
 
 
-# The test that failed next in CI, imported so that it runs second.
-from tests.helpdesk_site.test_backends import test_redis_channel_layer_delivers_to_groups
+# The test that failed next in CI, run second.
+def test_redis_channel_layer_delivers_to_groups(redis_url):
+    assert_redis_channel_layer_delivers_to_groups()
 """
 
 
@@ -41,7 +44,10 @@ def test_a_receive_left_pending_by_one_test_does_not_break_the_next(
 ) -> None:
     test_file = tmp_path / "test_left_behind.py"
     test_file.write_text(LEFT_BEHIND)
-    (tmp_path / "conftest.py").write_text('pytest_plugins = ["tests.conftest"]\n')
+    # The suite's own plugins: the resets between tests, and the services.
+    (tmp_path / "conftest.py").write_text(
+        'pytest_plugins = ["tests.support.isolation", "tests.support.services"]\n'
+    )
 
     result = subprocess.run(  # noqa: S603 - our own interpreter and test file
         [

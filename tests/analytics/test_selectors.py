@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from analytics.selectors import tenant_overview
 from conversations.models import Conversation
-from tests import factories
+from tests.support import factories
 
 pytestmark = pytest.mark.django_db
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.live_asgi import free_port
+from tests.support.live_asgi import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,9 +15,9 @@ from conversations import agents, events, selectors
 from conversations.events import Event, Published
 from conversations.lifecycle import conversations_sweep
 from tenants.models import Role
-from tests import factories
-from tests.conversations.test_lifecycle import idle, queued
-from tests.sockets import SOCKET_WAIT
+from tests.support import factories
+from tests.support.lifecycle import idle, queued
+from tests.support.sockets import SOCKET_WAIT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

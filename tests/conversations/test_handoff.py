@@ -14,24 +14,11 @@ from conversations.pipeline import draft_reply
 from conversations.presence import PresenceStatus, presence_set
 from conversations.services import conversation_rate
 from conversations.tickets import ticket_reply_send
-from knowledge import services as knowledge_services
 from tenants.models import Role
-from tests import factories
-from tests.conversations.test_pipeline import Widget, provider
+from tests.support import factories
+from tests.support.widget import Widget, provider
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def shop(db):
-    tenant = factories.TenantFactory(
-        slug="shop", allowed_origins=["https://shop.example.com"], default_language="en"
-    )
-    factories.KnowledgeEntryFactory(
-        tenant=tenant, question="How long does delivery take?", answer="3–5 working days."
-    )
-    knowledge_services.knowledge_changed(tenant_id=tenant.pk)
-    return tenant
 
 
 def online_agent(tenant, username: str = "agent-li"):

@@ -2,7 +2,6 @@
 and reopened when the customer writes again."""
 
 import threading
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -17,8 +16,9 @@ from conversations.tickets import ticket_from_conversation
 from helpdesk_site.celery import app as celery_app
 from knowledge import services as knowledge_services
 from tenants.scoping import all_tenants
-from tests import factories
-from tests.conversations.test_pipeline import ORIGIN, Widget
+from tests.support import factories
+from tests.support.lifecycle import idle, queued
+from tests.support.widget import ORIGIN, Widget
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,15 +42,6 @@ def shop(db):
     return tenant
 
 
-def idle(conversation: Conversation, minutes: float) -> None:
-    """Makes a conversation look as if nothing happened in it for ``minutes``."""
-    then = timezone.now() - timedelta(minutes=minutes)
-    changes: dict[str, Any] = {"last_message_at": then}
-    if conversation.status == Conversation.Status.QUEUED:
-        changes["queued_at"] = then
-    Conversation.objects.filter(pk=conversation.pk).update(**changes)
-
-
 def answered(tenant, *, refs: list[str], **answer: Any) -> Conversation:
     """A conversation with the assistant: a question and an answer that used ``refs``."""
     conversation = factories.ConversationFactory.create(
@@ -64,19 +55,6 @@ def answered(tenant, *, refs: list[str], **answer: Any) -> Conversation:
         content="Delivery takes 3–5 working days.",
         knowledge_refs=refs,
         **answer,
-    )
-    return conversation
-
-
-def queued(tenant) -> Conversation:
-    conversation = factories.ConversationFactory.create(
-        tenant=tenant,
-        status=Conversation.Status.QUEUED,
-        handoff_reason=Conversation.HandoffReason.CUSTOMER_REQUEST,
-        queued_at=timezone.now(),
-    )
-    factories.MessageFactory(
-        conversation=conversation, role=Message.Role.CUSTOMER, content="转人工"
     )
     return conversation
 

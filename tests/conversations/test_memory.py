@@ -22,7 +22,7 @@ from conversations.memory import Turn, memory_append, memory_forget, memory_rece
 from conversations.models import Conversation
 from helpdesk_site.redis import redis_client, redis_close
 from tenants.models import Tenant
-from tests.factories import ConversationFactory, MessageFactory, TenantFactory
+from tests.support.factories import ConversationFactory, MessageFactory, TenantFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

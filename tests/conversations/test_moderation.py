@@ -25,7 +25,7 @@ from conversations.moderation import (
     word_filter_for_tenant,
 )
 from knowledge.models import SensitiveWordList
-from tests import factories
+from tests.support import factories
 
 EMPTY_FILTER = WordFilter(())
 

@@ -6,11 +6,9 @@ Every LLM call goes to the mock OpenAI-compatible server over real HTTP with the
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
 from django.core.cache import cache
 
 from conversations import services, writer
@@ -21,17 +19,15 @@ from conversations.pipeline import draft_reply
 from conversations.ratelimit import rate_limit_local_reset
 from conversations.services import visitor_token_issue, visitor_token_read
 from devtools.mockllm import MockLLMServer, stream_tokens
-from helpdesk_site.asgi import application
 from knowledge import services as knowledge_services
 from knowledge.models import KnowledgeEntry
 from knowledge.search import registry
 from llm.selectors import llm_providers_forget
-from tests import factories
-from tests.sockets import SOCKET_WAIT
+from tests.support import factories
+from tests.support.sockets import SOCKET_WAIT
+from tests.support.widget import ORIGIN, Widget, provider, text_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-ORIGIN = "https://shop.example.com"
 
 
 @pytest.fixture(autouse=True)
@@ -88,65 +84,12 @@ def shop(db):
     return tenant
 
 
-def provider(tenant, server: MockLLMServer, **fields: Any):
-    defaults = {"base_url": server.base_url, "model": "kefu-mock", "first_token_timeout": 2.0}
-    return factories.LLMProviderFactory(tenant=tenant, **(defaults | fields))
-
-
 @pytest.fixture
 async def second_llm() -> AsyncIterator[MockLLMServer]:
     server = MockLLMServer()
     server.start()
     yield server
     server.stop()
-
-
-class Widget:
-    def __init__(self, tenant) -> None:
-        self.communicator = WebsocketCommunicator(
-            application,
-            f"/ws/widget/{tenant.public_key}/",
-            headers=[(b"origin", ORIGIN.encode()), (b"host", b"kefu.example.com")],
-        )
-        self.welcome: dict[str, Any] = {}
-
-    async def open(self, **hello: Any) -> dict[str, Any]:
-        connected, _ = await self.communicator.connect(timeout=SOCKET_WAIT)
-        assert connected
-        await self.send({"type": "hello", **hello})
-        welcome = await self.receive()
-        assert welcome["type"] == "welcome"
-        return welcome
-
-    async def send(self, frame: dict[str, Any]) -> None:
-        await self.communicator.send_to(text_data=json.dumps(frame))
-
-    async def receive(self, wait: float = SOCKET_WAIT) -> dict[str, Any]:
-        frame = json.loads(await self.communicator.receive_from(timeout=wait))
-        if frame["type"] == "welcome":
-            self.welcome = frame
-        elif frame.get("conversation_id") and self.welcome.get("conversation_id") is None:
-            # A conversation starts with its first message: the welcome (which tests keep)
-            # learns its id from the message's acknowledgement.
-            self.welcome["conversation_id"] = frame["conversation_id"]
-        return frame
-
-    async def ask(self, text: str, message_id: str) -> list[dict[str, Any]]:
-        """Sends a message; returns every frame up to its `done`, `error` or `status`."""
-        await self.send({"type": "message", "id": message_id, "text": text})
-        frames = []
-        while True:
-            frame = await self.receive()
-            frames.append(frame)
-            if frame["type"] in ("done", "error", "status") or frame.get("duplicate"):
-                return frames
-
-    async def close(self) -> None:
-        await self.communicator.disconnect()
-
-
-def text_of(frames: list[dict[str, Any]]) -> str:
-    return "".join(f["text"] for f in frames if f["type"] == "delta")
 
 
 @database_sync_to_async

@@ -19,7 +19,7 @@ from conversations.presence import (
     presence_statuses,
 )
 from tenants.models import Role
-from tests import factories
+from tests.support import factories
 
 ONLINE, AWAY = PresenceStatus.ONLINE, PresenceStatus.AWAY
 STALE = PRESENCE_FRESH_SECONDS + 1

@@ -16,9 +16,9 @@ from devtools.mockllm import MockLLMServer
 from knowledge import services as knowledge_services
 from knowledge.search import registry
 from llm.selectors import llm_providers_forget
-from tests import factories
-from tests.conversations.test_pipeline import provider
-from tests.sockets import SOCKET_WAIT
+from tests.support import factories
+from tests.support.sockets import SOCKET_WAIT
+from tests.support.widget import provider
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -9,13 +9,13 @@ import pytest
 from channels.db import database_sync_to_async
 
 from conversations import agent_consumer, agents, consumers, pipeline
-from tests.conversations.test_agent_console import Console, member, shop  # noqa: F401
+from tests.support.console import Console, member
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 async def test_a_failing_service_is_an_internal_error_not_a_bad_frame(
-    shop,  # noqa: F811
+    shop,
     monkeypatch,
     caplog,
 ) -> None:

@@ -14,7 +14,7 @@ from conversations.models import Ticket, TicketReply
 from conversations.tasks import ticket_created_email_task, ticket_reply_email_task
 from conversations.tickets import ticket_from_conversation, ticket_reply_send
 from tenants.models import Role
-from tests import factories
+from tests.support import factories
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

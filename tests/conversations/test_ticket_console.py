@@ -4,7 +4,7 @@ from django.core import mail
 from django.urls import reverse
 
 from conversations.models import Ticket, TicketReply
-from tests import factories
+from tests.support import factories
 
 
 def test_a_reply_in_the_console_is_emailed_to_the_customer(

@@ -8,7 +8,7 @@ from django.test import override_settings
 
 from conversations.tickets import ticket_from_conversation
 from tenants.models import Role
-from tests import factories
+from tests.support import factories
 
 
 @pytest.mark.django_db(transaction=True)

@@ -9,8 +9,8 @@ from django.urls import reverse
 from conversations.models import Customer
 from conversations.services import identity_signature
 from helpdesk_site.asgi import application
-from tests import factories
-from tests.sockets import SOCKET_WAIT
+from tests.support import factories
+from tests.support.sockets import SOCKET_WAIT
 
 ORIGIN = "https://shop.example.com"
 

@@ -10,8 +10,8 @@ from channels.testing import WebsocketCommunicator
 from conversations.models import Customer, Message, Ticket
 from conversations.services import identity_signature
 from helpdesk_site.asgi import application
-from tests.factories import TenantFactory
-from tests.sockets import SOCKET_WAIT
+from tests.support.factories import TenantFactory
+from tests.support.sockets import SOCKET_WAIT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

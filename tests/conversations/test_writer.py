@@ -15,8 +15,8 @@ from conversations.services import (
     MessageWritten,
     messages_record,
 )
-from knowledge.models import KnowledgeEntry
-from tests import factories
+from tests.support import factories
+from tests.support.writes import question
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,20 +27,6 @@ def shop(db):
     entry = factories.KnowledgeEntryFactory(tenant=tenant, question="Delivery?", answer="3 days.")
     conversations = factories.ConversationFactory.create_batch(3, tenant=tenant)
     return tenant, entry, conversations
-
-
-def faq_answer(entry: KnowledgeEntry) -> AnswerRecord:
-    return AnswerRecord(content=entry.answer, source="faq", knowledge_refs=(f"faq-{entry.pk}",))
-
-
-def question(conversation: Conversation, client_id: str, entry: KnowledgeEntry) -> MessageWrite:
-    return MessageWrite(
-        tenant_id=conversation.tenant_id,
-        conversation_id=conversation.pk,
-        customer=CustomerText(client_id, "Delivery?"),
-        answer=faq_answer(entry),
-        faq_entry_id=entry.pk,
-    )
 
 
 def test_a_batch_stores_questions_with_their_faq_answers_in_order(shop) -> None:

@@ -2,12 +2,11 @@
 
 import uuid
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.core.cache import cache, caches
 from django.db import connection
 
 from helpdesk_site.celery import app as celery_app
+from tests.support.channel_layer import assert_redis_channel_layer_delivers_to_groups
 
 
 def test_database_is_postgresql_when_configured(postgres) -> None:
@@ -29,21 +28,7 @@ def test_redis_cache_round_trip(redis_url: str) -> None:
 
 
 def test_redis_channel_layer_delivers_to_groups(redis_url: str) -> None:
-    from helpdesk_site.channel_layer import DegradingRedisChannelLayer
-
-    layer = get_channel_layer()
-    assert isinstance(layer, DegradingRedisChannelLayer)
-
-    async def exchange() -> dict:
-        channel = await layer.new_channel()
-        group = f"tenant-1.conversation-{uuid.uuid4().hex}"
-        await layer.group_add(group, channel)
-        await layer.group_send(group, {"type": "chat.message", "text": "你好"})
-        message = await layer.receive(channel)
-        await layer.group_discard(group, channel)
-        return message
-
-    assert async_to_sync(exchange)() == {"type": "chat.message", "text": "你好"}
+    assert_redis_channel_layer_delivers_to_groups()
 
 
 def test_celery_uses_the_redis_broker(redis_url: str) -> None:

@@ -32,10 +32,10 @@ from helpdesk_site.redis import redis_close
 from knowledge import services as knowledge_services
 from knowledge.search import current_knowledge_version, registry
 from tenants.models import Role
-from tests import factories
-from tests.conftest import skip_or_fail
-from tests.live_asgi import free_port
-from tests.sockets import SOCKET_WAIT
+from tests.support import factories
+from tests.support.live_asgi import free_port
+from tests.support.services import skip_or_fail
+from tests.support.sockets import SOCKET_WAIT
 
 REDIS_SERVER = Path("/usr/bin/redis-server")
 ORIGIN = "https://shop.example.com"

@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from conversations.models import Conversation
-from tests import factories
+from tests.support import factories
 
 PAGES = sorted((model._meta.app_label, model._meta.model_name) for model in admin.site._registry)
 

@@ -13,8 +13,8 @@ from django.test import Client
 from conversations.consumers import WidgetConsumer
 from helpdesk_site.asgi import application
 from tenants.models import Role
-from tests.factories import MembershipFactory, TenantFactory, UserFactory
-from tests.sockets import SOCKET_WAIT
+from tests.support.factories import MembershipFactory, TenantFactory, UserFactory
+from tests.support.sockets import SOCKET_WAIT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from knowledge.models import KnowledgeEntry
 from knowledge.selectors import knowledge_entries_csv
 from knowledge.services import knowledge_entries_import_csv
-from tests import factories
+from tests.support import factories
 
 IMPORT_URL = reverse("admin:knowledge_knowledgeentry_import_csv")
 EXPORT_URL = reverse("admin:knowledge_knowledgeentry_export_csv")

@@ -8,7 +8,7 @@ from knowledge.models import Document, EmbeddingVector
 from knowledge.search import faq_match, knowledge_search, registry
 from llm.embeddings import local_embeddings_available
 from llm.gateway import GatewayError
-from tests import factories
+from tests.support import factories
 
 
 @pytest.fixture(autouse=True)

@@ -22,8 +22,8 @@ from knowledge.freshness import channel_name
 from knowledge.models import KnowledgeEntry
 from knowledge.search import IndexRegistry, faq_match, registry
 from knowledge.services import knowledge_entry_save, knowledge_version_cache_key
-from tests import factories
-from tests.conversations.test_pipeline import ORIGIN, Widget, text_of
+from tests.support import factories
+from tests.support.widget import ORIGIN, Widget, text_of
 
 ROOT = Path(__file__).resolve().parents[2]
 QUESTION = "Can I pay with a gift card?"

@@ -6,8 +6,8 @@ from django.urls import reverse
 from knowledge import services
 from knowledge.search import registry
 from tenants.models import Role
-from tests import factories
-from tests.browser import browser, console_login  # noqa: F401 - fixture
+from tests.support import factories
+from tests.support.browser import console_login
 
 HIT_TEST = reverse("admin:knowledge_hit_test")
 
@@ -58,7 +58,7 @@ def test_hit_test_is_scoped_and_role_checked(agent_client_a, tenant_a, tenant_b)
     assert page.context["candidates"] == []  # but only their own tenant's
 
 
-def test_hit_test_in_a_browser(browser, live_server, tenant_a) -> None:  # noqa: F811
+def test_hit_test_in_a_browser(browser, live_server, tenant_a) -> None:
     _faq(tenant_a)
     user = factories.UserFactory(username="kb-admin")
     factories.MembershipFactory(user=user, tenant=tenant_a, role=Role.ADMIN)

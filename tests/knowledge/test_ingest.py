@@ -18,7 +18,7 @@ from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
 from knowledge import ingest, services, tasks
 from knowledge.ingest import IngestError, split_into_chunks
 from knowledge.models import Chunk, Document
-from tests import factories
+from tests.support import factories
 
 ADD_URL = reverse("admin:knowledge_document_add")
 CHANGELIST_URL = reverse("admin:knowledge_document_changelist")

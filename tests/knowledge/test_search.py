@@ -6,7 +6,7 @@ from django.urls import reverse
 from knowledge import services
 from knowledge.models import Document
 from knowledge.search import faq_candidates, faq_match, knowledge_search, registry
-from tests import factories
+from tests.support import factories
 
 
 @pytest.fixture(autouse=True)

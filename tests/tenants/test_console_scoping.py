@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.urls import reverse
 
 from tenants.models import Role
-from tests import factories
+from tests.support import factories
 
 # Every console page over tenant data, with a factory for a row of a given tenant.
 SCOPED_PAGES = {

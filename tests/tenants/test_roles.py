@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from conversations.models import Conversation
 from tenants.models import Membership, Role
-from tests import factories
+from tests.support import factories
 
 
 @pytest.mark.parametrize(

@@ -44,9 +44,9 @@ from tenants.scoping import (
     scoped_tenant_id,
     tenant_scope,
 )
-from tests import factories
-from tests.conversations.test_writer import question
-from tests.sockets import SOCKET_WAIT
+from tests.support import factories
+from tests.support.sockets import SOCKET_WAIT
+from tests.support.writes import question
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from tenants import fields, services
 from tenants.models import ApiKey, LLMProvider
-from tests import factories
+from tests.support import factories
 
 
 def _raw_column(model, pk: int, column: str) -> str:

@@ -6,21 +6,14 @@ from playwright.sync_api import expect
 
 from conversations.models import Conversation, Message
 from tenants.models import Role
-from tests import factories
-from tests.browser import console_login
-from tests.widget.test_widget_browser import (  # noqa: F401 - fixtures
-    ARTIFACTS,
-    Widget,
-    _fresh_state,
-    new_page,
-    server,
-    shop,
-)
+from tests.support import factories
+from tests.support.browser import console_login
+from tests.support.widget_page import ARTIFACTS, Widget
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_request_accept_reply_both_ways_resolve_and_rate(shop, server, new_page) -> None:  # noqa: F811
+def test_request_accept_reply_both_ways_resolve_and_rate(shop, server, new_page) -> None:
     user = factories.UserFactory(username="wang")
     factories.MembershipFactory(user=user, tenant=shop, role=Role.AGENT)
     console = new_page()
@@ -89,9 +82,9 @@ HOSTILE_NAME = '<img src=x onerror="window.__xss=1">Li'
 
 
 def test_answers_render_as_the_widget_renders_them_and_customers_have_readable_names(
-    shop,  # noqa: F811
-    server,  # noqa: F811
-    new_page,  # noqa: F811
+    shop,
+    server,
+    new_page,
 ) -> None:
     # Given an anonymous visitor whose question the assistant answered in Markdown, and a
     # customer who typed markup as their name, both waiting for a person
@@ -137,9 +130,9 @@ def test_answers_render_as_the_widget_renders_them_and_customers_have_readable_n
 
 
 def test_an_agent_demoted_while_the_console_is_open_is_told_and_can_no_longer_accept(
-    shop,  # noqa: F811
-    server,  # noqa: F811
-    new_page,  # noqa: F811
+    shop,
+    server,
+    new_page,
 ) -> None:
     user = factories.UserFactory(username="wang")
     membership = factories.MembershipFactory(user=user, tenant=shop, role=Role.AGENT)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import skip_or_fail
+from tests.support.services import skip_or_fail
 
 CHROMIUM = os.environ.get("KEFU_CHROMIUM", "/usr/bin/chromium")
 # Every wait polls its condition until this deadline (milliseconds): a passing test never waits

@@ -1,0 +1,41 @@
+"""What one test leaves in the process (memories, rate-limit windows, channel layers) is
+cleared before the next.
+
+Registered for every test by ``pytest_plugins`` in ``tests/conftest.py``.
+"""
+
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _process_state_reset() -> None:
+    """Test databases reuse ids: in-process memories and rate-limit windows of one test must
+    not leak into the next."""
+    from conversations.memory import memory_local_reset
+    from conversations.presence import presence_clear_all
+    from conversations.ratelimit import rate_limit_local_reset
+    from conversations.throttle import typing_throttle_local_reset
+    from llm.gateway import gateway_local_reset
+    from llm.selectors import llm_providers_forget
+
+    gateway_local_reset()
+    memory_local_reset()
+    rate_limit_local_reset()
+    llm_providers_forget()
+    typing_throttle_local_reset()
+    presence_clear_all()
+
+
+@pytest.fixture(autouse=True)
+def _channel_layers_reset() -> Iterator[None]:
+    """Every test gets its own channel layer instances. Channels caches one per alias for the
+    process; a layer whose ``receive`` is still pending on another event loop (a live server's
+    consumer) refuses every other loop's ``receive``, and its Redis connections belong to
+    loops that are gone."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
