@@ -1,4 +1,5 @@
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -14,6 +15,23 @@ pytest_plugins = [
     "tests.support.live_asgi",
     "tests.support.browser",
 ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _database_sessions_ended(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """The code under test keeps database connections in threads of its own (the group-commit
+    writer, the worker pool of ``database_sync_to_async``), and PostgreSQL refuses to drop a
+    test database that a session still uses: those sessions are ended before it is dropped."""
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
 
 
 @pytest.fixture(autouse=True)
