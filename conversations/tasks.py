@@ -2,6 +2,7 @@
 
 import logging
 from smtplib import SMTPException, SMTPRecipientsRefused
+from typing import Any
 
 from celery import shared_task
 from django.conf import settings
@@ -51,6 +52,19 @@ def conversations_sweep_task(tenant_id: int | None = None) -> dict[int, dict[str
 MAIL_RETRY_ERRORS = (SMTPException, OSError, OperationalError, InterfaceError)
 
 
+# Ticket e-mails: retried on mail-server errors with backoff, never left running.
+MAIL_TASK_OPTIONS: dict[str, Any] = {
+    "acks_late": True,
+    "autoretry_for": MAIL_RETRY_ERRORS,
+    "max_retries": 5,
+    "retry_backoff": 30,
+    "retry_backoff_max": 900,
+    "retry_jitter": True,
+    "soft_time_limit": 60,
+    "time_limit": 90,
+}
+
+
 def _send(subject: str, body: str, recipients: list[str], *, what: str) -> bool:
     """Sends one e-mail; False when the server refused every recipient (retrying would not
     help). Other SMTP errors are raised for the task to retry."""
@@ -63,16 +77,7 @@ def _send(subject: str, body: str, recipients: list[str], *, what: str) -> bool:
     return True
 
 
-@shared_task(
-    acks_late=True,
-    autoretry_for=MAIL_RETRY_ERRORS,
-    max_retries=5,
-    retry_backoff=30,
-    retry_backoff_max=900,
-    retry_jitter=True,
-    soft_time_limit=60,
-    time_limit=90,
-)
+@shared_task(**MAIL_TASK_OPTIONS)
 @tenant_scoped_task
 def ticket_created_email_task(tenant_id: int, ticket_id: int) -> bool:
     """E-mails the tenant's agents about a new ticket, once (``Ticket.agents_emailed_at``).
@@ -101,16 +106,7 @@ def ticket_created_email_task(tenant_id: int, ticket_id: int) -> bool:
     return True
 
 
-@shared_task(
-    acks_late=True,
-    autoretry_for=MAIL_RETRY_ERRORS,
-    max_retries=5,
-    retry_backoff=30,
-    retry_backoff_max=900,
-    retry_jitter=True,
-    soft_time_limit=60,
-    time_limit=90,
-)
+@shared_task(**MAIL_TASK_OPTIONS)
 @tenant_scoped_task
 def ticket_reply_email_task(tenant_id: int, reply_id: int) -> bool:
     """E-mails an agent's ticket reply to the customer, once (``TicketReply.emailed_at``).
