@@ -263,15 +263,7 @@ async def apublish_stored(event: Event, payload: Payload, *, tenant_id: int) -> 
     pipeline goes on. Live updates go out on the caller's event loop; other subscribers (sync
     code) run on a worker thread, only when there are any."""
     published = Published(event, payload, tenant_id)
-    layer = get_channel_layer()
-    if layer is not None:
-        for group, message in channel_messages(published):
-            try:
-                await layer.group_send(group, message)
-            except Exception as error:  # the customer's answer must not fail with a live update
-                logger.error(
-                    "live update %s to %s failed: %s", message["type"], group, _failure_place(error)
-                )
+    await _live_updates_send(channel_messages(published))
     if _subscribers:
         await sync_to_async(_subscribers_call, thread_sensitive=False)((published,))
 
@@ -381,13 +373,21 @@ def channel_batch_messages(events: Sequence[Published]) -> list[tuple[str, dict[
 
 def channel_layer_deliver(events: Sequence[Published]) -> None:
     """Sends the events' channel messages (``channel_batch_messages``)."""
+    messages = channel_batch_messages(events)
+    if messages:
+        async_to_sync(_live_updates_send)(messages)
+
+
+async def _live_updates_send(messages: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """Sends each (group, message) through the channel layer; one that fails is logged and the
+    other groups still hear of theirs (and no caller fails with a live update)."""
     layer = get_channel_layer()
     if layer is None:
         return
-    for group, message in channel_batch_messages(events):
+    for group, message in messages:
         try:
-            async_to_sync(layer.group_send)(group, message)
-        except Exception as error:  # the other groups still hear of it
+            await layer.group_send(group, message)
+        except Exception as error:
             logger.error(
                 "live update %s to %s failed: %s", message["type"], group, _failure_place(error)
             )
