@@ -16,6 +16,13 @@ class Channel(models.TextChoices):
     WECHAT = "wechat", _("WeChat")
 
 
+class Priority(models.TextChoices):
+    LOW = "low", _("Low")
+    NORMAL = "normal", _("Normal")
+    HIGH = "high", _("High")
+    URGENT = "urgent", _("Urgent")
+
+
 class Customer(TenantOwnedModel):
     """Somebody a tenant talks to, identified per channel by an external id."""
 
@@ -31,6 +38,12 @@ class Customer(TenantOwnedModel):
     )
     metadata = models.JSONField(_("metadata"), default=dict, blank=True)
     last_seen_at = models.DateTimeField(_("last seen at"), null=True, blank=True)
+    anonymized_at = models.DateTimeField(
+        _("anonymised at"),
+        null=True,
+        blank=True,
+        help_text=_("The customer's personal data was erased; the statistics are kept."),
+    )
 
     class Meta:
         verbose_name = _("customer")
@@ -88,6 +101,10 @@ class Conversation(TenantOwnedModel):
         _("status"), max_length=10, choices=Status.choices, default=Status.BOT
     )
     language = models.CharField(_("language"), max_length=10, blank=True)
+    priority = models.CharField(
+        _("priority"), max_length=10, choices=Priority.choices, default=Priority.NORMAL
+    )
+    tags = models.JSONField(_("tags"), default=list, blank=True)
     assignee = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,
@@ -236,11 +253,7 @@ class Ticket(TenantOwnedModel):
         PENDING = "pending", _("Pending")
         SOLVED = "solved", _("Solved")
 
-    class Priority(models.TextChoices):
-        LOW = "low", _("Low")
-        NORMAL = "normal", _("Normal")
-        HIGH = "high", _("High")
-        URGENT = "urgent", _("Urgent")
+    Priority = Priority  # shared with conversations
 
     customer = models.ForeignKey(
         Customer, on_delete=models.CASCADE, related_name="tickets", verbose_name=_("customer")

@@ -4,6 +4,7 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from conversations.views import widget_config
 from tenants.apis import TenantCurrentApi
@@ -18,6 +19,10 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 api_v1 = [
     path("tenant/", TenantCurrentApi.as_view(), name="tenant-current"),
+    # The OpenAPI schema and its readers: public (they describe, they hold no data).
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("docs/redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
 ]
 
 urlpatterns = [

@@ -14,6 +14,14 @@ class KnowledgeEntry(TenantOwnedModel):
     answer = models.TextField(_("answer"))
     tags = models.JSONField(_("tags"), default=list, blank=True)
     enabled = models.BooleanField(_("enabled"), default=True)
+    external_key = models.CharField(
+        _("external key"),
+        max_length=100,
+        blank=True,
+        help_text=_(
+            "Your own id for this entry, for updates from another system (API bulk upsert)."
+        ),
+    )
     hit_count = models.PositiveIntegerField(_("hits"), default=0, editable=False)
     last_hit_at = models.DateTimeField(_("last hit at"), null=True, blank=True, editable=False)
 
@@ -22,6 +30,13 @@ class KnowledgeEntry(TenantOwnedModel):
         verbose_name_plural = _("FAQ entries")
         ordering = ["-updated_at", "-id"]
         indexes = [models.Index(fields=["tenant", "enabled"], name="kentry_tenant_enabled")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "external_key"],
+                condition=~models.Q(external_key=""),
+                name="kentry_unique_external_key",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.question

@@ -1,12 +1,13 @@
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
+from helpdesk_site.api_view import ApiView
 from tenants.authentication import ANY_KEY, HasScope
 
 
-class TenantCurrentApi(APIView):
+class TenantCurrentApi(ApiView):
     """The tenant and scopes of the API key in use: a way to check a key works."""
 
     permission_classes = [HasScope]
@@ -18,5 +19,9 @@ class TenantCurrentApi(APIView):
         key_prefix = serializers.CharField(source="prefix")
         scopes = serializers.ListField(child=serializers.CharField())
 
+        class Meta:
+            ref_name = "TenantCurrent"
+
+    @extend_schema(responses=OutputSerializer, operation_id="tenant_current", tags=["tenant"])
     def get(self, request: Request) -> Response:
         return Response(self.OutputSerializer(request.auth).data)

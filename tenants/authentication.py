@@ -3,6 +3,7 @@
 from typing import Any, Final
 
 from django.contrib.auth.models import AnonymousUser
+from django.utils.translation import gettext, gettext_noop
 from django.utils.translation import gettext_lazy as _
 from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
@@ -52,15 +53,24 @@ ANY_KEY: Final = "any-key"
 
 class HasScope(permissions.BasePermission):
     """DRF permission (the default of every API view): the API key carries the view's
-    ``required_scope``, an ``ApiKey.Scope`` or ``ANY_KEY``. A view that declares no scope is
-    refused to every key, so a forgotten declaration fails closed."""
+    ``required_scope``, an ``ApiKey.Scope`` or ``ANY_KEY``; the ``admin`` scope carries every
+    scope. A view that declares no scope is refused to every key, so a forgotten declaration
+    fails closed. A key without the scope is answered 403 ``missing_scope``, naming it."""
+
+    code = "missing_scope"
+    message: str = gettext_noop("This API key does not have the scope this endpoint needs.")
 
     def has_permission(self, request: Request, view: Any) -> bool:
         api_key = request.auth
         scope = getattr(view, "required_scope", None)
         if not isinstance(api_key, ApiKey) or scope is None:
             return False
-        return scope == ANY_KEY or scope in api_key.scopes
+        if scope == ANY_KEY or scope in api_key.scopes or ApiKey.Scope.ADMIN in api_key.scopes:
+            return True
+        self.message = gettext("This API key does not have the “%(scope)s” scope.") % {
+            "scope": scope
+        }
+        return False
 
     def has_object_permission(self, request: Request, view: Any, obj: Any) -> bool:
         return self.has_permission(request, view)

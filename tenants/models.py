@@ -2,7 +2,8 @@ import secrets
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.serializers.json import DjangoJSONEncoder
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
@@ -136,6 +137,20 @@ class Tenant(TimeStampedModel):
         ),
     )
     ticket_sla_hours = models.PositiveSmallIntegerField(_("ticket SLA (hours)"), default=24)
+    api_rate_limit = models.CharField(
+        _("API rate limit"),
+        max_length=20,
+        blank=True,
+        validators=[
+            RegexValidator(
+                r"^[1-9][0-9]*/[1-9][0-9]*$", _("Write it as count/seconds, e.g. 600/60.")
+            )
+        ],
+        help_text=_(
+            "Requests per API key as count/seconds, for example 600/60. Empty: the server's "
+            "default."
+        ),
+    )
     is_active = models.BooleanField(_("active"), default=True)
     knowledge_version = models.PositiveBigIntegerField(
         _("knowledge version"),
@@ -199,11 +214,15 @@ class ApiKey(TenantOwnedModel):
     """A key for the REST API. Only its SHA-256 digest is stored; the prefix identifies it."""
 
     class Scope(models.TextChoices):
-        CONVERSATIONS_READ = "conversations:read", _("Read conversations")
-        CONVERSATIONS_WRITE = "conversations:write", _("Write conversations")
+        CHAT = "chat", _("Chat as customers (headless chat)")
+        CONVERSATIONS_READ = "conversations:read", _("Read conversations and customers")
+        CONVERSATIONS_WRITE = "conversations:write", _("Write conversations and customers")
+        TICKETS_READ = "tickets:read", _("Read tickets")
+        TICKETS_WRITE = "tickets:write", _("Write tickets")
         KNOWLEDGE_READ = "knowledge:read", _("Read knowledge")
         KNOWLEDGE_WRITE = "knowledge:write", _("Write knowledge")
-        TICKETS_WRITE = "tickets:write", _("Write tickets")
+        REPORTS_READ = "reports:read", _("Read reports")
+        ADMIN = "admin", _("Everything (all scopes)")
 
     name = models.CharField(_("name"), max_length=100)
     prefix = models.CharField(_("prefix"), max_length=16, unique=True, editable=False)
@@ -278,3 +297,28 @@ class LLMProvider(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.name} · {self.model}"
+
+
+class IdempotencyRecord(TenantOwnedModel):
+    """The first response to a POST made with an ``Idempotency-Key``: a retry with the same key
+    gets it again instead of doing the work twice. Kept ``API_IDEMPOTENCY_TTL_SECONDS``."""
+
+    api_key = models.ForeignKey(
+        ApiKey, on_delete=models.CASCADE, related_name="+", verbose_name=_("API key")
+    )
+    key = models.CharField(_("idempotency key"), max_length=255)
+    # What the key was first used for (method, path and a digest of the body): the same key
+    # with another request is an error, not a replay.
+    fingerprint = models.CharField(_("request fingerprint"), max_length=64)
+    status_code = models.PositiveSmallIntegerField(_("status code"), null=True, blank=True)
+    body = models.JSONField(_("response body"), null=True, blank=True, encoder=DjangoJSONEncoder)
+
+    class Meta:
+        verbose_name = _("idempotency record")
+        verbose_name_plural = _("idempotency records")
+        constraints = [
+            models.UniqueConstraint(fields=["api_key", "key"], name="idempotency_unique_key")
+        ]
+
+    def __str__(self) -> str:
+        return self.key

@@ -1,18 +1,21 @@
 """Writes for tenants, memberships and API keys."""
 
+import enum
 import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from tenants.models import ApiKey, Membership, Role, Tenant
+from tenants.models import ApiKey, IdempotencyRecord, Membership, Role, Tenant
 from tenants.scoping import all_tenants, tenant_scope
 
 API_KEY_PREFIX = "kefu_"
@@ -90,3 +93,65 @@ def membership_create_with_user(
         raise ValidationError({"username": _("This username is taken.")})
     user = user_model.objects.create_user(username=username, email=email, password=password)
     return Membership.objects.create(user=user, tenant=tenant, role=role)
+
+
+class IdempotencyOutcome(enum.Enum):
+    NEW = "new"  # the request goes ahead; its response is recorded with idempotency_record
+    REPLAY = "replay"  # answered before: send the recorded response
+    IN_PROGRESS = "in_progress"  # the first request with this key is still running
+    MISMATCH = "mismatch"  # the key was used for another request
+
+
+@dataclass(frozen=True)
+class IdempotencyClaim:
+    outcome: IdempotencyOutcome
+    record_id: int | None = None
+    status_code: int | None = None
+    body: Any = None
+
+
+def idempotency_claim(*, api_key: ApiKey, key: str, fingerprint: str) -> IdempotencyClaim:
+    """Claims ``key`` for a POST of ``api_key``'s, or says what the first request with it got.
+    A record older than ``API_IDEMPOTENCY_TTL_SECONDS`` is forgotten."""
+    expired_before = timezone.now() - timedelta(seconds=settings.API_IDEMPOTENCY_TTL_SECONDS)
+    with tenant_scope(api_key.tenant_id):
+        IdempotencyRecord.objects.filter(
+            api_key=api_key, key=key, created_at__lt=expired_before
+        ).delete()
+        try:
+            with transaction.atomic():
+                record = IdempotencyRecord.objects.create(
+                    tenant_id=api_key.tenant_id, api_key=api_key, key=key, fingerprint=fingerprint
+                )
+        except IntegrityError:
+            found = IdempotencyRecord.objects.filter(api_key=api_key, key=key).first()
+            if found is None:  # expired and deleted by a concurrent claim meanwhile
+                return IdempotencyClaim(IdempotencyOutcome.IN_PROGRESS)
+            if found.fingerprint != fingerprint:
+                return IdempotencyClaim(IdempotencyOutcome.MISMATCH)
+            if found.status_code is None:
+                return IdempotencyClaim(IdempotencyOutcome.IN_PROGRESS)
+            return IdempotencyClaim(
+                IdempotencyOutcome.REPLAY, found.pk, found.status_code, found.body
+            )
+    return IdempotencyClaim(IdempotencyOutcome.NEW, record.pk)
+
+
+def idempotency_record(*, tenant_id: int, record_id: int, status_code: int, body: Any) -> None:
+    """Records the response to the request that claimed ``record_id``."""
+    with tenant_scope(tenant_id):
+        IdempotencyRecord.objects.filter(pk=record_id).update(status_code=status_code, body=body)
+
+
+def idempotency_release(*, tenant_id: int, record_id: int) -> None:
+    """Forgets a claim whose request failed on the server's side: a retry runs it again."""
+    with tenant_scope(tenant_id):
+        IdempotencyRecord.objects.filter(pk=record_id).delete()
+
+
+def idempotency_purge() -> int:
+    """Deletes every record past its time to live; returns how many."""
+    expired_before = timezone.now() - timedelta(seconds=settings.API_IDEMPOTENCY_TTL_SECONDS)
+    with all_tenants("purging expired idempotency records"):
+        deleted, _counts = IdempotencyRecord.objects.filter(created_at__lt=expired_before).delete()
+    return deleted

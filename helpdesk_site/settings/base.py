@@ -43,6 +43,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and Redoc served from here, not from a CDN
     "tenants",
     "llm",
     "conversations",
@@ -237,9 +239,34 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.ApiKeyAuthentication"],
     # Every view declares the key scope it needs (tenants.authentication.HasScope).
     "DEFAULT_PERMISSION_CLASSES": ["tenants.authentication.HasScope"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
-    "PAGE_SIZE": 50,
+    "DEFAULT_THROTTLE_CLASSES": ["helpdesk_site.api.ApiKeyRateThrottle"],
+    "DEFAULT_PAGINATION_CLASS": "helpdesk_site.api.CursorPagination",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "EXCEPTION_HANDLER": "helpdesk_site.api.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "helpdesk_site.api_schema.KefuAutoSchema",
+    "COERCE_DECIMAL_TO_STRING": True,
+}
+# Requests per API key, "N/SECONDS"; a tenant may set its own (Tenant.api_rate_limit).
+API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="600/60")
+# How long the first response to a POST with an Idempotency-Key is replayed to retries.
+API_IDEMPOTENCY_TTL_SECONDS = env.int("API_IDEMPOTENCY_TTL_SECONDS", default=24 * 3600)
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Kefu API",
+    "DESCRIPTION": "The REST API of Kefu, the AI customer-service desk. See docs/api.md.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and docs pages are public: they describe the API and hold no data.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")

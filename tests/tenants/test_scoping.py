@@ -35,7 +35,7 @@ from knowledge import tasks as knowledge_tasks
 from knowledge.models import EmbeddingVector, KnowledgeEntry, SensitiveWordList
 from tenants import services as tenant_services
 from tenants.authentication import ANY_KEY
-from tenants.models import Role, Tenant
+from tenants.models import IdempotencyRecord, Role, Tenant
 from tenants.scoping import (
     ScopeError,
     TenantScopedManager,
@@ -79,6 +79,12 @@ ROW_OF: dict[str, Callable[[Tenant], Any]] = {
     "tenants.Membership": lambda t: factories.MembershipFactory(tenant=t),
     "tenants.ApiKey": lambda t: factories.ApiKeyFactory(tenant=t),
     "tenants.LLMProvider": lambda t: factories.LLMProviderFactory(tenant=t),
+    "tenants.IdempotencyRecord": lambda t: IdempotencyRecord.objects.create(
+        tenant=t,
+        api_key_id=factories.ApiKeyFactory(tenant=t).pk,
+        key="retry-1",
+        fingerprint="0" * 64,
+    ),
     "conversations.Customer": lambda t: factories.CustomerFactory(tenant=t),
     "conversations.Conversation": lambda t: factories.ConversationFactory(tenant=t),
     "conversations.Message": lambda t: factories.MessageFactory(

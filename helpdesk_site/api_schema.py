@@ -1,0 +1,66 @@
+"""The OpenAPI schema's conventions: every operation documents the errors it can answer in the
+API's one error shape (helpdesk_site/api.py), and the API-key authentication."""
+
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.openapi import AutoSchema
+from rest_framework import serializers
+
+from helpdesk_site.api import ApiErrorCode
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.ChoiceField(choices=[code.value for code in ApiErrorCode])
+    message = serializers.CharField()
+    fields = serializers.DictField(  # type: ignore[assignment]  # a declared field
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="Field name (dotted for nested fields) to what is wrong with it.",
+    )
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorDetailSerializer()
+
+
+_ERRORS = {
+    "400": "The request is not valid: error.fields names each field.",
+    "401": "No API key, or an unknown or revoked one.",
+    "403": "The API key lacks the scope this endpoint needs (missing_scope).",
+    "404": "Not found (objects of other tenants are never found).",
+    "409": "The object's state does not allow it, or the first request with this "
+    "Idempotency-Key is still running.",
+    "422": "The Idempotency-Key was used for another request.",
+    "429": "Rate limited: retry after the Retry-After header's seconds.",
+}
+
+
+class KefuAutoSchema(AutoSchema):
+    """drf-spectacular's schema, with the error responses of every operation added."""
+
+    def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:
+        responses = super()._get_response_bodies(direction)
+        public = not getattr(self.view, "required_scope", None)
+        codes = ["400", "429"] if public else ["400", "401", "403", "404", "429"]
+        if self.method == "POST" and not public:
+            codes += ["409", "422"]
+        for code in codes:
+            if code not in responses:
+                responses[code] = self._get_response_for_code(ErrorSerializer, code)
+                responses[code]["description"] = _ERRORS[code]
+        return responses
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    target_class = "tenants.authentication.ApiKeyAuthentication"
+    name = "ApiKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "kefu_…",
+            "description": "An API key issued in the console (API keys): "
+            "`Authorization: Bearer kefu_…`.",
+        }
