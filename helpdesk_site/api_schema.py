@@ -8,6 +8,7 @@ from drf_spectacular.openapi import AutoSchema
 from rest_framework import serializers
 
 from helpdesk_site.api import ApiErrorCode
+from tenants.authentication import ANY_KEY, required_scope
 
 
 class ErrorDetailSerializer(serializers.Serializer):
@@ -37,7 +38,15 @@ _ERRORS = {
 
 
 class KefuAutoSchema(AutoSchema):
-    """drf-spectacular's schema, with the error responses of every operation added."""
+    """drf-spectacular's schema, with the scope and the error responses of every operation."""
+
+    def get_description(self) -> str:
+        description = super().get_description() or ""
+        scope = required_scope(self.view, self.method)
+        if scope is None:
+            return description
+        needed = "any live API key" if scope == ANY_KEY else f"`{scope}` (or `admin`)"
+        return f"{description}\n\n**Scope:** {needed}".strip()
 
     def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:
         responses = super()._get_response_bodies(direction)

@@ -51,18 +51,29 @@ class ApiKeyUser(AnonymousUser):
 ANY_KEY: Final = "any-key"
 
 
+def required_scope(view: Any, method: str) -> str | None:
+    """The scope ``view`` declares for ``method``: its ``required_scope``, one scope for every
+    method or a dict by HTTP method (``{"GET": Scope.KNOWLEDGE_READ, "POST": …}``; a method
+    missing from it has none). HEAD and OPTIONS need what GET needs."""
+    declared = getattr(view, "required_scope", None)
+    if isinstance(declared, dict):
+        return declared.get("GET" if method in ("HEAD", "OPTIONS") else method)
+    return declared
+
+
 class HasScope(permissions.BasePermission):
     """DRF permission (the default of every API view): the API key carries the view's
-    ``required_scope``, an ``ApiKey.Scope`` or ``ANY_KEY``; the ``admin`` scope carries every
-    scope. A view that declares no scope is refused to every key, so a forgotten declaration
-    fails closed. A key without the scope is answered 403 ``missing_scope``, naming it."""
+    ``required_scope`` for the request's method, an ``ApiKey.Scope`` or ``ANY_KEY``; the
+    ``admin`` scope carries every scope. A view that declares no scope is refused to every key,
+    so a forgotten declaration fails closed. A key without the scope is answered 403
+    ``missing_scope``, naming it."""
 
     code = "missing_scope"
     message: str = gettext_noop("This API key does not have the scope this endpoint needs.")
 
     def has_permission(self, request: Request, view: Any) -> bool:
         api_key = request.auth
-        scope = getattr(view, "required_scope", None)
+        scope = required_scope(view, request.method or "")
         if not isinstance(api_key, ApiKey) or scope is None:
             return False
         if scope == ANY_KEY or scope in api_key.scopes or ApiKey.Scope.ADMIN in api_key.scopes:

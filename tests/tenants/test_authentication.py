@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 
 from helpdesk_site.api_view import ApiView
 from tenants import services
-from tenants.authentication import ANY_KEY, HasScope
+from tenants.authentication import ANY_KEY, HasScope, required_scope
 from tenants.models import ApiKey
 
 
@@ -41,8 +41,13 @@ def test_every_api_view_checks_a_declared_scope() -> None:
     for route, view in views:
         assert issubclass(view, ApiView), f"{route}: API views derive from ApiView"
         assert HasScope in view.permission_classes, route
-        scope = getattr(view, "required_scope", None)
-        assert scope == ANY_KEY or scope in ApiKey.Scope.values, f"{route}: {scope!r}"
+        declared = getattr(view, "required_scope", None)
+        methods = [m.upper() for m in view.http_method_names if hasattr(view, m) and m != "options"]
+        for method in methods:
+            scope = required_scope(view, method)
+            assert scope == ANY_KEY or scope in ApiKey.Scope.values, (
+                f"{route} {method}: {declared!r}"
+            )
 
 
 class UndeclaredApi(APIView):
