@@ -40,7 +40,7 @@ _ERRORS = {
 class KefuAutoSchema(AutoSchema):
     """drf-spectacular's schema, with the scope and the error responses of every operation."""
 
-    def get_description(self) -> str:
+    def get_description(self) -> str:  # type: ignore[override]
         description = super().get_description() or ""
         scope = required_scope(self.view, self.method)
         if scope is None:
