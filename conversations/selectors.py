@@ -265,6 +265,19 @@ def canned_responses(*, agent: Agent) -> list[dict[str, Any]]:
     ]
 
 
+def canned_response_list(*, tenant: Tenant, q: str = "") -> QuerySet[CannedResponse]:
+    """A tenant's canned responses; ``q`` in the title or text."""
+    responses = CannedResponse.objects.filter(tenant=tenant)
+    if q:
+        responses = responses.filter(Q(title__icontains=q) | Q(text__icontains=q))
+    return responses
+
+
+def canned_response_get(*, tenant: Tenant, canned_response_id: int) -> CannedResponse:
+    """Raises ``CannedResponse.DoesNotExist`` for another tenant's response."""
+    return CannedResponse.objects.get(tenant=tenant, pk=canned_response_id)
+
+
 def last_customer_question(*, agent: Agent, conversation_id: int) -> str:
     conversation = conversation_for_agent(agent=agent, conversation_id=conversation_id)
     return (

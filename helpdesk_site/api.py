@@ -26,7 +26,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from django.utils.translation import gettext as _
-from rest_framework import exceptions, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import BasePagination
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -258,6 +258,27 @@ class CursorPagination(BasePagination):
                 "schema": {"type": "string", "enum": ["desc", "asc"]},
             },
         ]
+
+
+def query_filters(serializer_class: type[serializers.Serializer], request: Request) -> dict:
+    """A list's filters from the query string, validated (400 naming the parameter). Read from
+    a plain dict: a form's absent check box is False, an absent filter is no filter."""
+    filters = serializer_class(data=request.query_params.dict())
+    filters.is_valid(raise_exception=True)
+    return dict(filters.validated_data)
+
+
+def paginated_response(
+    *,
+    request: Request,
+    view: Any,
+    queryset: Any,
+    serializer_class: type[serializers.BaseSerializer],
+) -> Response:
+    """One page of ``queryset`` (``CursorPagination``), each row shaped by ``serializer_class``."""
+    paginator = CursorPagination()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    return paginator.get_paginated_response(serializer_class(page, many=True).data)
 
 
 def _cursor_encode(order: str, last_id: int) -> str:

@@ -6,7 +6,9 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from conversations.canned_apis import CannedResponseDetailApi, CannedResponseListApi
 from conversations.views import widget_config
+from knowledge import apis as knowledge_apis
 from tenants.apis import TenantCurrentApi
 
 
@@ -19,6 +21,44 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 api_v1 = [
     path("tenant/", TenantCurrentApi.as_view(), name="tenant-current"),
+    path("knowledge/faqs", knowledge_apis.FaqListApi.as_view(), name="knowledge-faqs"),
+    path(
+        "knowledge/faqs/bulk-upsert",
+        knowledge_apis.FaqBulkUpsertApi.as_view(),
+        name="knowledge-faqs-bulk-upsert",
+    ),
+    path(
+        "knowledge/faqs/<int:faq_id>",
+        knowledge_apis.FaqDetailApi.as_view(),
+        name="knowledge-faq",
+    ),
+    path(
+        "knowledge/documents",
+        knowledge_apis.DocumentListApi.as_view(),
+        name="knowledge-documents",
+    ),
+    path(
+        "knowledge/documents/<int:document_id>",
+        knowledge_apis.DocumentDetailApi.as_view(),
+        name="knowledge-document",
+    ),
+    path(
+        "knowledge/documents/<int:document_id>/chunks",
+        knowledge_apis.ChunkListApi.as_view(),
+        name="knowledge-chunks",
+    ),
+    path(
+        "knowledge/documents/<int:document_id>/chunks/<int:chunk_id>",
+        knowledge_apis.ChunkDetailApi.as_view(),
+        name="knowledge-chunk",
+    ),
+    path("knowledge/retrieve", knowledge_apis.RetrieveApi.as_view(), name="knowledge-retrieve"),
+    path("canned-responses", CannedResponseListApi.as_view(), name="canned-responses"),
+    path(
+        "canned-responses/<int:canned_response_id>",
+        CannedResponseDetailApi.as_view(),
+        name="canned-response",
+    ),
     # The OpenAPI schema and its readers: public (they describe, they hold no data).
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),

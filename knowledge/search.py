@@ -369,6 +369,31 @@ async def aknowledge_search(*, tenant: Tenant, query: str, k: int = 5) -> list[S
     return _search(index, query, vector, k)
 
 
+@dataclass(frozen=True)
+class HitTest:
+    """What the knowledge engine would do with a question, and why (console and API)."""
+
+    candidates: list[FaqMatch]  # best first; only the first carries a confidence
+    hits: list[SearchHit]  # what an LLM answer would draw on, best first
+
+    @property
+    def best(self) -> FaqMatch | None:
+        return self.candidates[0] if self.candidates else None
+
+    @property
+    def direct(self) -> FaqMatch | None:
+        """The entry answered at once, without the LLM, if any."""
+        return self.best if self.best is not None and self.best.answers_directly else None
+
+
+def knowledge_hit_test(*, tenant: Tenant, query: str, faq_k: int = 5, k: int = 8) -> HitTest:
+    """The FAQ decision for ``query`` with the runner-up entries, and the ranked passages."""
+    return HitTest(
+        candidates=faq_candidates(tenant=tenant, query=query, k=faq_k),
+        hits=knowledge_search(tenant=tenant, query=query, k=k),
+    )
+
+
 def _search(index: TenantIndex, query: str, vector: np.ndarray | None, k: int) -> list[SearchHit]:
     depth = max(k, FUSION_DEPTH)
     rankings = [_ranking(index.content_scores(query), depth)]

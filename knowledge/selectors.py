@@ -4,6 +4,8 @@ import csv
 import io
 from collections.abc import Iterable
 
+from django.db.models import Count, Q, QuerySet
+
 from knowledge.csv_format import (
     ALTERNATES_SEPARATORS,
     CSV_COLUMNS,
@@ -12,7 +14,7 @@ from knowledge.csv_format import (
     spreadsheet_safe,
 )
 from knowledge.index import ChunkRecord, EntryRecord
-from knowledge.models import Chunk, KnowledgeEntry
+from knowledge.models import Chunk, Document, KnowledgeEntry
 from tenants.models import Tenant
 
 
@@ -83,3 +85,53 @@ def knowledge_entry_count(*, tenant_id: int) -> int:
     return KnowledgeEntry.objects.filter(tenant_id=tenant_id, enabled=True).count() + (
         Chunk.objects.filter(tenant_id=tenant_id).count()
     )
+
+
+def knowledge_entry_list(
+    *,
+    tenant: Tenant,
+    q: str = "",
+    tag: str = "",
+    enabled: bool | None = None,
+    external_key: str = "",
+) -> QuerySet[KnowledgeEntry]:
+    """A tenant's FAQ entries, filtered: ``q`` in the question, phrasings or answer; ``tag``
+    among the tags."""
+    entries = KnowledgeEntry.objects.filter(tenant=tenant)
+    if q:
+        entries = entries.filter(
+            Q(question__icontains=q) | Q(answer__icontains=q) | Q(alternate_questions__icontains=q)
+        )
+    if tag:
+        # JSON containment is not portable to SQLite; match the tag's JSON text instead.
+        entries = entries.filter(tags__icontains=f'"{tag}"')
+    if enabled is not None:
+        entries = entries.filter(enabled=enabled)
+    if external_key:
+        entries = entries.filter(external_key=external_key)
+    return entries
+
+
+def knowledge_entry_get(*, tenant: Tenant, entry_id: int) -> KnowledgeEntry:
+    """Raises ``KnowledgeEntry.DoesNotExist`` for another tenant's entry."""
+    return KnowledgeEntry.objects.get(tenant=tenant, pk=entry_id)
+
+
+def document_list(*, tenant: Tenant, status: str = "") -> QuerySet[Document]:
+    """A tenant's documents with their chunk counts (``chunk_total``)."""
+    documents = Document.objects.filter(tenant=tenant).annotate(chunk_total=Count("chunks"))
+    return documents.filter(status=status) if status else documents
+
+
+def document_get(*, tenant: Tenant, document_id: int) -> Document:
+    """Raises ``Document.DoesNotExist`` for another tenant's document."""
+    return document_list(tenant=tenant).get(pk=document_id)
+
+
+def chunk_list(*, document: Document) -> QuerySet[Chunk]:
+    return Chunk.objects.filter(tenant_id=document.tenant_id, document=document).order_by("ordinal")
+
+
+def chunk_get(*, document: Document, chunk_id: int) -> Chunk:
+    """Raises ``Chunk.DoesNotExist`` unless the chunk is one of ``document``'s."""
+    return chunk_list(document=document).get(pk=chunk_id)

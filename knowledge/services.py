@@ -3,16 +3,18 @@
 import csv
 import io
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import PurePosixPath
+from typing import Any
 
 import numpy as np
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.files import File
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Case, F, IntegerField, Q, QuerySet, Value, When
 from django.utils import timezone, translation
 from django.utils.functional import Promise
@@ -260,9 +262,154 @@ def knowledge_changed(*, tenant_id: int) -> None:
 def knowledge_entry_save(*, entry: KnowledgeEntry) -> KnowledgeEntry:
     """Saves an entry edited in the console or the API and refreshes the tenant's index."""
     entry.full_clean(exclude=["tenant"])
-    entry.save()
+    # full_clean leaves out the constraints that involve the excluded tenant.
+    if entry.external_key and (
+        KnowledgeEntry.objects.filter(tenant_id=entry.tenant_id, external_key=entry.external_key)
+        .exclude(pk=entry.pk)
+        .exists()
+    ):
+        raise _external_key_taken()
+    try:
+        with transaction.atomic():  # a savepoint: a concurrent twin is refused, not a 500
+            entry.save()
+    except IntegrityError as exc:
+        raise _external_key_taken() from exc
     knowledge_changed(tenant_id=entry.tenant_id)
     return entry
+
+
+def _external_key_taken() -> ValidationError:
+    return ValidationError({"external_key": _("Another FAQ entry already has this external key.")})
+
+
+_ENTRY_EDITABLE_FIELDS = ("question", "alternate_questions", "answer", "tags", "enabled")
+
+
+def knowledge_entry_create(
+    *,
+    tenant: Tenant,
+    question: str,
+    answer: str,
+    alternate_questions: list[str] | None = None,
+    tags: list[str] | None = None,
+    enabled: bool = True,
+    external_key: str = "",
+) -> KnowledgeEntry:
+    """A new FAQ entry, searchable by the next question."""
+    entry = KnowledgeEntry(
+        tenant=tenant,
+        question=question,
+        answer=answer,
+        alternate_questions=alternate_questions or [],
+        tags=tags or [],
+        enabled=enabled,
+        external_key=external_key,
+    )
+    return knowledge_entry_save(entry=entry)
+
+
+def knowledge_entry_update(*, entry: KnowledgeEntry, changes: Mapping[str, Any]) -> KnowledgeEntry:
+    """Applies ``changes`` (editable fields and ``external_key`` only) to an entry and saves it;
+    an entry left as it was is not written and does not move the knowledge version."""
+    unknown = set(changes) - {*_ENTRY_EDITABLE_FIELDS, "external_key"}
+    if unknown:
+        raise ValueError(f"not editable: {sorted(unknown)}")
+    if all(getattr(entry, name) == value for name, value in changes.items()):
+        return entry
+    for name, value in changes.items():
+        setattr(entry, name, value)
+    return knowledge_entry_save(entry=entry)
+
+
+class UpsertResult(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True)
+class EntryUpsert:
+    """One row of a bulk upsert. ``None`` fields keep an existing entry's value (a new entry gets
+    the default: no phrasings, no tags, enabled)."""
+
+    external_key: str
+    question: str
+    answer: str
+    alternate_questions: list[str] | None = None
+    tags: list[str] | None = None
+    enabled: bool | None = None
+
+
+@dataclass(frozen=True)
+class EntryUpserted:
+    external_key: str
+    id: int
+    result: UpsertResult
+
+
+def knowledge_entries_upsert(*, tenant: Tenant, rows: Sequence[EntryUpsert]) -> list[EntryUpserted]:
+    """Creates or updates entries by ``external_key``, all in one transaction, with one change of
+    the knowledge version for the batch. Rows are validated by the caller, keys distinct; an
+    entry whose values are already these is not written. Raises ``ValidationError`` (on
+    ``external_key``) when a concurrent request created one of the keys meanwhile."""
+    keys = [row.external_key for row in rows]
+    if len(set(keys)) != len(keys):
+        raise ValidationError({"external_key": _("Each external key may appear only once.")})
+    now = timezone.now()
+    with transaction.atomic():
+        existing = {
+            entry.external_key: entry
+            for entry in KnowledgeEntry.objects.select_for_update().filter(
+                tenant=tenant, external_key__in=keys
+            )
+        }
+        to_create: list[KnowledgeEntry] = []
+        to_update: list[KnowledgeEntry] = []
+        results: list[tuple[KnowledgeEntry, UpsertResult]] = []
+        for row in rows:
+            values = {
+                "question": row.question,
+                "answer": row.answer,
+                "alternate_questions": row.alternate_questions,
+                "tags": row.tags,
+                "enabled": row.enabled,
+            }
+            entry = existing.get(row.external_key)
+            if entry is None:
+                entry = KnowledgeEntry(
+                    tenant=tenant,
+                    external_key=row.external_key,
+                    question=row.question,
+                    answer=row.answer,
+                    alternate_questions=row.alternate_questions or [],
+                    tags=row.tags or [],
+                    enabled=True if row.enabled is None else row.enabled,
+                )
+                to_create.append(entry)
+                results.append((entry, UpsertResult.CREATED))
+                continue
+            given = {name: value for name, value in values.items() if value is not None}
+            if all(getattr(entry, name) == value for name, value in given.items()):
+                results.append((entry, UpsertResult.UNCHANGED))
+                continue
+            for name, value in given.items():
+                setattr(entry, name, value)
+            entry.updated_at = now
+            to_update.append(entry)
+            results.append((entry, UpsertResult.UPDATED))
+        try:
+            with transaction.atomic():
+                KnowledgeEntry.objects.bulk_create(to_create, batch_size=500)
+        except IntegrityError as exc:
+            raise ValidationError(
+                {"external_key": _("Another request created some of these entries; send again.")}
+            ) from exc
+        KnowledgeEntry.objects.bulk_update(
+            to_update, [*_IMPORTED_FIELDS, "updated_at"], batch_size=500
+        )
+        if to_create or to_update:
+            knowledge_changed(tenant_id=tenant.pk)
+    return [EntryUpserted(entry.external_key, entry.pk, result) for entry, result in results]
 
 
 @transaction.atomic
@@ -271,6 +418,13 @@ def knowledge_entries_delete(*, tenant: Tenant, entries: QuerySet[KnowledgeEntry
     if deleted:
         knowledge_changed(tenant_id=tenant.pk)
     return deleted
+
+
+@transaction.atomic
+def knowledge_entry_delete(*, entry: KnowledgeEntry) -> None:
+    """Deletes one entry; the next question no longer finds it."""
+    entry.delete()
+    knowledge_changed(tenant_id=entry.tenant_id)
 
 
 def knowledge_entries_record_hits(*, hits: Mapping[tuple[int, int], int]) -> None:
@@ -465,6 +619,35 @@ def document_delete(*, document: Document) -> None:
             _document_file_delete_on_commit(document, file_name)
         document.delete()
         knowledge_changed(tenant_id=tenant_id)
+
+
+CHUNK_CONTENT_MAX_CHARS = 4000
+
+
+def chunk_update(*, chunk: Chunk, heading: str, content: str) -> Chunk:
+    """Saves an edited passage; it is searchable by the next question. Processing the document
+    again (a new source, or re-processing) replaces its chunks, edits included."""
+    heading, content = heading.strip(), _document_clean_content(content)
+    errors: dict[str, str] = {}
+    if not content:
+        errors["content"] = _("A passage cannot be empty.")
+    elif len(content) > CHUNK_CONTENT_MAX_CHARS:
+        errors["content"] = _("A passage holds at most %(n)d characters.") % {
+            "n": CHUNK_CONTENT_MAX_CHARS
+        }
+    if len(heading) > _HEADING_MAX_LENGTH:  # type: ignore[operator]
+        errors["heading"] = _("A heading holds at most %(n)d characters.") % {
+            "n": _HEADING_MAX_LENGTH
+        }
+    if errors:
+        raise ValidationError(errors)
+    if (heading, content) == (chunk.heading, chunk.content):
+        return chunk
+    chunk.heading, chunk.content = heading, content
+    with transaction.atomic():
+        chunk.save(update_fields=["heading", "content", "updated_at"])
+        knowledge_changed(tenant_id=chunk.tenant_id)
+    return chunk
 
 
 def _document_same_source(document: Document) -> QuerySet[Document]:

@@ -8,7 +8,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from knowledge.models import KnowledgeEntry
-from knowledge.search import faq_candidates, knowledge_search
+from knowledge.search import HitTest, knowledge_hit_test
 from tenants.request import active_membership
 from tenants.roles import Action, Area, role_allows
 
@@ -32,20 +32,18 @@ def hit_test_view(request: HttpRequest, admin_site: object) -> HttpResponse:
         raise PermissionDenied
     tenant = membership.tenant
     form = HitTestForm(request.GET or None)
-    candidates, hits = [], []
+    tested = HitTest(candidates=[], hits=[])
     if form.is_valid():
-        question = form.cleaned_data["question"]
-        candidates = faq_candidates(tenant=tenant, query=question, k=5)
-        hits = knowledge_search(tenant=tenant, query=question, k=8)
+        tested = knowledge_hit_test(tenant=tenant, query=form.cleaned_data["question"])
     context = {
         **admin_site.each_context(request),  # type: ignore[attr-defined]
         "title": _("Hit testing"),
         "opts": KnowledgeEntry._meta,
         "form": form,
         "tenant": tenant,
-        "candidates": candidates,
-        "direct": candidates[0] if candidates and candidates[0].answers_directly else None,
-        "hits": hits,
+        "candidates": tested.candidates,
+        "direct": tested.direct,
+        "hits": tested.hits,
         "searched": form.is_valid(),
     }
     return TemplateResponse(request, "admin/knowledge/hit_test.html", context)
