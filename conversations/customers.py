@@ -6,6 +6,7 @@ visitors and WeChat users arrive through their channels (``services``).
 """
 
 import json
+import logging
 import re
 import secrets
 from collections.abc import Mapping
@@ -23,6 +24,8 @@ from conversations.memory import memory_forget
 from conversations.models import Channel, Conversation, Customer, Message, Ticket, TicketReply
 from conversations.services import UNCHANGED
 from tenants.models import IdempotencyRecord, Tenant
+
+logger = logging.getLogger(__name__)
 
 # What replaces text a customer wrote once they are anonymised: the row (and its place in the
 # statistics) stays, the words go.
@@ -242,6 +245,13 @@ def customer_anonymize(*, customer: Customer) -> Anonymized:
             "anonymized_at",
             "updated_at",
         ]
+    )
+    logger.info(
+        "customer anonymised tenant=%s customer=%s conversations=%s tickets=%s",
+        tenant_id,
+        locked.pk,
+        len(conversation_ids),
+        len(ticket_ids),
     )
     if memory_keys:
         transaction.on_commit(

@@ -1,6 +1,7 @@
 """REST API: tickets and their replies, through the real stack (API key, scope, tenant scope,
 services, e-mail tasks run eagerly into Django's mail outbox)."""
 
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -9,6 +10,7 @@ from django.core import mail
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from conversations import events
 from conversations.models import Channel, Customer, Ticket, TicketReply
 from tenants.models import ApiKey, Role, Tenant
 from tests.support.api import api_client, page_ids
@@ -434,3 +436,41 @@ def test_replies_are_listed_oldest_first(tenant_a: Tenant) -> None:
     assert page_ids(response) == [first.pk, second.pk]
     assert [row["text"] for row in response.json()["data"]] == ["One", "Two"]
     assert detail["reply_count"] == 2
+
+
+# Events ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def heard() -> Iterator[list[events.Published]]:
+    received: list[events.Published] = []
+    events.subscribe(received.append)
+    yield received
+    events.unsubscribe(received.append)
+
+
+def test_the_ticket_workflow_publishes_its_events(
+    tenant_a: Tenant, captured: Any, heard: list[events.Published]
+) -> None:
+    customer = CustomerFactory(tenant=tenant_a)
+    agent = member(tenant_a)
+    client = api_client(tenant_a)
+
+    with captured():
+        ticket_id = client.post(
+            "/api/v1/tickets", {"subject": "Hi", "customer_id": customer.pk}, format="json"
+        ).json()["id"]
+    with captured():
+        client.patch(f"/api/v1/tickets/{ticket_id}", {"priority": "high"}, format="json")
+    with captured():
+        client.post(f"/api/v1/tickets/{ticket_id}/replies", {"text": "On it.", "agent": agent.pk})
+    with captured():
+        client.patch(f"/api/v1/tickets/{ticket_id}", {"status": "solved"}, format="json")
+
+    assert [(p.event, p.payload.ticket_id, p.payload.status) for p in heard] == [
+        (events.Event.TICKET_CREATED, ticket_id, "open"),
+        (events.Event.TICKET_UPDATED, ticket_id, "open"),
+        (events.Event.TICKET_REPLIED, ticket_id, "pending"),
+        (events.Event.TICKET_UPDATED, ticket_id, "solved"),
+    ]
+    assert {p.tenant_id for p in heard} == {tenant_a.pk}
