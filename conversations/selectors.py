@@ -20,7 +20,14 @@ from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from conversations.events import agents_group
-from conversations.models import CannedResponse, Conversation, Customer, Message, Ticket
+from conversations.models import (
+    CannedResponse,
+    Conversation,
+    Customer,
+    Message,
+    Ticket,
+    TicketReply,
+)
 from conversations.presence import presence_online, presence_statuses
 from helpdesk_site.asyncdb import async_twin
 from tenants.models import Membership, Role, Tenant
@@ -313,6 +320,67 @@ def first_customer_question(*, tenant_id: int, conversation_id: int) -> str | No
     )
 
 
+# Customers (REST API) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CustomerFilters:
+    """What a list of customers is narrowed to; a ``None`` (or empty ``q``) filters nothing."""
+
+    q: str = ""  # part of the name, e-mail, phone or external id
+    channel: str | None = None
+    external_id: str | None = None
+    email: str | None = None  # the whole address, in any case
+    identified: bool | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+def customer_list(*, tenant: Tenant, filters: CustomerFilters) -> QuerySet[Customer]:
+    """The tenant's customers matching ``filters``, with their ``conversation_count``."""
+    customers = Customer.objects.filter(tenant=tenant)
+    if filters.q:
+        customers = customers.filter(
+            Q(display_name__icontains=filters.q)
+            | Q(email__icontains=filters.q)
+            | Q(phone__icontains=filters.q)
+            | Q(external_id__icontains=filters.q)
+        )
+    if filters.channel is not None:
+        customers = customers.filter(channel=filters.channel)
+    if filters.external_id is not None:
+        customers = customers.filter(external_id=filters.external_id)
+    if filters.email is not None:
+        customers = customers.filter(email__iexact=filters.email)
+    if filters.identified is not None:
+        customers = customers.filter(identified=filters.identified)
+    if filters.created_after is not None:
+        customers = customers.filter(created_at__gte=filters.created_after)
+    if filters.created_before is not None:
+        customers = customers.filter(created_at__lt=filters.created_before)
+    return customers.annotate(conversation_count=Count("conversations"))
+
+
+def customer_get(*, tenant: Tenant, customer_id: int) -> Customer | None:
+    """The tenant's customer, with its ``conversation_count``; None for any other."""
+    return (
+        Customer.objects.filter(tenant=tenant, pk=customer_id)
+        .annotate(conversation_count=Count("conversations"))
+        .first()
+    )
+
+
+def conversation_of_tenant(*, tenant: Tenant, conversation_id: int) -> Conversation | None:
+    return Conversation.objects.filter(tenant=tenant, pk=conversation_id).first()
+
+
+def customer_conversations(*, tenant: Tenant, customer_id: int) -> QuerySet[Conversation]:
+    """The customer's conversations, with their ``message_count``."""
+    return Conversation.objects.filter(tenant=tenant, customer_id=customer_id).annotate(
+        message_count=Count("messages")
+    )
+
+
 # Tickets ----------------------------------------------------------------------------------------
 
 
@@ -345,6 +413,81 @@ def tickets_for_customer(*, tenant_id: int, customer_id: int) -> list[TicketView
         )
         for ticket in tickets
     ]
+
+
+@dataclass(frozen=True)
+class TicketFilters:
+    """What a list of tickets is narrowed to; a ``None`` (or empty ``q``) filters nothing."""
+
+    status: str | None = None
+    priority: str | None = None
+    assignee_id: int | None = None
+    unassigned: bool = False
+    customer_id: int | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    updated_after: datetime | None = None
+    updated_before: datetime | None = None
+    overdue: bool | None = None  # past its SLA and not solved
+    q: str = ""  # part of the subject or description
+
+
+def _overdue(now: datetime) -> Q:
+    return Q(sla_due_at__lt=now) & ~Q(status=Ticket.Status.SOLVED)
+
+
+def ticket_list(*, tenant: Tenant, filters: TicketFilters) -> QuerySet[Ticket]:
+    """The tenant's tickets matching ``filters``, with their ``reply_count``."""
+    tickets = Ticket.objects.filter(tenant=tenant)
+    exact = {
+        "status": filters.status,
+        "priority": filters.priority,
+        "assignee_id": filters.assignee_id,
+        "customer_id": filters.customer_id,
+        "created_at__gte": filters.created_after,
+        "created_at__lt": filters.created_before,
+        "updated_at__gte": filters.updated_after,
+        "updated_at__lt": filters.updated_before,
+    }
+    tickets = tickets.filter(**{key: value for key, value in exact.items() if value is not None})
+    if filters.unassigned:
+        tickets = tickets.filter(assignee__isnull=True)
+    if filters.overdue is not None:
+        overdue = _overdue(timezone.now())
+        tickets = tickets.filter(overdue if filters.overdue else ~overdue)
+    if filters.q:
+        tickets = tickets.filter(
+            Q(subject__icontains=filters.q) | Q(description__icontains=filters.q)
+        )
+    return tickets.annotate(reply_count=Count("replies"))
+
+
+def ticket_get(*, tenant: Tenant, ticket_id: int) -> Ticket | None:
+    """The tenant's ticket, with its ``reply_count``; None for any other."""
+    return (
+        Ticket.objects.filter(tenant=tenant, pk=ticket_id)
+        .select_related("customer", "assignee")
+        .annotate(reply_count=Count("replies"))
+        .first()
+    )
+
+
+def ticket_replies(*, tenant: Tenant, ticket_id: int) -> QuerySet[TicketReply]:
+    return TicketReply.objects.filter(tenant=tenant, ticket_id=ticket_id)
+
+
+def ticket_member_find(*, tenant: Tenant, user_id: int | None = None, email: str = "") -> Any:
+    """The active user who works the tenant's tickets (owner, admin or agent) with this id, or
+    this e-mail address (in any case, and only if one such member has it); None otherwise."""
+    members = get_user_model().objects.filter(
+        memberships__tenant=tenant, memberships__role__in=AGENT_ROLES, is_active=True
+    )
+    if user_id is not None:
+        return members.filter(pk=user_id).first()
+    if not email:
+        return None
+    found = list(members.filter(email__iexact=email)[:2])
+    return found[0] if len(found) == 1 else None
 
 
 def conversation_ticket(*, tenant: Tenant, conversation: Conversation) -> Ticket | None:

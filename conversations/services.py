@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from django.core import signing
 from django.core.exceptions import ObjectDoesNotExist
@@ -19,6 +20,10 @@ from conversations.models import Channel, Conversation, Customer, Message
 from conversations.selectors import agents_available, unanswered_streak
 from helpdesk_site.asyncdb import async_twin
 from tenants.models import Tenant
+
+# An argument left out of an update service (``customers.customer_update``,
+# ``tickets.ticket_update``): the field keeps its value (``None`` may be a value to set).
+UNCHANGED: Any = object()
 
 VISITOR_SIGNING_NAMESPACE = "kefu.widget.visitor"
 HISTORY_ON_RESUME = 50

@@ -1,7 +1,7 @@
 """Tickets: follow-up work when nobody could take a conversation live."""
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
@@ -16,6 +16,7 @@ from conversations.selectors import (
     conversation_transcript,
     first_customer_question,
 )
+from conversations.services import UNCHANGED
 from conversations.tasks import ticket_created_email_task, ticket_reply_email_task
 from helpdesk_site.asyncdb import async_twin
 from tenants.models import Tenant
@@ -84,26 +85,56 @@ def ticket_from_conversation(
         return ContactTicket(ticket, updated=True)
     first_question = first_customer_question(tenant_id=tenant.pk, conversation_id=conversation.pk)
     subject = (note or first_question or _("Conversation")).strip().splitlines()[0][:200]
-    ticket = Ticket.objects.create(
+    ticket = ticket_create(
         tenant=tenant,
         customer_id=conversation.customer_id,
-        conversation=conversation,
+        conversation_id=conversation.pk,
         subject=subject,
         description=(note + "\n\n" if note else "")
         + conversation_transcript(tenant_id=tenant.pk, conversation_id=conversation.pk),
         contact_email=email,
         contact_phone=phone[:40],
-        sla_due_at=timezone.now() + timedelta(hours=tenant.ticket_sla_hours),
+    )
+    return ContactTicket(ticket, updated=False)
+
+
+@transaction.atomic
+def ticket_create(
+    *,
+    tenant: Tenant,
+    customer_id: int,
+    subject: str,
+    description: str = "",
+    conversation_id: int | None = None,
+    contact_email: str = "",
+    contact_phone: str = "",
+    priority: str = Ticket.Priority.NORMAL,
+    assignee_id: int | None = None,
+    sla_due_at: datetime | None = None,
+) -> Ticket:
+    """A new open ticket, due ``sla_due_at`` or the tenant's ``ticket_sla_hours`` from now; the
+    tenant's agents are e-mailed about it after commit (by a task)."""
+    ticket = Ticket.objects.create(
+        tenant=tenant,
+        customer_id=customer_id,
+        conversation_id=conversation_id,
+        subject=subject,
+        description=description,
+        contact_email=contact_email,
+        contact_phone=contact_phone,
+        priority=priority,
+        assignee_id=assignee_id,
+        sla_due_at=sla_due_at or timezone.now() + timedelta(hours=tenant.ticket_sla_hours),
     )
     ticket_id = ticket.pk
     transaction.on_commit(
         lambda: ticket_created_email_task.delay(tenant.pk, ticket_id), robust=True
     )
     payload = events.ticket_created(
-        ticket_id=ticket_id, status=ticket.status, conversation_id=conversation.pk
+        ticket_id=ticket_id, status=ticket.status, conversation_id=conversation_id
     )
     events.publish(events.Event.TICKET_CREATED, payload, tenant_id=tenant.pk)
-    return ContactTicket(ticket, updated=False)
+    return ticket
 
 
 def _ticket_contact_update(*, ticket: Ticket, email: str, phone: str, note: str) -> None:
@@ -150,6 +181,61 @@ def ticket_reply_send(*, ticket: Ticket, author_id: int | None, content: str) ->
     )
     events.publish(events.Event.TICKET_REPLIED, payload, tenant_id=ticket.tenant_id)
     return reply
+
+
+@transaction.atomic
+def ticket_customer_reply(*, ticket: Ticket, content: str) -> TicketReply:
+    """The customer's reply (through the API): stored, and a solved ticket opened again, as
+    it needs a look."""
+    reply = TicketReply.objects.create(
+        tenant_id=ticket.tenant_id, ticket=ticket, from_customer=True, content=content
+    )
+    status = ticket.status
+    if status == Ticket.Status.SOLVED:
+        status = Ticket.Status.OPEN
+        Ticket.objects.filter(pk=ticket.pk).update(
+            status=status, solved_at=None, updated_at=timezone.now()
+        )
+    payload = events.ticket_updated(
+        ticket_id=ticket.pk, status=status, conversation_id=ticket.conversation_id
+    )
+    events.publish(events.Event.TICKET_UPDATED, payload, tenant_id=ticket.tenant_id)
+    return reply
+
+
+@transaction.atomic
+def ticket_update(
+    *,
+    ticket: Ticket,
+    status: str | None = None,
+    priority: str | None = None,
+    assignee_id: int | None = UNCHANGED,
+    sla_due_at: datetime | None = UNCHANGED,
+) -> Ticket:
+    """Changes what the API may change on a ticket; ``None`` (``UNCHANGED`` for the nullable
+    ones) keeps a field. A new status goes through ``ticket_status_set`` (solved time, event);
+    other changes publish ``ticket.updated`` once. The assignee must be checked by the caller
+    (``selectors.ticket_member_find``)."""
+    fields: list[str] = []
+    if priority is not None and priority != ticket.priority:
+        ticket.priority = priority
+        fields.append("priority")
+    if assignee_id is not UNCHANGED and assignee_id != ticket.assignee_id:
+        ticket.assignee_id = assignee_id
+        fields.append("assignee")
+    if sla_due_at is not UNCHANGED and sla_due_at != ticket.sla_due_at:
+        ticket.sla_due_at = sla_due_at
+        fields.append("sla_due_at")
+    if fields:
+        ticket.save(update_fields=[*fields, "updated_at"])
+    if status is not None and status != ticket.status:
+        return ticket_status_set(ticket=ticket, status=status)
+    if fields:
+        payload = events.ticket_updated(
+            ticket_id=ticket.pk, status=ticket.status, conversation_id=ticket.conversation_id
+        )
+        events.publish(events.Event.TICKET_UPDATED, payload, tenant_id=ticket.tenant_id)
+    return ticket
 
 
 def ticket_status_set(*, ticket: Ticket, status: str) -> Ticket:

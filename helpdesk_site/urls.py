@@ -7,6 +7,13 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from conversations.canned_apis import CannedResponseDetailApi, CannedResponseListApi
+from conversations.customer_apis import (
+    CustomerConversationListApi,
+    CustomerDetailApi,
+    CustomerListApi,
+    CustomerTicketListApi,
+)
+from conversations.ticket_apis import TicketDetailApi, TicketListApi, TicketReplyListApi
 from conversations.views import widget_config
 from knowledge import apis as knowledge_apis
 from tenants.apis import TenantCurrentApi
@@ -59,6 +66,21 @@ api_v1 = [
         CannedResponseDetailApi.as_view(),
         name="canned-response",
     ),
+    path("customers", CustomerListApi.as_view(), name="customers"),
+    path("customers/<int:customer_id>", CustomerDetailApi.as_view(), name="customer"),
+    path(
+        "customers/<int:customer_id>/conversations",
+        CustomerConversationListApi.as_view(),
+        name="customer-conversations",
+    ),
+    path(
+        "customers/<int:customer_id>/tickets",
+        CustomerTicketListApi.as_view(),
+        name="customer-tickets",
+    ),
+    path("tickets", TicketListApi.as_view(), name="tickets"),
+    path("tickets/<int:ticket_id>", TicketDetailApi.as_view(), name="ticket"),
+    path("tickets/<int:ticket_id>/replies", TicketReplyListApi.as_view(), name="ticket-replies"),
     # The OpenAPI schema and its readers: public (they describe, they hold no data).
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),

@@ -7,7 +7,7 @@ from conversations.models import CannedResponse
 from conversations.selectors import Agent, canned_responses
 from tenants.models import ApiKey
 from tests.support import factories
-from tests.support.api_clients import api_client
+from tests.support.api import api_client
 
 CANNED = "/api/v1/canned-responses"
 

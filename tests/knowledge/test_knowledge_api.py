@@ -10,7 +10,7 @@ from knowledge.models import Chunk, Document, KnowledgeEntry
 from knowledge.search import IndexRegistry, faq_match, knowledge_search
 from tenants.models import ApiKey, Tenant
 from tests.support import factories
-from tests.support.api_clients import api_client
+from tests.support.api import api_client
 from tests.support.documents import make_pdf
 
 pytestmark = pytest.mark.usefixtures("fresh_registry")

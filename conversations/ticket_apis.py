@@ -1,0 +1,555 @@
+"""REST API: tickets and their replies (scopes ``tickets:read`` and ``tickets:write``).
+
+Tickets made here behave as the console's: due after the tenant's SLA unless told otherwise,
+the tenant's agents are e-mailed about a new one, an agent's reply is e-mailed to the customer.
+"""
+
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import validate_email
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiTypes,
+    extend_schema,
+    extend_schema_field,
+)
+from rest_framework import exceptions, serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from conversations import selectors
+from conversations.customers import customer_for_ticket, phone_validate
+from conversations.models import Conversation, Customer, Priority, Ticket, TicketReply
+from conversations.tickets import (
+    ticket_create,
+    ticket_customer_reply,
+    ticket_reply_send,
+    ticket_update,
+)
+from helpdesk_site.api import ApiError, ApiErrorCode, CursorPagination
+from helpdesk_site.api_view import ApiView
+from helpdesk_site.untrusted import untrusted_text_clean
+from tenants.authentication import HasScope
+from tenants.models import ApiKey, Tenant
+
+Scope = ApiKey.Scope
+Row = TypeVar("Row")
+
+# Shared by the lists of the REST API views of this app -------------------------------------------
+
+
+class TextField(serializers.CharField):
+    """Text from an integration, made storable (``untrusted_text_clean``)."""
+
+    def to_internal_value(self, data: Any) -> str:
+        return untrusted_text_clean(super().to_internal_value(data))
+
+
+def page_serializer(item: type[serializers.Serializer], name: str) -> serializers.Serializer:
+    """The schema of a page of ``CursorPagination``: ``{data: [item], has_more, next_cursor}``."""
+    fields = {
+        "data": item(many=True),
+        "has_more": serializers.BooleanField(),
+        "next_cursor": serializers.CharField(allow_null=True),
+        "Meta": type("Meta", (), {"ref_name": name}),
+    }
+    return type(name, (serializers.Serializer,), fields)()
+
+
+PAGE_PARAMETERS = [
+    OpenApiParameter("limit", OpenApiTypes.INT, description="Rows per page, 1–100 (default 25)."),
+    OpenApiParameter("cursor", OpenApiTypes.STR, description="The previous page's next_cursor."),
+    OpenApiParameter(
+        "order", OpenApiTypes.STR, enum=["desc", "asc"], description="By id: desc or asc."
+    ),
+]
+
+
+def filters_read(serializer_class: type[serializers.Serializer], request: Request) -> Any:
+    """The validated query parameters of a list (a refused one is named in the 400)."""
+    serializer = serializer_class(data=request.query_params.dict())
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def paginated(view: ApiView, request: Request, queryset: Any, output: Any) -> Response:
+    paginator = CursorPagination()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    return paginator.get_paginated_response(output(page, many=True).data)
+
+
+def api_tenant(request: Request) -> Tenant:
+    """The tenant of the request's API key (``HasScope`` let only keys in)."""
+    api_key = request.auth
+    assert isinstance(api_key, ApiKey)  # noqa: S101
+    return api_key.tenant
+
+
+def found(row: Row | None, message: str) -> Row:
+    """``row``, or a 404 with ``message`` when the selector found none (for the tenant)."""
+    if row is None:
+        raise ApiError(status.HTTP_404_NOT_FOUND, ApiErrorCode.NOT_FOUND, message)
+    return row
+
+
+def anonymized_conflict() -> ApiError:
+    """The customer was anonymised: nothing personal of theirs is stored again."""
+    return ApiError(
+        status.HTTP_409_CONFLICT, ApiErrorCode.CONFLICT, _("The customer was anonymised.")
+    )
+
+
+# Serializers --------------------------------------------------------------------------------------
+
+
+def _is_email(text: str) -> bool:
+    try:
+        validate_email(text)
+    except DjangoValidationError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class MemberRef:
+    user_id: int | None = None
+    email: str = ""
+
+
+@extend_schema_field(
+    {
+        "oneOf": [{"type": "integer"}, {"type": "string", "format": "email"}],
+        "description": "A member of the tenant who works tickets (owner, admin or agent): "
+        "their user id or e-mail address.",
+    }
+)
+class MemberRefField(serializers.Field):
+    default_error_messages = {"invalid": gettext_lazy("Give a user id or an e-mail address.")}
+
+    def to_internal_value(self, data: Any) -> MemberRef:
+        text = data.strip() if isinstance(data, str) else None
+        if isinstance(data, int) and not isinstance(data, bool):
+            return MemberRef(user_id=data)
+        if text is not None and text.isdigit():
+            return MemberRef(user_id=int(text))
+        if text is not None and _is_email(text):
+            return MemberRef(email=text)
+        self.fail("invalid")
+        return MemberRef()  # not reached: fail() raises
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+def member_find(*, tenant: Tenant, ref: MemberRef, field: str) -> Any:
+    """The tenant member ``ref`` names; a 400 naming ``field`` if there is none."""
+    user = selectors.ticket_member_find(tenant=tenant, user_id=ref.user_id, email=ref.email)
+    if user is None:
+        raise exceptions.ValidationError(
+            {field: [_("Not an active member of this tenant who works tickets.")]}
+        )
+    return user
+
+
+class MemberOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.SerializerMethodField()
+    email = serializers.EmailField()
+
+    class Meta:
+        ref_name = "TicketMember"
+
+    def get_name(self, user: Any) -> str:
+        return user.get_full_name() or user.get_username()
+
+
+class TicketOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    subject = serializers.CharField()
+    description = serializers.CharField()
+    status = serializers.ChoiceField(choices=Ticket.Status.choices)
+    priority = serializers.ChoiceField(choices=Priority.choices)
+    customer_id = serializers.IntegerField()
+    conversation_id = serializers.IntegerField(allow_null=True)
+    contact_email = serializers.CharField()
+    contact_phone = serializers.CharField()
+    assignee = MemberOutputSerializer(allow_null=True)
+    sla_due_at = serializers.DateTimeField(allow_null=True)
+    overdue = serializers.SerializerMethodField()
+    solved_at = serializers.DateTimeField(allow_null=True)
+    agents_emailed_at = serializers.DateTimeField(allow_null=True)
+    reply_count = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+    class Meta:
+        ref_name = "Ticket"
+
+    def get_overdue(self, ticket: Ticket) -> bool:
+        """Past its SLA and not solved."""
+        return (
+            ticket.sla_due_at is not None
+            and ticket.sla_due_at < timezone.now()
+            and ticket.status != Ticket.Status.SOLVED
+        )
+
+
+class TicketReplyOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    ticket_id = serializers.IntegerField()
+    text = serializers.CharField(source="content")
+    from_customer = serializers.BooleanField()
+    author = MemberOutputSerializer(allow_null=True)
+    emailed_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+    class Meta:
+        ref_name = "TicketReply"
+
+
+TICKET_PAGE = page_serializer(TicketOutputSerializer, "TicketPage")
+
+
+class TicketFilterSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=Ticket.Status.choices, required=False)
+    priority = serializers.ChoiceField(choices=Priority.choices, required=False)
+    assignee = serializers.RegexField(
+        r"^(\d+|none)$", required=False, help_text="A user id, or none: unassigned tickets."
+    )
+    customer = serializers.IntegerField(required=False, help_text="A customer id.")
+    created_after = serializers.DateTimeField(required=False)
+    created_before = serializers.DateTimeField(required=False)
+    updated_after = serializers.DateTimeField(required=False)
+    updated_before = serializers.DateTimeField(required=False)
+    overdue = serializers.BooleanField(
+        required=False, help_text="true: past the SLA and not solved; false: the others."
+    )
+    q = serializers.CharField(
+        required=False, max_length=200, help_text="Part of the subject or description."
+    )
+
+    class Meta:
+        ref_name = "TicketFilters"
+
+
+def ticket_filters(data: dict[str, Any], **fixed: Any) -> selectors.TicketFilters:
+    """The list's filters from its query parameters; ``fixed`` ones (the customer of
+    ``/customers/{id}/tickets``) win over the query's."""
+    assignee = data.get("assignee")
+    filters = selectors.TicketFilters(
+        status=data.get("status"),
+        priority=data.get("priority"),
+        assignee_id=int(assignee) if assignee not in (None, "none") else None,
+        unassigned=assignee == "none",
+        customer_id=data.get("customer"),
+        created_after=data.get("created_after"),
+        created_before=data.get("created_before"),
+        updated_after=data.get("updated_after"),
+        updated_before=data.get("updated_before"),
+        overdue=data.get("overdue"),
+        q=data.get("q", ""),
+    )
+    return replace(filters, **fixed)
+
+
+def tickets_page(
+    view: ApiView,
+    request: Request,
+    filter_serializer: type[serializers.Serializer] = TicketFilterSerializer,
+    **fixed: Any,
+) -> Response:
+    """A page of the tenant's tickets by the request's filters (and ``fixed`` ones)."""
+    filters = ticket_filters(filters_read(filter_serializer, request), **fixed)
+    tickets = selectors.ticket_list(tenant=api_tenant(request), filters=filters).select_related(
+        "assignee"
+    )
+    return paginated(view, request, tickets, TicketOutputSerializer)
+
+
+class TicketCustomerSerializer(serializers.Serializer):
+    external_id = TextField(max_length=128)
+    name = TextField(max_length=120, required=False, allow_blank=True)
+    email = serializers.EmailField(required=False, allow_blank=True)
+
+    class Meta:
+        ref_name = "TicketCustomerRef"
+
+
+# Views --------------------------------------------------------------------------------------------
+
+
+def _ticket(request: Request, ticket_id: int) -> Ticket:
+    ticket = selectors.ticket_get(tenant=api_tenant(request), ticket_id=ticket_id)
+    return found(ticket, _("No such ticket."))
+
+
+def _ticket_out(request: Request, ticket_id: int) -> dict[str, Any]:
+    return TicketOutputSerializer(_ticket(request, ticket_id)).data
+
+
+class TicketListApi(ApiView):
+    """The tenant's tickets (GET), or a new ticket (POST)."""
+
+    permission_classes = [HasScope]
+    required_scope = {"GET": Scope.TICKETS_READ, "POST": Scope.TICKETS_WRITE}
+
+    class InputSerializer(serializers.Serializer):
+        subject = TextField(max_length=200)
+        description = TextField(required=False, allow_blank=True, max_length=50_000)
+        customer_id = serializers.IntegerField(required=False)
+        customer = TicketCustomerSerializer(
+            required=False,
+            help_text="The customer by your own id: found, or created as an API customer.",
+        )
+        conversation_id = serializers.IntegerField(required=False)
+        contact_email = serializers.EmailField(required=False, allow_blank=True)
+        contact_phone = TextField(
+            required=False, allow_blank=True, max_length=40, validators=[phone_validate]
+        )
+        priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.NORMAL)
+        assignee = MemberRefField(required=False, allow_null=True)
+        sla_due_at = serializers.DateTimeField(
+            required=False, help_text="Default: now plus the tenant's ticket SLA hours."
+        )
+
+        class Meta:
+            ref_name = "TicketCreate"
+
+        def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+            if "customer_id" in data and "customer" in data:
+                raise serializers.ValidationError(
+                    {"customer": [_("Give customer_id or customer, not both.")]}
+                )
+            if not {"customer_id", "customer", "conversation_id"} & data.keys():
+                raise serializers.ValidationError(
+                    {"customer_id": [_("Give customer_id, customer or conversation_id.")]}
+                )
+            return data
+
+    @extend_schema(
+        operation_id="tickets_list",
+        tags=["tickets"],
+        parameters=[TicketFilterSerializer, *PAGE_PARAMETERS],
+        responses=TICKET_PAGE,
+    )
+    def get(self, request: Request) -> Response:
+        return tickets_page(self, request)
+
+    @extend_schema(
+        operation_id="tickets_create",
+        tags=["tickets"],
+        request=InputSerializer,
+        responses={201: TicketOutputSerializer},
+        examples=[
+            OpenApiExample(
+                "By your customer id",
+                value={
+                    "subject": "Refund for order 1042",
+                    "description": "The parcel arrived damaged.",
+                    "customer": {"external_id": "user-981", "email": "li.wei@example.com"},
+                    "priority": "high",
+                },
+                request_only=True,
+            )
+        ],
+    )
+    def post(self, request: Request) -> Response:
+        tenant = api_tenant(request)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        conversation = self._conversation(tenant, data.get("conversation_id"))
+        customer = self._customer(tenant, data, conversation)
+        assignee = data.get("assignee")
+        ticket = ticket_create(
+            tenant=tenant,
+            customer_id=customer.pk,
+            conversation_id=conversation.pk if conversation is not None else None,
+            subject=data["subject"],
+            description=data.get("description", ""),
+            contact_email=data.get("contact_email", ""),
+            contact_phone=data.get("contact_phone", ""),
+            priority=data["priority"],
+            assignee_id=(
+                member_find(tenant=tenant, ref=assignee, field="assignee").pk
+                if assignee is not None
+                else None
+            ),
+            sla_due_at=data.get("sla_due_at"),
+        )
+        return Response(_ticket_out(request, ticket.pk), status=status.HTTP_201_CREATED)
+
+    @staticmethod
+    def _conversation(tenant: Tenant, conversation_id: int | None) -> Conversation | None:
+        if conversation_id is None:
+            return None
+        conversation = selectors.conversation_of_tenant(
+            tenant=tenant, conversation_id=conversation_id
+        )
+        if conversation is None:
+            raise exceptions.ValidationError({"conversation_id": [_("No such conversation.")]})
+        return conversation
+
+    @staticmethod
+    def _customer(
+        tenant: Tenant, data: dict[str, Any], conversation: Conversation | None
+    ) -> Customer:
+        if "customer" in data:
+            ref = data["customer"]
+            customer = customer_for_ticket(
+                tenant=tenant,
+                external_id=ref["external_id"],
+                name=ref.get("name", ""),
+                email=ref.get("email", ""),
+            )
+        elif "customer_id" in data:
+            found = selectors.customer_get(tenant=tenant, customer_id=data["customer_id"])
+            if found is None:
+                raise exceptions.ValidationError({"customer_id": [_("No such customer.")]})
+            customer = found
+        else:
+            assert conversation is not None  # noqa: S101 - the input requires one of them
+            customer = conversation.customer
+        if conversation is not None and conversation.customer_id != customer.pk:
+            raise exceptions.ValidationError(
+                {"conversation_id": [_("The conversation is another customer's.")]}
+            )
+        if customer.anonymized_at is not None:
+            raise anonymized_conflict()
+        return customer
+
+
+class TicketDetailApi(ApiView):
+    """One ticket (GET), or a change of its status, priority, assignee or SLA (PATCH)."""
+
+    permission_classes = [HasScope]
+    required_scope = {"GET": Scope.TICKETS_READ, "PATCH": Scope.TICKETS_WRITE}
+
+    class InputSerializer(serializers.Serializer):
+        status = serializers.ChoiceField(
+            choices=Ticket.Status.choices,
+            required=False,
+            help_text="solved records the time; open or pending clears it.",
+        )
+        priority = serializers.ChoiceField(choices=Priority.choices, required=False)
+        assignee = MemberRefField(required=False, allow_null=True, help_text="null: unassign.")
+        sla_due_at = serializers.DateTimeField(required=False, allow_null=True)
+
+        class Meta:
+            ref_name = "TicketUpdate"
+
+    @extend_schema(
+        operation_id="tickets_retrieve", tags=["tickets"], responses=TicketOutputSerializer
+    )
+    def get(self, request: Request, ticket_id: int) -> Response:
+        return Response(_ticket_out(request, ticket_id))
+
+    @extend_schema(
+        operation_id="tickets_update",
+        tags=["tickets"],
+        request=InputSerializer,
+        responses={200: TicketOutputSerializer},
+        examples=[
+            OpenApiExample(
+                "Assign and solve",
+                value={"status": "solved", "assignee": "agent@example.com"},
+                request_only=True,
+            )
+        ],
+    )
+    def patch(self, request: Request, ticket_id: int) -> Response:
+        ticket = _ticket(request, ticket_id)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        changes: dict[str, Any] = {
+            key: data[key] for key in ("status", "priority", "sla_due_at") if key in data
+        }
+        if "assignee" in data:
+            ref = data["assignee"]
+            changes["assignee_id"] = (
+                None
+                if ref is None
+                else member_find(tenant=api_tenant(request), ref=ref, field="assignee").pk
+            )
+        ticket_update(ticket=ticket, **changes)
+        return Response(_ticket_out(request, ticket_id))
+
+
+class TicketReplyListApi(ApiView):
+    """A ticket's replies, oldest first (GET), or a new reply (POST)."""
+
+    permission_classes = [HasScope]
+    required_scope = {"GET": Scope.TICKETS_READ, "POST": Scope.TICKETS_WRITE}
+    default_order = "asc"
+
+    class InputSerializer(serializers.Serializer):
+        text = TextField(max_length=20_000)
+        agent = MemberRefField(
+            required=False, help_text="The agent who replies: the customer is e-mailed."
+        )
+        from_customer = serializers.BooleanField(
+            default=False, help_text="true: the customer's own reply (it reopens a solved ticket)."
+        )
+
+        class Meta:
+            ref_name = "TicketReplyCreate"
+
+        def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+            if ("agent" in data) == data["from_customer"]:
+                raise serializers.ValidationError(
+                    {"agent": [_("Give agent, or from_customer: true (not both).")]}
+                )
+            return data
+
+    @extend_schema(
+        operation_id="tickets_replies_list",
+        tags=["tickets"],
+        parameters=PAGE_PARAMETERS,
+        responses=page_serializer(TicketReplyOutputSerializer, "TicketReplyPage"),
+    )
+    def get(self, request: Request, ticket_id: int) -> Response:
+        ticket = _ticket(request, ticket_id)
+        replies = selectors.ticket_replies(
+            tenant=api_tenant(request), ticket_id=ticket.pk
+        ).select_related("author")
+        return paginated(self, request, replies, TicketReplyOutputSerializer)
+
+    @extend_schema(
+        operation_id="tickets_replies_create",
+        tags=["tickets"],
+        request=InputSerializer,
+        responses={201: TicketReplyOutputSerializer},
+        examples=[
+            OpenApiExample(
+                "An agent's reply",
+                value={"text": "Your refund is on its way.", "agent": "agent@example.com"},
+                request_only=True,
+            ),
+            OpenApiExample(
+                "The customer's reply",
+                value={"text": "Thanks, received.", "from_customer": True},
+                request_only=True,
+            ),
+        ],
+    )
+    def post(self, request: Request, ticket_id: int) -> Response:
+        ticket = _ticket(request, ticket_id)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        reply: TicketReply
+        if data["from_customer"]:
+            if ticket.customer.anonymized_at is not None:
+                raise anonymized_conflict()
+            reply = ticket_customer_reply(ticket=ticket, content=data["text"])
+        else:
+            agent = member_find(tenant=api_tenant(request), ref=data["agent"], field="agent")
+            reply = ticket_reply_send(ticket=ticket, author_id=agent.pk, content=data["text"])
+        return Response(TicketReplyOutputSerializer(reply).data, status=status.HTTP_201_CREATED)
