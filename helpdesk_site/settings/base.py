@@ -205,7 +205,13 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": CONVERSATION_SWEEP_SECONDS,
         # A run that waited longer than the interval is superseded by the next one.
         "options": {"expires": CONVERSATION_SWEEP_SECONDS},
-    }
+    },
+    # Idempotency records past API_IDEMPOTENCY_TTL_SECONDS are deleted (tenants.tasks).
+    "idempotency-purge": {
+        "task": "tenants.tasks.idempotency_purge_task",
+        "schedule": 3600,
+        "options": {"expires": 3600},
+    },
 }
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -267,6 +273,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # No badge fetched from the public online validator: the docs load nothing from afar.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+    # One name for the error codes, whatever serializer field carries them.
+    "ENUM_NAME_OVERRIDES": {"ErrorCode": "helpdesk_site.api_schema.error_codes"},
 }
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
