@@ -260,6 +260,11 @@ REST_FRAMEWORK = {
 API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="600/60")
 # How long the first response to a POST with an Idempotency-Key is replayed to retries.
 API_IDEMPOTENCY_TTL_SECONDS = env.int("API_IDEMPOTENCY_TTL_SECONDS", default=24 * 3600)
+# A first request that has not answered after this long is taken for dead (its process was
+# killed): a retry with its key runs again instead of hearing "in progress" until the TTL.
+API_IDEMPOTENCY_CLAIM_TIMEOUT_SECONDS = env.int(
+    "API_IDEMPOTENCY_CLAIM_TIMEOUT_SECONDS", default=10 * 60
+)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Kefu API",
     "DESCRIPTION": "The REST API of Kefu, the AI customer-service desk. See docs/api.md.",

@@ -407,6 +407,27 @@ def test_a_key_expires_after_its_time_to_live(tenant_a, settings) -> None:
     assert IdempotencyRecord.objects.count() == 1
 
 
+def test_a_claim_whose_request_died_is_taken_over_after_the_timeout(tenant_a, settings) -> None:
+    settings.API_IDEMPOTENCY_CLAIM_TIMEOUT_SECONDS = 600
+    client = _client(_key(tenant_a, ["conversations:write"]))
+    headers = {"HTTP_IDEMPOTENCY_KEY": "dead"}
+    client.post("/t/create", {"title": "Hi"}, format="json", **headers)
+    # As if that first try had claimed the key and its process had been killed mid-request.
+    CannedResponse.objects.all().delete()
+    IdempotencyRecord.objects.update(status_code=None, body=None)
+
+    IdempotencyRecord.objects.update(created_at=timezone.now() - dt.timedelta(seconds=599))
+    waiting = client.post("/t/create", {"title": "Hi"}, format="json", **headers)
+    IdempotencyRecord.objects.update(created_at=timezone.now() - dt.timedelta(seconds=601))
+    taken_over = client.post("/t/create", {"title": "Hi"}, format="json", **headers)
+    replayed = client.post("/t/create", {"title": "Hi"}, format="json", **headers)
+
+    _error(waiting, 409, "idempotency_in_progress")
+    assert taken_over.status_code == 201 and "Idempotent-Replayed" not in taken_over
+    assert replayed["Idempotent-Replayed"] == "true"
+    assert CannedResponse.objects.count() == 1
+
+
 def test_an_idempotency_key_longer_than_255_is_400(tenant_a) -> None:
     client = _client(_key(tenant_a, ["conversations:write"]))
 
