@@ -17,19 +17,12 @@ from conversations.lifecycle import conversations_sweep
 from conversations.models import Ticket, TicketReply
 from conversations.selectors import ticket_agent_emails
 from tenants.scoping import tenant_or_all_tenants, tenant_scoped_task
+from tenants.tasks import SCHEDULED_TASK_OPTIONS
 
 logger = logging.getLogger(__name__)
 
 
-@shared_task(
-    acks_late=True,
-    autoretry_for=(OperationalError, InterfaceError),
-    max_retries=3,
-    retry_backoff=10,
-    retry_jitter=True,
-    soft_time_limit=240,
-    time_limit=300,
-)
+@shared_task(**SCHEDULED_TASK_OPTIONS)
 def conversations_sweep_task(tenant_id: int | None = None) -> dict[int, dict[str, int]]:
     """Records resolved-by-the-assistant and abandoned conversations (``conversations_sweep``);
     run every ``CONVERSATION_SWEEP_SECONDS`` by Celery beat."""

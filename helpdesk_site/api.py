@@ -23,6 +23,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
+from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from django.utils.translation import gettext as _
@@ -122,10 +123,14 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     # Imported here: this module is named in the REST framework settings, which
     # rest_framework.views reads while it is first imported.
     from rest_framework.views import exception_handler as drf_exception_handler
+    from rest_framework.views import set_rollback
 
     response = drf_exception_handler(exc, context)
     if response is None:  # not an API exception: a bug, logged, answered in the API's shape
-        logger.exception("API request failed", exc_info=exc)
+        # The exception's type and traceback only: never the request (its headers hold the key).
+        logger.error("API request failed", exc_info=exc)
+        # What the request wrote so far must not be committed with an answer that says it failed.
+        set_rollback()
         return Response(
             error_body(ApiErrorCode.INTERNAL, _("Something went wrong on our side.")),
             status=status.HTTP_500_INTERNAL_SERVER_ERROR,
@@ -136,7 +141,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return response
     if isinstance(exc, exceptions.ValidationError):
         fields = _flatten_fields(exc.detail)
-        general = fields.pop("non_field_errors", None) or fields.pop("", None)
+        # Errors of the whole body: DRF's non_field_errors, Django's __all__, or a bare message.
+        general: list[str] = []
+        for name in ("non_field_errors", NON_FIELD_ERRORS, ""):
+            general += fields.pop(name, [])
         message = general[0] if general else _("Some fields are not valid.")
         response.data = error_body(ApiErrorCode.INVALID, message, fields or None)
         return response
@@ -281,6 +289,9 @@ def paginated_response(
     return paginator.get_paginated_response(serializer_class(page, many=True).data)
 
 
+_MAX_ROW_ID = 2**63 - 1
+
+
 def _cursor_encode(order: str, last_id: int) -> str:
     return base64.urlsafe_b64encode(f"{order}:{last_id}".encode()).decode().rstrip("=")
 
@@ -289,7 +300,13 @@ def _cursor_decode(raw: str) -> tuple[str, int]:
     try:
         text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
         order, _sep, last_id = text.partition(":")
-        if order in ("asc", "desc") and last_id.isdigit():
+        # A row id fits a signed 64-bit column; a larger number would fail in the database.
+        if (
+            order in ("asc", "desc")
+            and last_id.isascii()
+            and last_id.isdigit()
+            and int(last_id) <= _MAX_ROW_ID
+        ):
             return order, int(last_id)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass

@@ -4,9 +4,11 @@ import the framework's views)."""
 
 import datetime as dt
 import hashlib
+import json
 from typing import Any
 
-from django.http import HttpResponseBase
+from django.core.files.uploadedfile import UploadedFile
+from django.http import HttpResponseBase, QueryDict
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from drf_spectacular.utils import OpenApiParameter, OpenApiTypes
@@ -15,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from helpdesk_site.api import ApiError, ApiErrorCode
+from helpdesk_site.api import ApiError, ApiErrorCode, CursorPagination
 from tenants import services as tenant_services
 from tenants.models import ApiKey
 
@@ -41,6 +43,10 @@ class ApiView(APIView):
     """The base of every API view: the conventions of the module docstring. Declare
     ``required_scope``; keep the view thin (validate, call a service or selector, serialize)."""
 
+    # Lists are paginated (helpdesk_site.api.CursorPagination); naming the class here makes the
+    # schema of a GET declared with ``responses=OutputSerializer(many=True)`` the page shape
+    # {data, has_more, next_cursor} with its limit, cursor and order parameters.
+    pagination_class = CursorPagination
     _idempotency: tuple[int, int] | None = None  # (tenant id, record id) of a claimed key
 
     def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> HttpResponseBase:
@@ -103,17 +109,34 @@ class ApiView(APIView):
 
 
 def _fingerprint(request: Request) -> str:
-    """What a retry must repeat for its key to replay: method, path, query and body. A file
-    upload is known by its type and length (its body is not read into memory twice)."""
-    raw = request._request
-    content_type = raw.headers.get("Content-Type", "")
-    if content_type.startswith("multipart/"):
-        # The boundary differs from one try to the next; the length does not.
-        body = f"multipart|{raw.headers.get('Content-Length', '')}".encode()
-    else:
-        body = raw.body
+    """What a retry must repeat for its key to replay: method, path, query and the parsed body.
+    The body is compared as data, not bytes: JSON with its keys in another order or other
+    spacing is the same request, and so is a multipart body sent again with another boundary
+    (its fields, and each file's name, type and content digest). Parsing here also means a
+    malformed body is refused before the key is claimed."""
     digest = hashlib.sha256()
-    for part in (raw.method or "", raw.get_full_path(), ""):
+    for part in (request.method or "", request._request.get_full_path()):
         digest.update(part.encode() + b"\0")
-    digest.update(body)
+    digest.update(json.dumps(_canonical(request.data), sort_keys=True, default=str).encode())
+    for name, uploads in sorted(request.FILES.lists()):
+        for upload in uploads:
+            content = hashlib.sha256()
+            for chunk in upload.chunks():
+                content.update(chunk)
+            upload.seek(0)
+            digest.update(
+                json.dumps([name, upload.name, upload.content_type, content.hexdigest()]).encode()
+            )
     return digest.hexdigest()
+
+
+def _canonical(data: Any) -> Any:
+    """A parsed body as plain JSON data: a form's QueryDict as a dict of value lists, without
+    its files (they are compared by content)."""
+    if isinstance(data, QueryDict):
+        return {
+            name: values
+            for name, values in data.lists()
+            if not any(isinstance(value, UploadedFile) for value in values)
+        }
+    return data

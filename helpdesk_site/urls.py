@@ -27,7 +27,6 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 
 api_v1 = [
-    path("tenant/", TenantCurrentApi.as_view(), name="tenant-current"),
     path("knowledge/faqs", knowledge_apis.FaqListApi.as_view(), name="knowledge-faqs"),
     path(
         "knowledge/faqs/bulk-upsert",
@@ -81,10 +80,11 @@ api_v1 = [
     path("tickets", TicketListApi.as_view(), name="tickets"),
     path("tickets/<int:ticket_id>", TicketDetailApi.as_view(), name="ticket"),
     path("tickets/<int:ticket_id>/replies", TicketReplyListApi.as_view(), name="ticket-replies"),
+    path("tenant", TenantCurrentApi.as_view(), name="tenant-current"),
     # The OpenAPI schema and its readers: public (they describe, they hold no data).
-    path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
-    path("docs/redoc/", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
+    path("schema", SpectacularAPIView.as_view(), name="schema"),
+    path("docs", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("docs/redoc", SpectacularRedocView.as_view(url_name="api:schema"), name="redoc"),
 ]
 
 urlpatterns = [

@@ -68,6 +68,7 @@ class TenantForm(forms.ModelForm):
             "auto_assign",
             "business_hours",
             "ticket_sla_hours",
+            "api_rate_limit",
         ]
 
     def clean_allowed_origins(self) -> list[str]:
@@ -152,6 +153,7 @@ class TenantAdmin(RoleGate, MissingObjectIs404, admin.ModelAdmin):
                 ]
             },
         ),
+        (gettext_lazy("REST API"), {"fields": ["api_rate_limit"]}),
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Tenant]:
@@ -290,7 +292,8 @@ class ApiKeyAdmin(TenantScopedAdmin):
 
     @admin.display(description=gettext_lazy("Scopes"))
     def scope_list(self, obj: ApiKey) -> str:
-        return ", ".join(obj.scopes)
+        labels = dict(ApiKey.Scope.choices)
+        return ", ".join(str(labels.get(scope, scope)) for scope in obj.scopes)
 
     @admin.display(description=gettext_lazy("Revoked"), boolean=True)
     def revoked(self, obj: ApiKey) -> bool:

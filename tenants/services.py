@@ -12,6 +12,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -112,11 +113,16 @@ class IdempotencyClaim:
 
 def idempotency_claim(*, api_key: ApiKey, key: str, fingerprint: str) -> IdempotencyClaim:
     """Claims ``key`` for a POST of ``api_key``'s, or says what the first request with it got.
-    A record older than ``API_IDEMPOTENCY_TTL_SECONDS`` is forgotten."""
-    expired_before = timezone.now() - timedelta(seconds=settings.API_IDEMPOTENCY_TTL_SECONDS)
+    A record older than ``API_IDEMPOTENCY_TTL_SECONDS`` is forgotten, and so is a claim whose
+    request never answered within ``API_IDEMPOTENCY_CLAIM_TIMEOUT_SECONDS`` (its process died):
+    otherwise the key would answer "in progress" until the record expired."""
+    now = timezone.now()
+    expired_before = now - timedelta(seconds=settings.API_IDEMPOTENCY_TTL_SECONDS)
+    abandoned_before = now - timedelta(seconds=settings.API_IDEMPOTENCY_CLAIM_TIMEOUT_SECONDS)
     with tenant_scope(api_key.tenant_id):
-        IdempotencyRecord.objects.filter(
-            api_key=api_key, key=key, created_at__lt=expired_before
+        IdempotencyRecord.objects.filter(api_key=api_key, key=key).filter(
+            Q(created_at__lt=expired_before)
+            | Q(status_code__isnull=True, created_at__lt=abandoned_before)
         ).delete()
         try:
             with transaction.atomic():

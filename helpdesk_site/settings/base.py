@@ -205,7 +205,13 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": CONVERSATION_SWEEP_SECONDS,
         # A run that waited longer than the interval is superseded by the next one.
         "options": {"expires": CONVERSATION_SWEEP_SECONDS},
-    }
+    },
+    # Idempotency records past API_IDEMPOTENCY_TTL_SECONDS are deleted (tenants.tasks).
+    "idempotency-purge": {
+        "task": "tenants.tasks.idempotency_purge_task",
+        "schedule": 3600,
+        "options": {"expires": 3600},
+    },
 }
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -254,6 +260,11 @@ REST_FRAMEWORK = {
 API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="600/60")
 # How long the first response to a POST with an Idempotency-Key is replayed to retries.
 API_IDEMPOTENCY_TTL_SECONDS = env.int("API_IDEMPOTENCY_TTL_SECONDS", default=24 * 3600)
+# A first request that has not answered after this long is taken for dead (its process was
+# killed): a retry with its key runs again instead of hearing "in progress" until the TTL.
+API_IDEMPOTENCY_CLAIM_TIMEOUT_SECONDS = env.int(
+    "API_IDEMPOTENCY_CLAIM_TIMEOUT_SECONDS", default=10 * 60
+)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Kefu API",
     "DESCRIPTION": "The REST API of Kefu, the AI customer-service desk. See docs/api.md.",
@@ -265,6 +276,8 @@ SPECTACULAR_SETTINGS = {
     "SCHEMA_PATH_PREFIX": "/api/v1",
     # Several models name their states "status": each enum gets its model's name.
     "ENUM_NAME_OVERRIDES": {
+        # One name for the error codes, whatever serializer field carries them.
+        "ErrorCode": "helpdesk_site.api_schema.error_codes",
         "ConversationStatusEnum": "conversations.models.Conversation.Status",
         "TicketStatusEnum": "conversations.models.Ticket.Status",
     },
@@ -272,6 +285,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # No badge fetched from the public online validator: the docs load nothing from afar.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
 }
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
