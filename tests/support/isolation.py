@@ -39,3 +39,24 @@ def _channel_layers_reset() -> Iterator[None]:
     channel_layers.backends.clear()
     yield
     channel_layers.backends.clear()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _redis_keys_of_earlier_runs_cleared() -> None:
+    """Test databases reuse tenant and row ids from one run to the next, so Kefu's keys that an
+    earlier run left in the test Redis database (answer cache, rate-limit windows, memories)
+    would answer for this run's rows: they are deleted before the first test."""
+    from django.conf import settings
+
+    if not settings.REDIS_URL:
+        return
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1)
+    try:
+        for key in client.scan_iter(match="kefu:*", count=1000):
+            client.delete(key)
+    except redis.RedisError:
+        return  # unreachable: the tests that need Redis say so themselves
+    finally:
+        client.close()
