@@ -3,6 +3,7 @@ who carries it). Writes live in the workflow modules (``handoff``, ``agents``, `
 ``services``.
 """
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,7 +17,8 @@ from django.conf import settings
 from django.contrib import auth
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Q, QuerySet
+from django.db import connection
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from conversations.events import agents_group
@@ -88,6 +90,20 @@ def agent_access_check(*, agent: Agent, session_key: str | None = None) -> Agent
         if user.pk != agent.user_id:
             return None
     return _agent(membership)
+
+
+def agent_for_member(*, tenant: Tenant, user: int | str) -> Agent | None:
+    """The tenant's active member ``user`` (a user id, or an e-mail address that names one
+    user) as an agent, if their role works conversations; None otherwise."""
+    memberships = Membership.objects.filter(
+        tenant=tenant, role__in=AGENT_ROLES, user__is_active=True
+    ).select_related("tenant", "user")
+    if isinstance(user, int):
+        memberships = memberships.filter(user_id=user)
+    else:
+        memberships = memberships.filter(user__email__iexact=user)
+    found = list(memberships[:2])
+    return _agent(found[0]) if len(found) == 1 else None
 
 
 def agent_directory(*, agent: Agent) -> list[dict[str, Any]]:
@@ -217,6 +233,81 @@ def open_conversations_for_agents(*, tenant_id: int, user_id: int) -> dict[str, 
         }
         (queue if conversation.status == Conversation.Status.QUEUED else mine).append(item)
     return {"queue": queue, "mine": mine}
+
+
+@dataclass(frozen=True)
+class ConversationFilters:
+    """What ``conversation_list`` narrows to; None (or empty) leaves a filter out."""
+
+    statuses: tuple[str, ...] = ()
+    channel: str | None = None
+    assignee_id: int | None = None
+    unassigned: bool = False
+    tag: str | None = None
+    customer_id: int | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    updated_after: datetime | None = None
+    updated_before: datetime | None = None
+    text: str | None = None  # in any of its messages, case-insensitive
+
+
+def conversation_list(*, tenant: Tenant, filters: ConversationFilters) -> QuerySet[Conversation]:
+    """The tenant's conversations matching ``filters``, with their customer, assignee and
+    message count (unordered: the caller pages them)."""
+    rows = Conversation.objects.filter(tenant=tenant)
+    if filters.statuses:
+        rows = rows.filter(status__in=filters.statuses)
+    if filters.channel:
+        rows = rows.filter(channel=filters.channel)
+    if filters.unassigned:
+        rows = rows.filter(assignee__isnull=True)
+    elif filters.assignee_id is not None:
+        rows = rows.filter(assignee_id=filters.assignee_id)
+    if filters.tag:
+        rows = rows.filter(_tagged(filters.tag))
+    if filters.customer_id is not None:
+        rows = rows.filter(customer_id=filters.customer_id)
+    for field, bound in (
+        ("created_at__gte", filters.created_after),
+        ("created_at__lt", filters.created_before),
+        ("updated_at__gte", filters.updated_after),
+        ("updated_at__lt", filters.updated_before),
+    ):
+        if bound is not None:
+            rows = rows.filter(**{field: bound})
+    if filters.text:
+        rows = rows.filter(
+            Exists(
+                Message.objects.filter(
+                    tenant=tenant, conversation_id=OuterRef("pk"), content__icontains=filters.text
+                )
+            )
+        )
+    return _with_details(rows)
+
+
+def _tagged(tag: str) -> Q:
+    if connection.features.supports_json_field_contains:
+        return Q(tags__contains=[tag])
+    # SQLite (development) has no JSON containment: the tag is matched whole, quotes included,
+    # in the list's JSON text as Django stores it there.
+    return Q(tags__icontains=json.dumps(tag))
+
+
+def _with_details(rows: QuerySet[Conversation]) -> QuerySet[Conversation]:
+    return rows.select_related("customer", "assignee").annotate(message_count=Count("messages"))
+
+
+def conversation_get(*, tenant: Tenant, conversation_id: int) -> Conversation | None:
+    """The tenant's conversation with its customer, assignee and message count; None for any
+    other."""
+    return _with_details(Conversation.objects.filter(tenant=tenant, pk=conversation_id)).first()
+
+
+def conversation_messages(*, tenant: Tenant, conversation: Conversation) -> QuerySet[Message]:
+    """Every message of the conversation, internal notes included, with its author."""
+    return Message.objects.filter(tenant=tenant, conversation=conversation).select_related("author")
 
 
 def conversation_for_agent(*, agent: Agent, conversation_id: int) -> Conversation:

@@ -10,14 +10,16 @@ from decimal import Decimal
 from typing import Any
 
 from django.core import signing
-from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
+from conversations import agents, lifecycle
 from conversations.events import PEOPLE_OWN
 from conversations.models import Channel, Conversation, Customer, Message
-from conversations.selectors import agents_available, unanswered_streak
+from conversations.selectors import Agent, agents_available, unanswered_streak
 from helpdesk_site.asyncdb import async_twin
 from tenants.models import Tenant
 
@@ -467,6 +469,61 @@ def conversation_rate(*, tenant_id: int, conversation_id: int, rating: int, comm
             pk=conversation_id, tenant_id=tenant_id, status=Conversation.Status.RESOLVED
         ).update(csat_rating=rating, csat_comment=comment)
     )
+
+
+@dataclass(frozen=True)
+class ConversationChanges:
+    """What ``conversation_update`` changes; None leaves a field as it is (``assign`` says
+    whether ``assignee`` is to be set, None then meaning nobody)."""
+
+    status: str | None = None
+    priority: str | None = None
+    tags: tuple[str, ...] | None = None
+    assign: bool = False
+    assignee: Agent | None = None
+
+
+# The statuses the tenant may set: resolved, and back to the assistant (reopening what the
+# sweep ended). Queueing is a handoff (``handoff.conversation_handoff``); closing is the sweep's.
+SETTABLE_STATUSES = (Conversation.Status.BOT, Conversation.Status.RESOLVED)
+
+
+@transaction.atomic
+def conversation_update(
+    *, tenant: Tenant, conversation_id: int, changes: ConversationChanges
+) -> None:
+    """Changes the conversation for the tenant (its integration), all or nothing: priority and
+    tags; the assignee as the console would (``agents.conversation_assign``); then the status,
+    resolved (``agents.conversation_resolve_for_tenant``) or, for a conversation the sweep
+    ended, back to the assistant (``lifecycle.conversation_reopen``). Raises
+    ``PermissionDenied`` for a change the conversation's state does not allow."""
+    rows = Conversation.objects.filter(pk=conversation_id, tenant=tenant)
+    status = rows.select_for_update().values_list("status", flat=True).first()
+    if status is None:
+        raise PermissionDenied("no such conversation")
+    fields: dict[str, object] = {}
+    if changes.priority is not None:
+        fields["priority"] = changes.priority
+    if changes.tags is not None:
+        fields["tags"] = list(changes.tags)
+    if fields:
+        rows.update(**fields, updated_at=Now())
+    if changes.assign:
+        status = agents.conversation_assign(
+            tenant=tenant, conversation_id=conversation_id, assignee=changes.assignee
+        ).status
+    if changes.status is None or changes.status == status:
+        return
+    if changes.status == Conversation.Status.RESOLVED:
+        agents.conversation_resolve_for_tenant(tenant=tenant, conversation_id=conversation_id)
+    elif changes.status == Conversation.Status.BOT:
+        if (
+            lifecycle.conversation_reopen(tenant_id=tenant.pk, conversation_id=conversation_id)
+            is None
+        ):
+            raise PermissionDenied("not ended by the sweep")
+    else:
+        raise PermissionDenied("status not settable")
 
 
 # Async twins, for consumers (helpdesk_site/asyncdb.py) ----------------------------------------

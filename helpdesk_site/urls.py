@@ -6,6 +6,13 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from conversations.apis import (
+    ConversationDetailApi,
+    ConversationHandoffApi,
+    ConversationListApi,
+    ConversationMessagesApi,
+    ConversationResolveApi,
+)
 from conversations.canned_apis import CannedResponseDetailApi, CannedResponseListApi
 from conversations.customer_apis import (
     CustomerConversationListApi,
@@ -81,6 +88,27 @@ api_v1 = [
     path("tickets/<int:ticket_id>", TicketDetailApi.as_view(), name="ticket"),
     path("tickets/<int:ticket_id>/replies", TicketReplyListApi.as_view(), name="ticket-replies"),
     path("tenant", TenantCurrentApi.as_view(), name="tenant-current"),
+    path("conversations", ConversationListApi.as_view(), name="conversations"),
+    path(
+        "conversations/<int:conversation_id>",
+        ConversationDetailApi.as_view(),
+        name="conversation",
+    ),
+    path(
+        "conversations/<int:conversation_id>/messages",
+        ConversationMessagesApi.as_view(),
+        name="conversation-messages",
+    ),
+    path(
+        "conversations/<int:conversation_id>/handoff",
+        ConversationHandoffApi.as_view(),
+        name="conversation-handoff",
+    ),
+    path(
+        "conversations/<int:conversation_id>/resolve",
+        ConversationResolveApi.as_view(),
+        name="conversation-resolve",
+    ),
     # The OpenAPI schema and its readers: public (they describe, they hold no data).
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),

@@ -280,6 +280,7 @@ SPECTACULAR_SETTINGS = {
         "ErrorCode": "helpdesk_site.api_schema.error_codes",
         "ConversationStatusEnum": "conversations.models.Conversation.Status",
         "TicketStatusEnum": "conversations.models.Ticket.Status",
+        "PriorityEnum": "conversations.models.Priority",
     },
     "COMPONENT_SPLIT_REQUEST": True,
     "SWAGGER_UI_DIST": "SIDECAR",
