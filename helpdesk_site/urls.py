@@ -2,7 +2,8 @@ from django.apps import apps
 from django.contrib import admin
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
-from django.urls import include, path
+from django.urls import include, path, re_path
+from django.utils.translation import gettext
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
@@ -22,8 +23,19 @@ from conversations.customer_apis import (
 )
 from conversations.ticket_apis import TicketDetailApi, TicketListApi, TicketReplyListApi
 from conversations.views import widget_config
+from helpdesk_site.api import ApiErrorCode, error_body
 from knowledge import apis as knowledge_apis
 from tenants.apis import TenantCurrentApi
+
+
+def api_not_found(request: HttpRequest) -> JsonResponse:
+    """A path under /api/ that names no endpoint: 404 in the API's error shape, not a page."""
+    return JsonResponse(
+        error_body(
+            ApiErrorCode.NOT_FOUND, gettext("No such endpoint: %(path)s") % {"path": request.path}
+        ),
+        status=404,
+    )
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -120,6 +132,7 @@ urlpatterns = [
     path("console/", admin.site.urls),
     path("i18n/", include("django.conf.urls.i18n")),
     path("api/v1/", include((api_v1, "api"), namespace="api")),
+    re_path(r"^api/", api_not_found),  # after the API's routes: any other path under /api/
     path("healthz", healthz, name="healthz"),
     path("widget/<str:public_key>/config", widget_config, name="widget-config"),
 ]
