@@ -230,10 +230,7 @@ def test_tenant_endpoint_answers_any_live_key_without_secrets(tenant_a) -> None:
         "key_prefix": issued.api_key.prefix,
         "scopes": ["tickets:read"],
     }
-    slashed = _client(issued.raw_key).get("/api/v1/tenant/")  # the paths have no trailing slash
-    assert slashed.status_code == 404
-    assert slashed.json()["error"]["code"] == "not_found"
-    assert "/api/v1/tenant/" in slashed.json()["error"]["message"]
+    assert _client(issued.raw_key).get("/api/v1/tenant/").status_code == 404  # no trailing slash
 
 
 def test_missing_scope_is_403_naming_the_scope_per_method(tenant_a) -> None:

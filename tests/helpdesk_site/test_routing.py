@@ -213,3 +213,13 @@ async def test_a_socket_to_a_path_no_tenant_can_have_is_refused_cleanly(
     finally:
         await communicator.disconnect()
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/tenant/", "/api/v1/no-such-thing", "/api/v2/tenant"])
+def test_a_path_under_api_that_names_no_endpoint_is_a_json_404(path: str) -> None:
+    response = Client().get(path)
+
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"]["code"] == "not_found"
+    assert path in response.json()["error"]["message"]
