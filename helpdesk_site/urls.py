@@ -6,6 +6,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from conversations.chat_api import ChatMessageApi, ChatStopApi, MessageFeedbackApi
 from conversations.views import widget_config
 from tenants.apis import TenantCurrentApi
 
@@ -19,6 +20,11 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 api_v1 = [
     path("tenant/", TenantCurrentApi.as_view(), name="tenant-current"),
+    path("chat/messages", ChatMessageApi.as_view(), name="chat-messages"),
+    path("chat/messages/<int:message_id>/stop", ChatStopApi.as_view(), name="chat-message-stop"),
+    path(
+        "messages/<int:message_id>/feedback", MessageFeedbackApi.as_view(), name="message-feedback"
+    ),
     # The OpenAPI schema and its readers: public (they describe, they hold no data).
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
