@@ -622,7 +622,7 @@ def main() -> int:
         "--profile",
         type=Path,
         default=None,
-        help="Record py-spy profiles of the server during phases C, D and E into this folder.",
+        help="Record py-spy profiles of the server during phases C, D, E and G into this folder.",
     )
     parser.add_argument(
         "--keep-logs", action="store_true", help="Keep the services' logs (a temporary folder)."

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from asgiref.sync import async_to_sync
-from django.http import StreamingHttpResponse
+from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
 from django.utils.translation import gettext as _
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -26,6 +26,7 @@ from conversations.pipeline import ChatContext, handoff_text
 from conversations.protocol import MAX_MESSAGE_CHARS, WidgetErrorCode
 from helpdesk_site.api import ApiError, ApiErrorCode
 from helpdesk_site.api_view import IDEMPOTENCY_HEADER, IDEMPOTENCY_PARAMETER, ApiView
+from helpdesk_site.asyncdb import db_parallel
 from tenants.authentication import HasScope
 from tenants.models import ApiKey
 
@@ -86,7 +87,22 @@ class ChatHandoffSerializer(serializers.Serializer):
         ref_name = "ChatHandoff"
 
 
-class ChatMessageApi(ApiView):
+class PooledApiView(ApiView):
+    """An API view served from async code: DRF's (sync) dispatch runs on the worker pool,
+    whose threads keep their database connections. Under ASGI a sync view gets a new thread
+    per request, and with it a new database connection that outlives it (``CONN_MAX_AGE``):
+    under load PostgreSQL ran out of connections."""
+
+    view_is_async = True
+
+    async def dispatch(  # type: ignore[override]
+        self, request: HttpRequest, *args: Any, **kwargs: Any
+    ) -> HttpResponseBase:
+        response: HttpResponseBase = await db_parallel(super().dispatch)(request, *args, **kwargs)
+        return response
+
+
+class ChatMessageApi(PooledApiView):
     __doc__ = "Sends a customer's message to the assistant and returns its answer.\n\n" + (
         STREAM_DESCRIPTION
     )
@@ -242,12 +258,52 @@ class ChatMessageApi(ApiView):
             response["Cache-Control"] = "no-cache"
             response["X-Accel-Buffering"] = "no"
             return response
-        reply = async_to_sync(chat_stream.chat_reply_collect)(
-            ctx=ctx, text=question, client_message_id=client_message_id
+        # Answered on the event loop once this thread is free (``dispatch``).
+        return _AnswerPending(ctx=ctx, text=question, client_message_id=client_message_id)
+
+    async def dispatch(  # type: ignore[override]
+        self, request: HttpRequest, *args: Any, **kwargs: Any
+    ) -> HttpResponseBase:
+        response = await super().dispatch(request, *args, **kwargs)
+        if not isinstance(response, _AnswerPending):
+            return response
+        reply = await chat_stream.chat_reply_collect(
+            ctx=response.ctx, text=response.text, client_message_id=response.client_message_id
         )
-        if reply.error is not None:
-            raise _refusal(reply.error)
-        return Response(self.OutputSerializer(_blocking_body(reply)).data)
+        if self._idempotency is None:  # nothing to record: no database, no thread
+            return self._answered(reply)
+        answered: HttpResponseBase = await db_parallel(self._answered)(reply)
+        return answered
+
+    def _answered(self, reply: chat_stream.ChatReply) -> HttpResponseBase:
+        """The blocking answer as the response, finalized (and recorded for its
+        Idempotency-Key) as DRF's dispatch would have."""
+        response: Response
+        try:
+            if reply.error is not None:
+                raise _refusal(reply.error)
+            response = Response(self.OutputSerializer(_blocking_body(reply)).data)
+        except exceptions.APIException as refused:
+            response = self.handle_exception(refused)
+        return self.finalize_response(self.request, response)
+
+    def finalize_response(  # type: ignore[override]
+        self, request: Request, response: Any, *args: Any, **kwargs: Any
+    ) -> HttpResponseBase:
+        if isinstance(response, _AnswerPending):
+            return response  # finalized with the answer (``_answered``)
+        return super().finalize_response(request, response, *args, **kwargs)
+
+
+class _AnswerPending(Response):
+    """What the blocking answer needs, handed from DRF's dispatch (a worker thread) to the
+    event loop."""
+
+    def __init__(self, *, ctx: ChatContext, text: str, client_message_id: str) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.text = text
+        self.client_message_id = client_message_id
 
 
 def _refusal(error: dict[str, Any]) -> exceptions.APIException:
@@ -290,7 +346,7 @@ MESSAGE_ID = OpenApiParameter(
 )
 
 
-class ChatStopApi(ApiView):
+class ChatStopApi(PooledApiView):
     """Stops the answer being streamed to the customer's message ``message_id`` (the
     ``message_id`` of its ``message_start`` event), whichever server streams it. The part
     already sent is stored."""
@@ -318,7 +374,7 @@ class ChatStopApi(ApiView):
         return Response(self.OutputSerializer({"stopped": stopped}).data)
 
 
-class MessageFeedbackApi(ApiView):
+class MessageFeedbackApi(PooledApiView):
     """The customer ``user`` rates an answer in one of their conversations. A thumbs-down may
     hand the conversation to a person (the tenant's handoff settings)."""
 

@@ -40,7 +40,6 @@ class ApiChat:
     language: str
 
 
-@transaction.atomic
 def api_chat_start(
     *,
     tenant: Tenant,
@@ -52,12 +51,57 @@ def api_chat_start(
 ) -> ApiChat:
     """The API customer ``user`` (made on first use; ``name`` and ``email`` update them) and the
     conversation their message goes to: ``conversation_id`` if it is theirs (else
-    ``ApiConversationNotFound``), else their open API conversation, else a new one. Two first
-    messages at once get one conversation: the customer row is locked while it is looked up."""
-    details = {
-        **({"display_name": name[:120]} if name else {}),
-        **({"email": email[:254]} if email else {}),
-    }
+    ``ApiConversationNotFound``), else their open API conversation, else a new one.
+
+    Every message of a headless chat comes this way, so the usual case (a known customer with
+    nothing to update, continuing a conversation) is one read and writes nothing."""
+    conversations = Conversation.objects.filter(
+        tenant=tenant, customer__channel=Channel.API, customer__external_id=user
+    )
+    if conversation_id is not None:
+        conversations = conversations.filter(pk=conversation_id)
+    else:
+        conversations = conversations.exclude(status=Conversation.Status.CLOSED).order_by(
+            "-created_at", "-id"
+        )
+    found = conversations.values(
+        "pk", "cache_key", "language", "customer_id", "customer__display_name", "customer__email"
+    ).first()
+    if found is None and conversation_id is not None:
+        raise ApiConversationNotFound(conversation_id)
+    unchanged = found is not None and (
+        (not name or found["customer__display_name"] == name[:120])
+        and (not email or found["customer__email"] == email[:254])
+    )
+    if found is not None and unchanged:
+        return ApiChat(
+            ConversationStarted(found["customer_id"], found["pk"], found["cache_key"], False),
+            language or found["language"] or tenant.default_language,
+        )
+    return _api_chat_write(
+        tenant=tenant,
+        user=user,
+        details={
+            **({"display_name": name[:120]} if name else {}),
+            **({"email": email[:254]} if email else {}),
+        },
+        language=language,
+        conversation_id=found["pk"] if found is not None else None,
+    )
+
+
+@transaction.atomic
+def _api_chat_write(
+    *,
+    tenant: Tenant,
+    user: str,
+    details: dict[str, str],
+    language: str,
+    conversation_id: int | None,
+) -> ApiChat:
+    """``api_chat_start``'s writes: the customer made or updated, and a conversation started
+    unless ``conversation_id`` is given. Two first messages at once get one conversation: the
+    customer row is locked while their open conversation is looked up again."""
     customer, created = Customer.objects.get_or_create(
         tenant=tenant,
         channel=Channel.API,
@@ -69,27 +113,24 @@ def api_chat_start(
             last_seen_at=timezone.now(), **details
         )
     conversations = Conversation.objects.filter(tenant=tenant, customer=customer)
-    if conversation_id is not None:
-        conversation = conversations.filter(pk=conversation_id).first()
-        if conversation is None:
-            raise ApiConversationNotFound(conversation_id)
-    else:
-        conversation = (
-            None
-            if created
-            else conversations.filter(channel=Channel.API)
-            .exclude(status=Conversation.Status.CLOSED)
-            .order_by("-created_at", "-id")
-            .first()
+    conversation = (
+        conversations.filter(pk=conversation_id).first()
+        if conversation_id is not None
+        else conversations.exclude(status=Conversation.Status.CLOSED)
+        .order_by("-created_at", "-id")
+        .first()
+    )
+    if conversation is not None:
+        return ApiChat(
+            ConversationStarted(customer.pk, conversation.pk, conversation.cache_key, False),
+            language or conversation.language or tenant.default_language,
         )
-    language = language or (conversation.language if conversation else tenant.default_language)
-    new = conversation is None
-    if conversation is None:
-        conversation = Conversation.objects.create(
-            tenant=tenant, customer=customer, channel=Channel.API, language=language
-        )
+    language = language or tenant.default_language
+    conversation = Conversation.objects.create(
+        tenant=tenant, customer=customer, channel=Channel.API, language=language
+    )
     return ApiChat(
-        ConversationStarted(customer.pk, conversation.pk, conversation.cache_key, new), language
+        ConversationStarted(customer.pk, conversation.pk, conversation.cache_key, True), language
     )
 
 
