@@ -39,8 +39,10 @@ from redis.exceptions import RedisError
 
 from conversations import headless
 from conversations.events import chat_stream_group
+from conversations.models import ANSWER_CUT_OFF
 from conversations.pipeline import ChatContext, answer_customer_message
 from conversations.protocol import Delta, Done, Error, HandoffStatus, MessageAck, Status
+from conversations.services import AnswerRecord
 from helpdesk_site.redis import redis_client, redis_failure_log
 from tenants.scoping import enter_tenant_scope, scope_entry_enter
 
@@ -95,6 +97,7 @@ class ChatEventSink:
         self.queue: asyncio.Queue[ChatEvent | None] = asyncio.Queue()
         self.customer_message_id: int | None = None
         self.duplicate = False
+        self.stored: headless.StoredAnswer | None = None  # the answer, as ``done`` reports it
         self.ended = False  # message_end or error sent
 
     def _put(self, name: str, data: dict[str, Any]) -> None:
@@ -125,13 +128,23 @@ class ChatEventSink:
             },
         )
 
-    async def done(self, frame: Done) -> None:
-        stored = (
-            await headless.astored_answer(tenant_id=self.tenant_id, message_id=frame.message_id)
-            if frame.message_id
-            else None
+    async def answer_stored(self, record: AnswerRecord, message_id: int) -> None:
+        self.stored = headless.StoredAnswer(
+            message_id=message_id,
+            text=record.content,
+            source=record.source,
+            citations=record.knowledge_refs,
+            tokens_in=record.tokens_in,
+            tokens_out=record.tokens_out,
+            cost=record.cost,
+            latency_ms=record.latency_ms,
+            first_token_ms=record.first_token_ms,
+            interrupted=record.error_code == ANSWER_CUT_OFF,
         )
-        if stored is None:  # nothing stored (cannot happen for an answer that was sent)
+
+    async def done(self, frame: Done) -> None:
+        stored = self.stored
+        if stored is None or stored.message_id != frame.message_id:  # told nothing stored
             stored = headless.StoredAnswer(
                 message_id=frame.message_id,
                 text="",

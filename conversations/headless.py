@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from conversations.handoff import HandoffOutcome, conversation_handoff
-from conversations.models import Channel, Conversation, Customer, Message
+from conversations.models import ANSWER_CUT_OFF, Channel, Conversation, Customer, Message
 from conversations.selectors import agents_reachable
 from conversations.services import ConversationStarted, message_feedback_record
 from helpdesk_site.asyncdb import async_twin
@@ -171,16 +171,8 @@ def _stored(message: Message) -> StoredAnswer:
         cost=message.cost,
         latency_ms=message.latency_ms,
         first_token_ms=message.first_token_ms,
-        interrupted=message.error_code == "interrupted",
+        interrupted=message.error_code == ANSWER_CUT_OFF,
     )
-
-
-def stored_answer(*, tenant_id: int, message_id: int) -> StoredAnswer | None:
-    """The assistant's answer ``message_id`` (a read, next to the writes it serves)."""
-    message = Message.objects.filter(
-        pk=message_id, tenant_id=tenant_id, role=Message.Role.ASSISTANT
-    ).first()
-    return _stored(message) if message is not None else None
 
 
 def stored_answer_to(
@@ -245,6 +237,5 @@ def api_message_feedback(
 # Async twins, for the answer path (helpdesk_site/asyncdb.py) -----------------------------------
 
 aapi_chat_start = async_twin(api_chat_start, parallel=True)
-astored_answer = async_twin(stored_answer, parallel=True)
 astored_answer_to = async_twin(stored_answer_to, parallel=True)
 aapi_message_feedback = async_twin(api_message_feedback)

@@ -402,6 +402,7 @@ class Answerer:
                 ),
                 tenant_id=self.ctx.tenant.pk,
             )
+        await self.replies.answer_stored(record, message_id)
         await self.replies.done(
             Done(
                 reply_to=self.reply_to,

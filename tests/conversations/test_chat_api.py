@@ -13,11 +13,14 @@ from typing import Any
 import httpx
 import pytest
 from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
 from django.core.cache import cache
 from django.db import connection
 from rest_framework.test import APIClient
 
+from conversations import chat_stream, headless
 from conversations.models import Channel, Conversation, Customer, Message
+from conversations.pipeline import ChatContext
 from devtools.mockllm import MockLLMServer
 from knowledge import services as knowledge_services
 from knowledge.search import registry
@@ -258,6 +261,63 @@ def test_a_retry_after_a_stream_gets_the_stored_answer(chat_shop, mock_llm) -> N
     assert again[2][1]["message_id"] == end["message_id"]
     assert Message.objects.filter(role="customer").count() == 1
     assert len(mock_llm.requests()) == 1
+
+
+def test_a_customer_over_the_rate_limit_is_told_when_to_retry(chat_shop, settings) -> None:
+    settings.RATE_LIMIT_VISITOR = "1/60"
+    client = api_client(chat_shop)
+
+    first = ask(client, query="When will my order arrive?", user="c-1")
+    second = ask(client, query="How long does delivery take?", user="c-1")
+
+    assert first.status_code == 200
+    assert second.status_code == 429
+    assert second.json()["error"]["code"] == "rate_limited"
+    assert int(second["Retry-After"]) >= 1
+
+
+def test_asking_for_a_person_streams_a_handoff_event(chat_shop) -> None:
+    events = events_of(
+        api_client(chat_shop).post(
+            URL, {"query": "I want a real person please", "user": "c-1"}, format="json"
+        )
+    )
+
+    assert [name for name, _ in events] == ["message_start", "handoff"]
+    handoff = events[1][1]
+    assert handoff["status"] == Conversation.Status.QUEUED
+    assert handoff["agents_available"] is False
+    assert handoff["text"]
+
+
+async def test_a_ping_comment_keeps_a_waiting_stream_alive(
+    chat_shop, mock_llm, monkeypatch
+) -> None:
+    await database_sync_to_async(provider)(chat_shop, mock_llm, first_token_timeout=5.0)
+    mock_llm.configure(text="Late but here.", ttft_ms=600)
+    monkeypatch.setattr(chat_stream, "PING_SECONDS", 0.1)
+    chat = await headless.aapi_chat_start(tenant=chat_shop, user="c-1")
+    ctx = ChatContext(
+        tenant=chat_shop,
+        visitor_id="api:c-1",
+        customer_id=chat.started.customer_id,
+        conversation_id=chat.started.conversation_id,
+        conversation_key=chat.started.conversation_key,
+        language="en",
+        new_conversation=True,
+    )
+
+    chunks = [
+        chunk
+        async for chunk in chat_stream.chat_event_stream(
+            ctx=ctx, text="Tell me about gifts", client_message_id="m1"
+        )
+    ]
+
+    pings = [i for i, chunk in enumerate(chunks) if chunk == b": ping\n\n"]
+    first_text = next(i for i, chunk in enumerate(chunks) if chunk.startswith(b"event: message\n"))
+    assert pings and pings[0] < first_text
+    assert parse_events(b"".join(chunks).decode())[-1][0] == "message_end"
 
 
 def events_of(response: Any) -> list[tuple[str, dict]]:
