@@ -618,20 +618,34 @@ class HttpConnections:
         self.opened = 0
 
     async def post_json(self, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        request = _http_request(self.host, self.port, path, body, self.headers)
         if self.idle:
             reader, writer = self.idle.pop()
+            try:
+                writer.write(request)
+                await writer.drain()
+                status, headers = await _http_head(reader)
+            except OSError:  # the server closed it while idle (its keep-alive timeout)
+                writer.close()
+                reader, writer, status, headers = await self._post_new(request)
         else:
-            reader, writer = await asyncio.open_connection(self.host, self.port)
-            self.opened += 1
-        writer.write(_http_request(self.host, self.port, path, body, self.headers))
-        await writer.drain()
-        status, headers = await _http_head(reader)
+            reader, writer, status, headers = await self._post_new(request)
         payload = json.loads(await _http_body(reader, headers))
         if headers.get("connection", "").lower() == "close":
             writer.close()
         else:
             self.idle.append((reader, writer))
         return status, payload
+
+    async def _post_new(
+        self, request: bytes
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int, dict[str, str]]:
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        self.opened += 1
+        writer.write(request)
+        await writer.drain()
+        status, headers = await _http_head(reader)
+        return reader, writer, status, headers
 
     async def close(self) -> None:
         idle, self.idle = self.idle, []
