@@ -512,29 +512,34 @@ async def direct_stream(
             await writer.wait_closed()
 
 
-async def run_direct(
+Request = Callable[[str, bytes, Tracker], Awaitable[None]]
+
+
+async def run_requests(
+    tracker: Tracker,
+    request: Request,
     *,
-    host: str,
-    port: int,
+    prefix: str,
     rate: float,
     seconds: float,
     body: Callable[[int], bytes],
     drain_seconds: float,
 ) -> Tracker:
-    tracker = Tracker("direct")
+    """Open-loop requests of their own (no socket pool): ``request(request_id, body,
+    tracker)`` at ``rate`` for ``seconds``; a connection error counts as the request's error."""
     tasks: set[asyncio.Task[None]] = set()
 
     async def guarded(request_id: str, payload: bytes) -> None:
         try:
-            await direct_stream(host, port, payload, tracker, request_id)
-        except (OSError, ValueError) as exc:
+            await request(request_id, payload, tracker)
+        except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
             tracker.on_frame(
                 {"type": "error", "code": type(exc).__name__, "reply_to": request_id},
                 time.perf_counter(),
             )
 
     async def fire(i: int, scheduled: float) -> None:
-        request_id = f"d{i}"
+        request_id = f"{prefix}{i}"
         tracker.sent_one(request_id, scheduled, None)
         task = asyncio.create_task(guarded(request_id, body(i)))
         tasks.add(task)
@@ -545,3 +550,225 @@ async def run_direct(
     for task in tasks:
         task.cancel()
     return tracker
+
+
+async def run_direct(
+    *,
+    host: str,
+    port: int,
+    rate: float,
+    seconds: float,
+    body: Callable[[int], bytes],
+    drain_seconds: float,
+) -> Tracker:
+    async def request(request_id: str, payload: bytes, tracker: Tracker) -> None:
+        await direct_stream(host, port, payload, tracker, request_id)
+
+    return await run_requests(
+        Tracker("direct"),
+        request,
+        prefix="d",
+        rate=rate,
+        seconds=seconds,
+        body=body,
+        drain_seconds=drain_seconds,
+    )
+
+
+# --- The REST API (headless chat) -----------------------------------------------------------
+
+
+async def _http_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    status_line = await reader.readline()
+    if not status_line:
+        raise ConnectionError("the server closed the connection")
+    headers = {}
+    while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+        name, _, value = line.decode("latin1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), headers
+
+
+async def _http_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
+    if "content-length" in headers:
+        return await reader.readexactly(int(headers["content-length"]))
+    chunks = []
+    while size := int((await reader.readline()).strip() or b"0", 16):
+        chunks.append(await reader.readexactly(size))
+        await reader.readline()
+    await reader.readline()
+    return b"".join(chunks)
+
+
+def _http_request(host: str, port: int, path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{head}\r\n"
+    ).encode() + body
+
+
+class HttpConnections:
+    """Keep-alive HTTP/1.1 connections to the app, one request at a time each; a request that
+    finds none idle opens another (as a busy integrator's connection pool would)."""
+
+    def __init__(self, host: str, port: int, headers: dict[str, str]) -> None:
+        self.host, self.port, self.headers = host, port, headers
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.opened = 0
+
+    async def post_json(self, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        request = _http_request(self.host, self.port, path, body, self.headers)
+        if self.idle:
+            reader, writer = self.idle.pop()
+            try:
+                writer.write(request)
+                await writer.drain()
+                status, headers = await _http_head(reader)
+            except OSError:  # the server closed it while idle (its keep-alive timeout)
+                writer.close()
+                reader, writer, status, headers = await self._post_new(request)
+        else:
+            reader, writer, status, headers = await self._post_new(request)
+        payload = json.loads(await _http_body(reader, headers))
+        if headers.get("connection", "").lower() == "close":
+            writer.close()
+        else:
+            self.idle.append((reader, writer))
+        return status, payload
+
+    async def _post_new(
+        self, request: bytes
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int, dict[str, str]]:
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        self.opened += 1
+        writer.write(request)
+        await writer.drain()
+        status, headers = await _http_head(reader)
+        return reader, writer, status, headers
+
+    async def close(self) -> None:
+        idle, self.idle = self.idle, []
+        for _, writer in idle:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
+async def run_api_blocking(
+    connections: HttpConnections,
+    *,
+    name: str,
+    rate: float,
+    seconds: float,
+    body: Callable[[int], bytes],
+    drain_seconds: float,
+) -> Tracker:
+    """``POST /api/v1/chat/messages`` with ``response_mode: "blocking"`` at ``rate``: each
+    answer counts as its ``done``."""
+
+    async def request(request_id: str, payload: bytes, tracker: Tracker) -> None:
+        status, answer = await connections.post_json("/api/v1/chat/messages", payload)
+        now = time.perf_counter()
+        if status != 200:
+            code = (answer.get("error") or {}).get("code", status)
+            tracker.on_frame({"type": "error", "code": f"http_{code}", "reply_to": request_id}, now)
+            return
+        tracker.on_frame({"type": "done", "reply_to": request_id, **_done_fields(answer)}, now)
+
+    return await run_requests(
+        Tracker(name),
+        request,
+        prefix=name,
+        rate=rate,
+        seconds=seconds,
+        body=body,
+        drain_seconds=drain_seconds,
+    )
+
+
+def _done_fields(answer: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "source": answer.get("source"),
+        "latency_ms": answer.get("latency_ms"),
+        "first_token_ms": answer.get("first_token_ms"),
+    }
+
+
+async def api_stream(
+    host: str, port: int, headers: dict[str, str], body: bytes, tracker: Tracker, request_id: str
+) -> None:
+    """One headless-chat answer as server-sent events on a connection of its own: each
+    ``message`` event counts as a delta, ``message_end`` as ``done``."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(
+            _http_request(
+                host,
+                port,
+                "/api/v1/chat/messages",
+                body,
+                {**headers, "Accept": "text/event-stream", "Connection": "close"},
+            )
+        )
+        await writer.drain()
+        status, _ = await _http_head(reader)
+        if status != 200:
+            tracker.on_frame(
+                {"type": "error", "code": f"http_{status}", "reply_to": request_id},
+                time.perf_counter(),
+            )
+            return
+        event = ""
+        # Each event is one chunk of the chunked body: its size lines are not event lines.
+        while line := await reader.readline():
+            if line.startswith(b"event: "):
+                event = line[7:].strip().decode()
+                continue
+            if not line.startswith(b"data: "):
+                continue
+            data = json.loads(line[6:])
+            now = time.perf_counter()
+            if event == "message":
+                tracker.on_frame(
+                    {"type": "delta", "reply_to": request_id, "text": data["text"]}, now
+                )
+            elif event == "message_end":
+                tracker.on_frame(
+                    {"type": "done", "reply_to": request_id, **_done_fields(data)}, now
+                )
+                return
+            elif event in ("error", "handoff"):
+                tracker.on_frame(
+                    {"type": "error", "code": data.get("code", event), "reply_to": request_id}, now
+                )
+                return
+        tracker.on_frame({"type": "error", "code": "api_eof", "reply_to": request_id}, 0.0)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def run_api_streams(
+    *,
+    host: str,
+    port: int,
+    headers: dict[str, str],
+    rate: float,
+    seconds: float,
+    body: Callable[[int], bytes],
+    drain_seconds: float,
+) -> Tracker:
+    async def request(request_id: str, payload: bytes, tracker: Tracker) -> None:
+        await api_stream(host, port, headers, payload, tracker, request_id)
+
+    return await run_requests(
+        Tracker("api-stream"),
+        request,
+        prefix="s",
+        rate=rate,
+        seconds=seconds,
+        body=body,
+        drain_seconds=drain_seconds,
+    )

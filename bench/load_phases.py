@@ -1,4 +1,4 @@
-"""The benchmark's phases A-E (F is ``bench/load_micro.py``, run as its own process).
+"""The benchmark's phases A-E and G (F is ``bench/load_micro.py``, run as its own process).
 
 Each phase function takes the ``Bench`` (what is running, where, with which plan) and returns a
 JSON-ready dict; ``bench/run.py`` orders them, judges the targets and prints the table.
@@ -10,6 +10,7 @@ import json
 import os
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,10 +116,11 @@ class Bench:
     database_url: str
     banking77_csv: Path
     profile_dir: Path | None = None
-    phases: frozenset[str] = frozenset("ABCDEF")
+    phases: frozenset[str] = frozenset("ABCDEFG")
     app: Service | None = None
     mock: Service | None = None
     public_key: str = ""
+    api_key: str = ""
     faq_phrasings: list[str] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)
 
@@ -617,6 +619,88 @@ async def phase_e(bench: Bench, faq_pool: SocketPool, llm_pool: SocketPool) -> d
         }
     finally:
         await idle_pool.close()
+
+
+# --- G. The REST API (headless chat) -------------------------------------------------------
+
+
+def api_faq_body(bench: Bench, users: int) -> Callable[[int], bytes]:
+    """Blocking FAQ questions from ``users`` API customers, each walking the phrasings from its
+    own starting point and never repeating itself (counts kept across runs, as a socket's)."""
+    phrasings = bench.faq_phrasings
+    asked: Counter[int] = Counter()
+
+    def body(i: int) -> bytes:
+        user = i % users
+        text = phrasings[(user * 37 + asked[user]) % len(phrasings)]
+        asked[user] += 1
+        return json.dumps(
+            {"query": text, "user": f"bench-faq-{user}", "response_mode": "blocking"}
+        ).encode()
+
+    return body
+
+
+def api_llm_body(run: str, users: int) -> Callable[[int], bytes]:
+    def body(i: int) -> bytes:
+        return json.dumps(
+            {"query": llm_question(i, run), "user": f"bench-llm-{i % users}"}
+        ).encode()
+
+    return body
+
+
+async def phase_g(bench: Bench) -> dict[str, Any]:
+    """Headless chat over HTTP, after phases C and D in the same run: blocking FAQ answers at
+    each FAQ rate (keep-alive connections, like a server-side integration), then LLM answers
+    streamed as server-sent events, one connection per stream."""
+    plan = bench.plan
+    port = bench.running_app().port or 0
+    headers = {"Authorization": f"Bearer {bench.api_key}"}
+    connections = load_client.HttpConnections("127.0.0.1", port, headers)
+    faq_body = api_faq_body(bench, plan.faq_sockets)
+    result: dict[str, Any] = {"faq": {}, "streams": {}}
+    meters = CpuMeters(bench)
+    try:
+        await load_client.run_api_blocking(
+            connections,
+            name="warm-up",
+            rate=plan.faq_rates[0],
+            seconds=0.5,
+            body=faq_body,
+            drain_seconds=10,
+        )
+        for rate in plan.faq_rates:
+            async with profiled(bench, f"G-faq-{rate}", plan.faq_seconds):
+                with meters.measure() as cpu:
+                    tracker = await load_client.run_api_blocking(
+                        connections,
+                        name="api-faq",
+                        rate=rate,
+                        seconds=plan.faq_seconds,
+                        body=faq_body,
+                        drain_seconds=15,
+                    )
+            result["faq"][str(rate)] = {**tracker.summary(), **cpu}
+        result["connections"] = connections.opened
+    finally:
+        await connections.close()
+    tokens = answer_tokens()
+    for streams in plan.llm_streams:
+        run = f"api{streams}-{time.monotonic_ns() % 10**6}"
+        async with profiled(bench, f"G-sse-{streams}", plan.llm_seconds):
+            with meters.measure() as cpu:
+                tracker = await load_client.run_api_streams(
+                    host="127.0.0.1",
+                    port=port,
+                    headers=headers,
+                    rate=streams / stream_seconds(),
+                    seconds=plan.llm_seconds,
+                    body=api_llm_body(run, 2 * streams),
+                    drain_seconds=stream_seconds() + 30,
+                )
+        result["streams"][str(streams)] = {**llm_summary(tracker, tokens), **cpu}
+    return result
 
 
 # --- Preparing the app ----------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Benchmark data: the demo tenant (``manage.py demo --setup-only`` made it) gets an LLM
-provider pointing at the mock LLM. Prints ``{"public_key", "faq_entries", "faq_phrasings"}``:
-the FAQ's questions and alternate phrasings as stored, less any that would ask for a person.
+provider pointing at the mock LLM and an API key for headless chat. Prints ``{"public_key",
+"api_key", "faq_entries", "faq_phrasings"}``: the FAQ's questions and alternate phrasings as
+stored, less any that would ask for a person.
 
     python bench/load_setup.py --llm-url http://127.0.0.1:PORT/v1
 """
@@ -23,6 +24,7 @@ from devtools.demo import DEMO_SLUG  # noqa: E402
 from knowledge.models import KnowledgeEntry  # noqa: E402
 from tenants.models import LLMProvider, Tenant  # noqa: E402
 from tenants.scoping import enter_all_tenants  # noqa: E402
+from tenants.services import api_key_issue  # noqa: E402
 
 PROVIDER_NAME = "bench mock LLM"
 
@@ -47,10 +49,12 @@ def main() -> None:
         for phrasing in (entry.question, *entry.alternate_questions)
         if not asks_for_person(tenant=tenant, text=phrasing)
     ]
+    issued = api_key_issue(tenant=tenant, name="bench headless chat", scopes=["chat"])
     print(
         json.dumps(
             {
                 "public_key": tenant.public_key,
+                "api_key": issued.raw_key,
                 "faq_entries": len(entries),
                 "faq_phrasings": phrasings,
             },

@@ -43,7 +43,12 @@ from bench.load_procs import (  # noqa: E402
 )
 
 DEFAULT_OUT = ROOT / "bench" / "results.json"
-RATE_LIMITS = {"RATE_LIMIT_TENANT": "1000000/60", "RATE_LIMIT_VISITOR": "100000/60"}
+PHASES = "ABCDEFG"
+RATE_LIMITS = {
+    "RATE_LIMIT_TENANT": "1000000/60",
+    "RATE_LIMIT_VISITOR": "100000/60",
+    "API_RATE_LIMIT": "100000000/60",
+}
 # Sockets the generator needs beyond the phases' own: the mock's, the logs', some slack.
 FD_SLACK = 1_000
 
@@ -276,6 +281,21 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
             echo = _get(a, rate, kind, "end_to_end", "p50_ms")
             if faq and echo:
                 out[f"faq_vs_{kind}_echo"][rate] = round(faq / echo, 2)
+    # Headless chat (G) against the widget (C, D) in the same run: medians.
+    g = results["phases"].get("G", {})
+    d = results["phases"].get("D", {}).get("streams", {})
+    out["api_faq_vs_widget"] = {
+        rate: round(api / widget, 2)
+        for rate, run in g.get("faq", {}).items()
+        if (api := _get(run, "end_to_end", "p50_ms"))
+        and (widget := _get(c, rate, "end_to_end", "p50_ms"))
+    }
+    out["api_stream_first_delta_vs_widget"] = {
+        streams: round(api / widget, 2)
+        for streams, run in g.get("streams", {}).items()
+        if (api := _get(run, "first_delta", "p50_ms"))
+        and (widget := _get(d, streams, "platform", "first_delta", "p50_ms"))
+    }
     e = results["phases"].get("E", {})
     base = _get(c, str(e.get("faq_rate")), "end_to_end", "p99_ms")
     mixed = _get(e, "faq", "end_to_end", "p99_ms")
@@ -421,6 +441,40 @@ def table(results: dict[str, Any]) -> str:
                 f"faq_scores {_us(run['faq_scores'])}; faq_match {_us(run['faq_match'])}; "
                 f"knowledge_search {_us(run['knowledge_search'])}"
             )
+    if "G" in p:
+        g = p["G"]
+        faq_ratio = results["ratios"].get("api_faq_vs_widget", {})
+        stream_ratio = results["ratios"].get("api_stream_first_delta_vs_widget", {})
+        lines += [
+            "",
+            f"G. Headless chat over HTTP (REST API; {g.get('connections', '-')} keep-alive "
+            "connections for blocking FAQ answers, one per SSE stream)",
+            f"  {'FAQ rate/s':>10}  {'sent/done':>11}  {'end-to-end':>22}  "
+            f"{'x widget (C) p50':>16}  server CPU",
+        ]
+        for rate, run in g["faq"].items():
+            lines.append(
+                f"  {rate:>10}  {run['sent']:>5}/{run['done']:<5}  "
+                f"{_ms(run['end_to_end'], 'p50', 'p99', 'p999'):>22}  "
+                f"{_num(faq_ratio.get(rate)):>16}  {_cpu(run)}"
+                + (f"  errors {run['errors']}" if run["errors"] or run["lost"] else "")
+            )
+        lines.append(
+            f"  {'SSE streams':>11}  {'first delta p50/p99':>19}  {'x widget (D) p50':>16}  "
+            f"{'done p50/p99':>15}  {'tokens/s':>8}  server CPU"
+        )
+        for streams, run in g["streams"].items():
+            lines.append(
+                f"  {streams:>11}  {_ms(run['first_delta'], 'p50', 'p99'):>19}  "
+                f"{_num(stream_ratio.get(streams)):>16}  "
+                f"{_ms(run['end_to_end'], 'p50', 'p99'):>15}  "
+                f"{_num(run['tokens_per_second']):>8}  {_cpu(run)}"
+                + (
+                    f"  errors {run['errors']} lost {run['lost']}"
+                    if run["errors"] or run["lost"]
+                    else ""
+                )
+            )
     lines += ["", "Targets"]
     for row in results["targets"]:
         mark = {True: "✓", False: "✗", None: "–"}[row["ok"]]
@@ -511,6 +565,7 @@ async def run(bench: phases.Bench, results: dict[str, Any]) -> None:
         )
     )
     bench.public_key = setup["public_key"]
+    bench.api_key = setup["api_key"]
     bench.faq_phrasings = setup["faq_phrasings"]
     results["config"]["faq_entries"] = setup["faq_entries"]
     results["config"]["faq_phrasings"] = len(bench.faq_phrasings)
@@ -520,7 +575,7 @@ async def run(bench: phases.Bench, results: dict[str, Any]) -> None:
     if "A" in wanted:
         await phase(results, "A", lambda: phases.phase_a(bench))
 
-    if wanted & {"B", "C", "D", "E"}:
+    if wanted & {"B", "C", "D", "E", "G"}:
         app_port = free_port()
         bench.app = await phases.start_service(
             bench, "app", phases.uvicorn_argv("helpdesk_site.asgi:application", app_port), app_port
@@ -536,6 +591,8 @@ async def run(bench: phases.Bench, results: dict[str, Any]) -> None:
                 await phase(results, "D", lambda: phases.phase_d(bench, llm_pool))
             if "E" in wanted:
                 await phase(results, "E", lambda: phases.phase_e(bench, faq_pool, llm_pool))
+            if "G" in wanted:
+                await phase(results, "G", lambda: phases.phase_g(bench))
         finally:
             await faq_pool.close()
             await llm_pool.close()
@@ -565,13 +622,13 @@ def main() -> int:
         "--profile",
         type=Path,
         default=None,
-        help="Record py-spy profiles of the server during phases C, D and E into this folder.",
+        help="Record py-spy profiles of the server during phases C, D, E and G into this folder.",
     )
     parser.add_argument(
         "--keep-logs", action="store_true", help="Keep the services' logs (a temporary folder)."
     )
     parser.add_argument(
-        "--phases", default="ABCDEF", help="Which phases to run, e.g. AC (default: all)."
+        "--phases", default="ABCDEFG", help="Which phases to run, e.g. AC (default: all)."
     )
     parser.add_argument(
         "--banking77",
@@ -631,7 +688,7 @@ def main() -> int:
             "profiled": args.profile is not None,
             "settings": args.settings,
             "banking77": str(args.banking77),
-            "phases": "".join(sorted(frozenset(args.phases.upper()) & frozenset("ABCDEF"))),
+            "phases": "".join(sorted(frozenset(args.phases.upper()) & frozenset(PHASES))),
         },
         "phases": {},
         "phase_seconds": {},
@@ -646,7 +703,7 @@ def main() -> int:
         database_url=database_url,
         banking77_csv=args.banking77.resolve(),
         profile_dir=args.profile,
-        phases=frozenset(args.phases.upper()) & frozenset("ABCDEF"),
+        phases=frozenset(args.phases.upper()) & frozenset(PHASES),
     )
     import uvloop
 

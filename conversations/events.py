@@ -58,6 +58,12 @@ def conversation_group(tenant_id: int, conversation_id: int) -> str:
     return f"conversation.{tenant_id}.{conversation_id}"
 
 
+def chat_stream_group(tenant_id: int, message_id: int) -> str:
+    """The HTTP stream (headless chat) answering the customer's message ``message_id``: told
+    to stop by the API's stop request, from whichever process serves it."""
+    return f"chat.stream.{tenant_id}.{message_id}"
+
+
 # Payloads and their builders ----------------------------------------------------------------------
 
 

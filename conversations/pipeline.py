@@ -20,6 +20,7 @@ socket's sink sends each frame straight to the customer's socket, so no token ev
 channel layer; another channel (an HTTP stream, WeChat) plugs in with a sink of its own.
 """
 
+import asyncio
 import enum
 import hashlib
 import itertools
@@ -67,6 +68,7 @@ from knowledge.search import SearchHit, afaq_match, aknowledge_search, registry
 from knowledge.text import normalize
 from llm.gateway import (
     AllProvidersFailed,
+    ChatMessage,
     ChatUsage,
     StreamDone,
     StreamInterrupted,
@@ -400,6 +402,7 @@ class Answerer:
                 ),
                 tenant_id=self.ctx.tenant.pk,
             )
+        await self.replies.answer_stored(record, message_id)
         await self.replies.done(
             Done(
                 reply_to=self.reply_to,
@@ -522,6 +525,11 @@ class Answerer:
                 interrupted=True,
             )
             return
+        except asyncio.CancelledError:
+            # The customer went away or stopped the answer (an HTTP stream): what was shown is
+            # stored, cut off, before the cancellation goes on.
+            await self._cut_off("".join(shown), messages, refs, confidence, first_token_ms, started)
+            raise
         except AllProvidersFailed as failed:
             logger.warning(
                 "all providers failed tenant=%s attempts=%s",
@@ -539,17 +547,7 @@ class Answerer:
         if usage is None:
             # Cut short by output moderation before the provider's usage record arrived: the
             # tokens are estimated (the provider still bills them).
-            usage = ChatUsage(
-                provider_id=None,
-                provider="",
-                model="",
-                tokens_in=sum(estimate_tokens(m.content) for m in messages),
-                tokens_out=estimate_tokens("".join(shown)),
-                cost=Decimal("0"),
-                first_token_ms=first_token_ms,
-                total_ms=_ms(started),
-                attempts=(),
-            )
+            usage = _estimated_usage(messages, "".join(shown), first_token_ms, started)
         await self._finish(
             _llm_record(
                 "".join(shown),
@@ -561,6 +559,45 @@ class Answerer:
                 moderation_flags=("output_withheld",) if withheld else (),
             )
         )
+
+    async def _cut_off(
+        self,
+        shown: str,
+        messages: list[ChatMessage],
+        refs: tuple[str, ...],
+        confidence: float | None,
+        first_token_ms: int | None,
+        started: float,
+    ) -> None:
+        """Stores the part of an answer shown before its stream was cancelled and says it is
+        done (a sink still listening, such as a stopped HTTP stream, gets its message id).
+        Nothing is stored when nothing was shown."""
+        if not shown:
+            return
+        record = _llm_record(
+            shown,
+            _estimated_usage(messages, shown, first_token_ms, started),
+            refs,
+            confidence,
+            first_token_ms,
+            started,
+            error_code=ANSWER_CUT_OFF,
+        )
+        written = await message_write(
+            services.MessageWrite(
+                tenant_id=self.ctx.tenant.pk,
+                conversation_id=self.ctx.conversation_id,
+                answer=record,
+            )
+        )
+        try:
+            await self._done(record, written.answer_id or 0, interrupted=True)
+        except Exception as error:  # the sink's channel may be gone (a closed widget socket)
+            logger.info(
+                "cut-off answer stored, not delivered tenant=%s: %s",
+                self.ctx.tenant.pk,
+                type(error).__name__,
+            )
 
     async def _fallback(self, hits: list[SearchHit], *, started: float) -> None:
         """Every provider failed before the first token: the best knowledge, honestly."""
@@ -608,6 +645,24 @@ def _llm_record(
         knowledge_refs=refs,
         moderation_flags=moderation_flags,
         error_code=error_code,
+    )
+
+
+def _estimated_usage(
+    messages: list[ChatMessage], shown: str, first_token_ms: int | None, started: float
+) -> ChatUsage:
+    """The usage of a stream that ended before the provider's usage record arrived: estimated
+    (the provider still bills the tokens)."""
+    return ChatUsage(
+        provider_id=None,
+        provider="",
+        model="",
+        tokens_in=sum(estimate_tokens(m.content) for m in messages),
+        tokens_out=estimate_tokens(shown),
+        cost=Decimal("0"),
+        first_token_ms=first_token_ms,
+        total_ms=_ms(started),
+        attempts=(),
     )
 
 

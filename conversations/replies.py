@@ -9,7 +9,9 @@ customer is reached. It tells a ``ReplySink`` what happened, in this order:
    ``ack`` and may end the reply.
 3. ``error``: the message is not answered (``rate_limited``, ``blocked``); ends the reply.
 4. ``delta`` any number of times (pieces of the answer, to be appended in order), then
-   ``done`` once (the answer is complete and stored; its ``message_id`` can be rated). A
+   ``answer_stored`` with what was stored (source, citations, tokens, cost: for channels that
+   report them; the widget does not) and ``done`` once (the answer is complete and stored; its
+   ``message_id`` can be rated). A
    ``status`` may follow ``done`` when the answer failed and the conversation went to a person.
 
 The frames are the widget protocol's models (conversations/protocol.py): a channel renders them
@@ -32,6 +34,7 @@ from conversations.protocol import (
     Status,
     WidgetServerFrame,
 )
+from conversations.services import AnswerRecord
 
 
 class ReplySink(Protocol):
@@ -40,6 +43,8 @@ class ReplySink(Protocol):
     async def ack(self, frame: MessageAck) -> None: ...
 
     async def delta(self, frame: Delta) -> None: ...
+
+    async def answer_stored(self, record: AnswerRecord, message_id: int) -> None: ...
 
     async def done(self, frame: Done) -> None: ...
 
@@ -62,6 +67,9 @@ class WidgetSocketSink:
 
     async def delta(self, frame: Delta) -> None:
         await self._send(frame)
+
+    async def answer_stored(self, record: AnswerRecord, message_id: int) -> None:
+        """The widget shows the text it was sent; ``done`` says the rest."""
 
     async def done(self, frame: Done) -> None:
         await self._send(frame)

@@ -400,6 +400,12 @@ def conversation_transcript(*, tenant_id: int, conversation_id: int) -> str:
     return "\n".join(lines)
 
 
+def message_exists(*, tenant_id: int, message_id: int, role: str) -> bool:
+    """The tenant has a message of ``role`` with this id (what a headless-chat stop or rating
+    names, looked up before its body is read)."""
+    return Message.objects.filter(tenant_id=tenant_id, pk=message_id, role=role).exists()
+
+
 def first_customer_question(*, tenant_id: int, conversation_id: int) -> str | None:
     return (
         Message.objects.filter(

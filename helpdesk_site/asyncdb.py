@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 from channels.db import database_sync_to_async
+from django.db import connections
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -34,3 +35,17 @@ def async_twin(
         func, thread_sensitive=not parallel
     )
     return twin
+
+
+def request_connections_close(**kwargs: Any) -> None:
+    """Closes the request's database connections when it finishes (``request_finished``).
+
+    Under ASGI a sync view runs in a thread of the request's own (asgiref's
+    ``ThreadSensitiveContext``), so a connection it opened can never serve another request; yet
+    ``CONN_MAX_AGE`` would keep it open after the thread is gone, and under load PostgreSQL runs
+    out of connections. Connections inside a transaction are left alone (tests wrap requests in
+    one). Async views and sockets reach the database through ``database_sync_to_async``, whose
+    threads keep theirs."""
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close()

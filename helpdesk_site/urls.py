@@ -15,6 +15,7 @@ from conversations.apis import (
     ConversationResolveApi,
 )
 from conversations.canned_apis import CannedResponseDetailApi, CannedResponseListApi
+from conversations.chat_api import ChatMessageApi, ChatStopApi, MessageFeedbackApi
 from conversations.customer_apis import (
     CustomerConversationListApi,
     CustomerDetailApi,
@@ -120,6 +121,11 @@ api_v1 = [
         "conversations/<int:conversation_id>/resolve",
         ConversationResolveApi.as_view(),
         name="conversation-resolve",
+    ),
+    path("chat/messages", ChatMessageApi.as_view(), name="chat-messages"),
+    path("chat/messages/<int:message_id>/stop", ChatStopApi.as_view(), name="chat-message-stop"),
+    path(
+        "messages/<int:message_id>/feedback", MessageFeedbackApi.as_view(), name="message-feedback"
     ),
     # The OpenAPI schema and its readers: public (they describe, they hold no data).
     path("schema", SpectacularAPIView.as_view(), name="schema"),

@@ -28,12 +28,16 @@ class KeptReplies:
 
     def __init__(self) -> None:
         self.told: list[tuple[str, object]] = []
+        self.stored: list[tuple[services.AnswerRecord, int]] = []
 
     async def ack(self, frame: MessageAck) -> None:
         self.told.append(("ack", frame))
 
     async def delta(self, frame: Delta) -> None:
         self.told.append(("delta", frame))
+
+    async def answer_stored(self, record: services.AnswerRecord, message_id: int) -> None:
+        self.stored.append((record, message_id))
 
     async def done(self, frame: Done) -> None:
         self.told.append(("done", frame))
@@ -100,6 +104,8 @@ async def test_a_faq_answer_reaches_a_sink_that_is_not_a_socket(
     )
     assert replies.text() == "Delivery takes 3–5 working days."
     assert isinstance(done, Done) and (done.reply_to, done.source) == ("m1", "faq")
+    [(record, stored_id)] = replies.stored  # what was stored, before done
+    assert (record.content, record.source, stored_id) == (replies.text(), "faq", done.message_id)
     assert mock_llm.requests() == []
 
 

@@ -3,6 +3,7 @@ package; nothing is fetched from elsewhere), show the operations of the schema, 
 calls the API with a key typed into its Authorize dialog."""
 
 import json
+import os
 import urllib.request
 from typing import Any
 
@@ -42,13 +43,13 @@ def test_swagger_ui_is_self_hosted_and_calls_the_api(
     raw_key = services.api_key_issue(tenant=tenant_a, name="Docs", scopes=["tickets:read"]).raw_key
     with urllib.request.urlopen(f"{live_asgi.url}/api/v1/schema?format=json") as answer:  # noqa: S310
         paths = json.load(answer)["paths"]
-    # The chat endpoint is the one integrators look for first; until it exists, the tenant one.
-    wanted = CHAT_PATH if CHAT_PATH in paths else "/api/v1/tenant"
+    # The chat endpoint is the one integrators look for first.
+    assert CHAT_PATH in paths
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     requests = Requests(page)
 
     page.goto(f"{live_asgi.url}/api/v1/docs")
-    operation = page.locator(".opblock-summary-path", has_text=wanted).first
+    operation = page.locator(".opblock-summary-path", has_text=CHAT_PATH).first
     operation.wait_for(timeout=BROWSER_WAIT_MS)
     assert operation.is_visible()
     for path in paths:
@@ -67,6 +68,9 @@ def test_swagger_ui_is_self_hosted_and_calls_the_api(
     body.wait_for(timeout=BROWSER_WAIT_MS)
     assert '"slug": "tenant-a"' in body.inner_text()
     page.screenshot(path=tmp_path / "swagger-ui.png", full_page=True)
+    shots = os.environ.get("KEFU_SCREENSHOTS")
+    if shots:  # for a person to look at: KEFU_SCREENSHOTS=/some/dir pytest …
+        page.screenshot(path=f"{shots}/api-docs.png", full_page=False)
 
     requests.assert_same_origin(live_asgi.url)
     assert any("/static/drf_spectacular_sidecar/swagger-ui-dist/" in u for u in requests.urls)
