@@ -525,7 +525,15 @@ def test_a_stop_request_to_another_server_stops_the_stream(chat_shop, slow_llm, 
 
 
 def test_stop_answers_false_when_nothing_streams(chat_shop) -> None:
-    response = api_client(chat_shop).post(f"{URL}/12345/stop")
+    question = factories.MessageFactory(
+        conversation=factories.ConversationFactory(tenant=chat_shop), role="customer"
+    )
+    client = api_client(chat_shop)
+
+    response = client.post(f"{URL}/{question.pk}/stop")
 
     assert response.status_code == 200
     assert response.json() == {"stopped": False}
+    missing = client.post(f"{URL}/{question.pk + 1000}/stop")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
