@@ -19,7 +19,8 @@ from rest_framework.response import Response
 
 from conversations import agents, handoff, selectors, services
 from conversations.models import Channel, Conversation, Message, Priority
-from helpdesk_site.api import ApiError, ApiErrorCode, CursorPagination
+from helpdesk_site.api import ApiError, ApiErrorCode, api_tenant, found, paginated_response
+from helpdesk_site.api_fields import MemberField
 from helpdesk_site.api_view import IDEMPOTENCY_PARAMETER, ApiView
 from tenants.authentication import HasScope
 from tenants.models import ApiKey, Tenant
@@ -31,17 +32,11 @@ MAX_TAG_CHARS = 50
 MAX_TEXT_CHARS = 4000
 
 
-def _tenant(request: Request) -> Tenant:
-    return request.auth.tenant  # type: ignore[union-attr]  # HasScope admitted an ApiKey
-
-
 def _conversation(request: Request, conversation_id: int) -> Conversation:
     conversation = selectors.conversation_get(
-        tenant=_tenant(request), conversation_id=conversation_id
+        tenant=api_tenant(request), conversation_id=conversation_id
     )
-    if conversation is None:
-        raise exceptions.NotFound(_("No such conversation."))
-    return conversation
+    return found(conversation, _("No such conversation."))
 
 
 def _valid(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
@@ -55,40 +50,18 @@ def _conflict(message: str) -> ApiError:
     return ApiError(status.HTTP_409_CONFLICT, ApiErrorCode.CONFLICT, message)
 
 
-def _member(tenant: Tenant, field: str, user: int | str) -> selectors.Agent:
+def api_member(*, tenant: Tenant, user: int | str, field: str) -> selectors.Agent:
+    """The tenant's member ``user`` (a ``MemberField``'s value) who works conversations and
+    tickets; a 400 naming ``field`` if there is none."""
     agent = selectors.agent_for_member(tenant=tenant, user=user)
     if agent is None:
         raise exceptions.ValidationError(
-            {field: [_("Not an active member of this tenant who works conversations.")]}
+            {field: [_("Not an active member of this tenant who works conversations and tickets.")]}
         )
     return agent
 
 
 # Fields -----------------------------------------------------------------------------------------
-
-
-@extend_schema_field(
-    {
-        "oneOf": [{"type": "integer"}, {"type": "string", "format": "email"}],
-        "description": "A user id, or the e-mail address of a member of the tenant.",
-    }
-)
-class MemberField(serializers.Field):
-    """A member of the tenant named by user id or e-mail address (looked up by the view)."""
-
-    default_error_messages = {"invalid": _("Give a user id or an e-mail address.")}
-
-    def to_internal_value(self, data: Any) -> int | str:
-        if isinstance(data, int) and not isinstance(data, bool) and data > 0:
-            return data
-        if isinstance(data, str) and data.strip().isdigit():
-            return int(data.strip())
-        if isinstance(data, str) and "@" in data and len(data) <= 254:
-            return data.strip()
-        self.fail("invalid")
-
-    def to_representation(self, value: Any) -> Any:
-        return value
 
 
 class OptionalText(serializers.CharField):
@@ -232,7 +205,6 @@ class ConversationListApi(ApiView):
 
     permission_classes = [HasScope]
     required_scope = Scope.CONVERSATIONS_READ
-    pagination_class = CursorPagination
 
     class FilterSerializer(serializers.Serializer):
         status = serializers.ListField(
@@ -270,7 +242,7 @@ class ConversationListApi(ApiView):
         values = _valid(self.FilterSerializer, data)
         assignee = values.get("assignee")
         rows = selectors.conversation_list(
-            tenant=_tenant(request),
+            tenant=api_tenant(request),
             filters=selectors.ConversationFilters(
                 statuses=tuple(values.get("status", ())),
                 channel=values.get("channel"),
@@ -285,9 +257,9 @@ class ConversationListApi(ApiView):
                 text=values.get("q"),
             ),
         )
-        paginator = CursorPagination()
-        page = paginator.paginate_queryset(rows, request, view=self)
-        return paginator.get_paginated_response(ConversationSerializer(page, many=True).data)
+        return paginated_response(
+            request=request, view=self, queryset=rows, serializer_class=ConversationSerializer
+        )
 
 
 class ConversationDetailApi(ApiView):
@@ -350,7 +322,7 @@ class ConversationDetailApi(ApiView):
         ],
     )
     def patch(self, request: Request, conversation_id: int) -> Response:
-        tenant = _tenant(request)
+        tenant = api_tenant(request)
         conversation = _conversation(request, conversation_id)
         values = _valid(self.UpdateSerializer, request.data)
         assign = "assignee" in values
@@ -360,7 +332,9 @@ class ConversationDetailApi(ApiView):
             priority=values.get("priority"),
             tags=tuple(values["tags"]) if "tags" in values else None,
             assign=assign,
-            assignee=_member(tenant, "assignee", assignee) if assignee is not None else None,
+            assignee=api_member(tenant=tenant, user=assignee, field="assignee")
+            if assignee is not None
+            else None,
         )
         try:
             services.conversation_update(
@@ -380,7 +354,6 @@ class ConversationMessagesApi(ApiView):
 
     permission_classes = [HasScope]
     required_scope = {"GET": Scope.CONVERSATIONS_READ, "POST": Scope.CONVERSATIONS_WRITE}
-    pagination_class = CursorPagination
     default_order = "asc"
 
     class ReplySerializer(serializers.Serializer):
@@ -405,10 +378,12 @@ class ConversationMessagesApi(ApiView):
     )
     def get(self, request: Request, conversation_id: int) -> Response:
         conversation = _conversation(request, conversation_id)
-        rows = selectors.conversation_messages(tenant=_tenant(request), conversation=conversation)
-        paginator = CursorPagination()
-        page = paginator.paginate_queryset(rows, request, view=self)
-        return paginator.get_paginated_response(MessageSerializer(page, many=True).data)
+        rows = selectors.conversation_messages(
+            tenant=api_tenant(request), conversation=conversation
+        )
+        return paginated_response(
+            request=request, view=self, queryset=rows, serializer_class=MessageSerializer
+        )
 
     @extend_schema(
         operation_id="conversations_messages_create",
@@ -433,10 +408,10 @@ class ConversationMessagesApi(ApiView):
         ],
     )
     def post(self, request: Request, conversation_id: int) -> Response:
-        tenant = _tenant(request)
+        tenant = api_tenant(request)
         conversation = _conversation(request, conversation_id)
         values = _valid(self.ReplySerializer, request.data)
-        agent = _member(tenant, "agent", values["agent"])
+        agent = api_member(tenant=tenant, user=values["agent"], field="agent")
         try:
             message = agents.agent_reply_taking(
                 agent=agent,
@@ -488,7 +463,7 @@ class ConversationHandoffApi(ApiView):
         responses=OutputSerializer,
     )
     def post(self, request: Request, conversation_id: int) -> Response:
-        tenant = _tenant(request)
+        tenant = api_tenant(request)
         conversation = _conversation(request, conversation_id)
         reason = _valid(self.InputSerializer, request.data)["reason"]
         outcome = handoff.conversation_handoff(
@@ -521,7 +496,7 @@ class ConversationResolveApi(ApiView):
         conversation = _conversation(request, conversation_id)
         try:
             agents.conversation_resolve_for_tenant(
-                tenant=_tenant(request), conversation_id=conversation.pk
+                tenant=api_tenant(request), conversation_id=conversation.pk
             )
         except PermissionDenied as refused:
             raise _conflict(_("The conversation is closed.")) from refused

@@ -19,7 +19,7 @@ import binascii
 import json
 import logging
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
@@ -34,9 +34,10 @@ from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
 
 from conversations.ratelimit import rate_limit_hit, rate_limit_parse
-from tenants.models import ApiKey
+from tenants.models import ApiKey, Tenant
 
 logger = logging.getLogger(__name__)
+Row = TypeVar("Row")
 
 
 class ApiErrorCode(StrEnum):
@@ -87,6 +88,20 @@ _DRF_CODES: dict[type[exceptions.APIException], ApiErrorCode] = {
     exceptions.UnsupportedMediaType: ApiErrorCode.UNSUPPORTED_MEDIA_TYPE,
     exceptions.Throttled: ApiErrorCode.RATE_LIMITED,
 }
+
+
+def api_tenant(request: Request) -> Tenant:
+    """The tenant of the request's API key (``HasScope`` let only keys in)."""
+    api_key = request.auth
+    assert isinstance(api_key, ApiKey)  # noqa: S101
+    return api_key.tenant
+
+
+def found(row: Row | None, message: str) -> Row:
+    """``row``, or a 404 with ``message`` when the selector found none (for the tenant)."""
+    if row is None:
+        raise ApiError(status.HTTP_404_NOT_FOUND, ApiErrorCode.NOT_FOUND, message)
+    return row
 
 
 def error_body(code: str, message: str, fields: dict[str, list[str]] | None = None) -> dict:

@@ -6,7 +6,6 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from django.core.files.uploadedfile import UploadedFile
-from django.shortcuts import get_object_or_404
 from django.utils.text import Truncator
 from django.utils.translation import gettext as _
 from drf_spectacular.utils import OpenApiExample, extend_schema
@@ -15,13 +14,13 @@ from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from helpdesk_site.api import CursorPagination, paginated_response, query_filters
+from helpdesk_site.api import api_tenant, found, paginated_response, query_filters
 from helpdesk_site.api_view import IDEMPOTENCY_PARAMETER, ApiView
 from knowledge import ingest, selectors, services
 from knowledge.models import Chunk, Document, KnowledgeEntry
 from knowledge.search import knowledge_hit_test
 from tenants.authentication import HasScope
-from tenants.models import ApiKey, Tenant
+from tenants.models import ApiKey
 
 Scope = ApiKey.Scope
 TAGS = ["knowledge"]
@@ -36,11 +35,6 @@ BULK_UPSERT_MAX_ITEMS = 1000
 RETRIEVE_QUERY_MAX_CHARS = 500
 EXCERPT_CHARS = 300
 DOCUMENT_TEXT_FORMATS = [Document.Format.MARKDOWN, Document.Format.TEXT, Document.Format.HTML]
-
-
-def _tenant(request: Request) -> Tenant:
-    assert isinstance(request.auth, ApiKey)  # noqa: S101 (HasScope let only keys in)
-    return request.auth.tenant
 
 
 def _distinct(items: list[str]) -> list[str]:
@@ -137,7 +131,6 @@ class FaqListApi(ApiView):
     customer question."""
 
     permission_classes = [HasScope]
-    pagination_class = CursorPagination
     required_scope = {"GET": Scope.KNOWLEDGE_READ, "POST": Scope.KNOWLEDGE_WRITE}
     parser_classes = [JSONParser]
 
@@ -149,7 +142,7 @@ class FaqListApi(ApiView):
     )
     def get(self, request: Request) -> Response:
         filters = query_filters(FaqFilterSerializer, request)
-        entries = selectors.knowledge_entry_list(tenant=_tenant(request), **filters)
+        entries = selectors.knowledge_entry_list(tenant=api_tenant(request), **filters)
         return paginated_response(
             request=request, view=self, queryset=entries, serializer_class=FaqOutputSerializer
         )
@@ -165,7 +158,7 @@ class FaqListApi(ApiView):
     def post(self, request: Request) -> Response:
         data = FaqInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        entry = services.knowledge_entry_create(tenant=_tenant(request), **data.validated_data)
+        entry = services.knowledge_entry_create(tenant=api_tenant(request), **data.validated_data)
         return Response(FaqOutputSerializer(entry).data, status=status.HTTP_201_CREATED)
 
 
@@ -182,7 +175,8 @@ class FaqDetailApi(ApiView):
     parser_classes = [JSONParser]
 
     def _entry(self, request: Request, faq_id: int) -> KnowledgeEntry:
-        return get_object_or_404(selectors.knowledge_entry_list(tenant=_tenant(request)), pk=faq_id)
+        entries = selectors.knowledge_entry_list(tenant=api_tenant(request))
+        return found(entries.filter(pk=faq_id).first(), _("No such FAQ entry."))
 
     @extend_schema(operation_id="knowledge_faqs_retrieve", tags=TAGS, responses=FaqOutputSerializer)
     def get(self, request: Request, faq_id: int) -> Response:
@@ -314,7 +308,7 @@ class FaqBulkUpsertApi(ApiView):
         data = FaqBulkUpsertInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         upserted = services.knowledge_entries_upsert(
-            tenant=_tenant(request),
+            tenant=api_tenant(request),
             rows=[services.EntryUpsert(**item) for item in data.validated_data["items"]],
         )
         counts = {result.value: 0 for result in services.UpsertResult}
@@ -410,7 +404,8 @@ class DocumentUpdateInputSerializer(serializers.Serializer):
 
 
 def _document(request: Request, document_id: int) -> Document:
-    return get_object_or_404(selectors.document_list(tenant=_tenant(request)), pk=document_id)
+    documents = selectors.document_list(tenant=api_tenant(request))
+    return found(documents.filter(pk=document_id).first(), _("No such document."))
 
 
 class DocumentListApi(ApiView):
@@ -419,7 +414,6 @@ class DocumentListApi(ApiView):
     ``ready`` (``progress`` in percent) or ``failed`` (``error`` says why)."""
 
     permission_classes = [HasScope]
-    pagination_class = CursorPagination
     required_scope = {"GET": Scope.KNOWLEDGE_READ, "POST": Scope.KNOWLEDGE_WRITE}
     parser_classes = [JSONParser, MultiPartParser]
 
@@ -431,7 +425,7 @@ class DocumentListApi(ApiView):
     )
     def get(self, request: Request) -> Response:
         filters = query_filters(DocumentFilterSerializer, request)
-        documents = selectors.document_list(tenant=_tenant(request), **filters)
+        documents = selectors.document_list(tenant=api_tenant(request), **filters)
         return paginated_response(
             request=request,
             view=self,
@@ -462,7 +456,7 @@ class DocumentListApi(ApiView):
         ],
     )
     def post(self, request: Request) -> Response:
-        tenant = _tenant(request)
+        tenant = api_tenant(request)
         if request.content_type.startswith("multipart/"):
             upload = DocumentUploadInputSerializer(data=request.data)
             upload.is_valid(raise_exception=True)
@@ -550,7 +544,6 @@ class ChunkListApi(ApiView):
     """A document's chunks (the passages retrieval works on), in document order by default."""
 
     permission_classes = [HasScope]
-    pagination_class = CursorPagination
     required_scope = Scope.KNOWLEDGE_READ
     default_order = "asc"  # chunks written together get ids in their document order
 
@@ -576,7 +569,7 @@ class ChunkDetailApi(ApiView):
 
     def _chunk(self, request: Request, document_id: int, chunk_id: int) -> Chunk:
         chunks = selectors.chunk_list(document=_document(request, document_id))
-        return get_object_or_404(chunks, pk=chunk_id)
+        return found(chunks.filter(pk=chunk_id).first(), _("No such chunk."))
 
     @extend_schema(
         operation_id="knowledge_chunks_retrieve", tags=TAGS, responses=ChunkOutputSerializer
@@ -688,7 +681,7 @@ class RetrieveApi(ApiView):
     def post(self, request: Request) -> Response:
         data = RetrieveInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        tenant = _tenant(request)
+        tenant = api_tenant(request)
         tested = knowledge_hit_test(
             tenant=tenant, query=data.validated_data["query"], k=data.validated_data["k"]
         )
