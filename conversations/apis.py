@@ -19,10 +19,16 @@ from rest_framework.response import Response
 
 from conversations import agents, handoff, selectors, services
 from conversations.models import Channel, Conversation, Message, Priority
-from helpdesk_site.api import ApiError, ApiErrorCode, api_tenant, found, paginated_response
+from helpdesk_site.api import (
+    ApiError,
+    ApiErrorCode,
+    api_tenant,
+    found,
+    paginated_response,
+    validated,
+)
 from helpdesk_site.api_fields import MemberField
 from helpdesk_site.api_view import IDEMPOTENCY_PARAMETER, ApiView
-from tenants.authentication import HasScope
 from tenants.models import ApiKey, Tenant
 
 Scope = ApiKey.Scope
@@ -37,13 +43,6 @@ def _conversation(request: Request, conversation_id: int) -> Conversation:
         tenant=api_tenant(request), conversation_id=conversation_id
     )
     return found(conversation, _("No such conversation."))
-
-
-def _valid(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
-    """``data`` validated by ``serializer_class``; a 400 naming each refused field."""
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
 
 
 def _conflict(message: str) -> ApiError:
@@ -203,7 +202,6 @@ _FILTERS = [
 class ConversationListApi(ApiView):
     """The tenant's conversations, newest first, filtered."""
 
-    permission_classes = [HasScope]
     required_scope = Scope.CONVERSATIONS_READ
 
     class FilterSerializer(serializers.Serializer):
@@ -239,7 +237,7 @@ class ConversationListApi(ApiView):
             data["status"] = [
                 part.strip() for raw in params.getlist("status") for part in raw.split(",")
             ]
-        values = _valid(self.FilterSerializer, data)
+        values = validated(self.FilterSerializer, data)
         assignee = values.get("assignee")
         rows = selectors.conversation_list(
             tenant=api_tenant(request),
@@ -265,7 +263,6 @@ class ConversationListApi(ApiView):
 class ConversationDetailApi(ApiView):
     """One conversation: its state, customer, assignee, rating and times."""
 
-    permission_classes = [HasScope]
     required_scope = {"GET": Scope.CONVERSATIONS_READ, "PATCH": Scope.CONVERSATIONS_WRITE}
 
     class UpdateSerializer(serializers.Serializer):
@@ -324,7 +321,7 @@ class ConversationDetailApi(ApiView):
     def patch(self, request: Request, conversation_id: int) -> Response:
         tenant = api_tenant(request)
         conversation = _conversation(request, conversation_id)
-        values = _valid(self.UpdateSerializer, request.data)
+        values = validated(self.UpdateSerializer, request.data)
         assign = "assignee" in values
         assignee = values.get("assignee")
         changes = services.ConversationChanges(
@@ -352,7 +349,6 @@ class ConversationMessagesApi(ApiView):
     """A conversation's messages, oldest first, internal notes included (flagged); and an
     agent's reply or internal note."""
 
-    permission_classes = [HasScope]
     required_scope = {"GET": Scope.CONVERSATIONS_READ, "POST": Scope.CONVERSATIONS_WRITE}
     default_order = "asc"
 
@@ -410,7 +406,7 @@ class ConversationMessagesApi(ApiView):
     def post(self, request: Request, conversation_id: int) -> Response:
         tenant = api_tenant(request)
         conversation = _conversation(request, conversation_id)
-        values = _valid(self.ReplySerializer, request.data)
+        values = validated(self.ReplySerializer, request.data)
         agent = api_member(tenant=tenant, user=values["agent"], field="agent")
         try:
             message = agents.agent_reply_taking(
@@ -430,7 +426,6 @@ class ConversationHandoffApi(ApiView):
     """Hands the conversation to the people: queued, or given at once to the least busy
     online agent when the tenant assigns automatically."""
 
-    permission_classes = [HasScope]
     required_scope = Scope.CONVERSATIONS_WRITE
 
     class InputSerializer(serializers.Serializer):
@@ -465,7 +460,7 @@ class ConversationHandoffApi(ApiView):
     def post(self, request: Request, conversation_id: int) -> Response:
         tenant = api_tenant(request)
         conversation = _conversation(request, conversation_id)
-        reason = _valid(self.InputSerializer, request.data)["reason"]
+        reason = validated(self.InputSerializer, request.data)["reason"]
         outcome = handoff.conversation_handoff(
             tenant=tenant,
             conversation_id=conversation.pk,
@@ -482,7 +477,6 @@ class ConversationResolveApi(ApiView):
     agent (the customer's widget says so and asks for a rating). Resolving a resolved
     conversation changes nothing; a closed one is refused (409)."""
 
-    permission_classes = [HasScope]
     required_scope = Scope.CONVERSATIONS_WRITE
 
     @extend_schema(

@@ -9,9 +9,8 @@ from rest_framework.response import Response
 
 from conversations import canned, selectors
 from conversations.models import CannedResponse
-from helpdesk_site.api import api_tenant, found, paginated_response, query_filters
+from helpdesk_site.api import api_tenant, found, paginated_response, query_filters, validated
 from helpdesk_site.api_view import IDEMPOTENCY_PARAMETER, ApiView
-from tenants.authentication import HasScope
 from tenants.models import ApiKey
 
 Scope = ApiKey.Scope
@@ -53,7 +52,6 @@ class CannedResponseFilterSerializer(serializers.Serializer):
 class CannedResponseListApi(ApiView):
     """Canned responses: list and create."""
 
-    permission_classes = [HasScope]
     required_scope = {"GET": Scope.CONVERSATIONS_READ, "POST": Scope.CONVERSATIONS_WRITE}
     parser_classes = [JSONParser]
 
@@ -88,9 +86,8 @@ class CannedResponseListApi(ApiView):
         ],
     )
     def post(self, request: Request) -> Response:
-        data = CannedResponseInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        created = canned.canned_response_create(tenant=api_tenant(request), **data.validated_data)
+        data = validated(CannedResponseInputSerializer, request.data)
+        created = canned.canned_response_create(tenant=api_tenant(request), **data)
         return Response(
             CannedResponseOutputSerializer(created).data, status=status.HTTP_201_CREATED
         )
@@ -99,7 +96,6 @@ class CannedResponseListApi(ApiView):
 class CannedResponseDetailApi(ApiView):
     """One canned response: read, change (only the fields sent), delete."""
 
-    permission_classes = [HasScope]
     required_scope = {
         "GET": Scope.CONVERSATIONS_READ,
         "PATCH": Scope.CONVERSATIONS_WRITE,
@@ -124,9 +120,8 @@ class CannedResponseDetailApi(ApiView):
     )
     def patch(self, request: Request, canned_response_id: int) -> Response:
         found = _canned_response(request, canned_response_id)
-        data = CannedResponseInputSerializer(data=request.data, partial=True)
-        data.is_valid(raise_exception=True)
-        updated = canned.canned_response_update(canned_response=found, changes=data.validated_data)
+        data = validated(CannedResponseInputSerializer, request.data, partial=True)
+        updated = canned.canned_response_update(canned_response=found, changes=data)
         return Response(CannedResponseOutputSerializer(updated).data)
 
     @extend_schema(operation_id="canned_responses_destroy", tags=TAGS, responses={204: None})

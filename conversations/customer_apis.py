@@ -51,11 +51,11 @@ from helpdesk_site.api import (
     found,
     paginated_response,
     query_filters,
+    validated,
 )
 from helpdesk_site.api_fields import TextField
 from helpdesk_site.api_schema import ErrorSerializer
 from helpdesk_site.api_view import ApiView
-from tenants.authentication import HasScope
 from tenants.models import ApiKey
 
 Scope = ApiKey.Scope
@@ -155,7 +155,6 @@ def _customer_out(request: Request, customer_id: int) -> dict[str, Any]:
 class CustomerListApi(ApiView):
     """The tenant's customers (GET), or a new API customer (POST)."""
 
-    permission_classes = [HasScope]
     required_scope = {"GET": Scope.CONVERSATIONS_READ, "POST": Scope.CONVERSATIONS_WRITE}
 
     class InputSerializer(serializers.Serializer):
@@ -215,9 +214,7 @@ class CustomerListApi(ApiView):
         ],
     )
     def post(self, request: Request) -> Response:
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = validated(self.InputSerializer, request.data)
         try:
             customer = customer_create(
                 tenant=api_tenant(request),
@@ -240,7 +237,6 @@ class CustomerListApi(ApiView):
 class CustomerDetailApi(ApiView):
     """One customer (GET), a change of their details (PATCH), or their anonymisation (DELETE)."""
 
-    permission_classes = [HasScope]
     required_scope = {
         "GET": Scope.CONVERSATIONS_READ,
         "PATCH": Scope.CONVERSATIONS_WRITE,
@@ -285,9 +281,7 @@ class CustomerDetailApi(ApiView):
     )
     def patch(self, request: Request, customer_id: int) -> Response:
         customer = _customer(request, customer_id)
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = validated(self.InputSerializer, request.data)
         changes = {
             key: data[key] for key in ("name", "email", "phone", "attributes") if key in data
         }
@@ -317,7 +311,6 @@ class CustomerConversationListApi(ApiView):
     """The customer's conversations, newest first by default, as the conversation list shows
     them."""
 
-    permission_classes = [HasScope]
     required_scope = Scope.CONVERSATIONS_READ
 
     @extend_schema(
@@ -349,7 +342,6 @@ class CustomerTicketFilterSerializer(TicketFilterSerializer):
 class CustomerTicketListApi(ApiView):
     """The customer's tickets, with the filters of the ticket list."""
 
-    permission_classes = [HasScope]
     required_scope = Scope.TICKETS_READ
 
     @extend_schema(

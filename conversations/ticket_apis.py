@@ -31,10 +31,10 @@ from helpdesk_site.api import (
     found,
     paginated_response,
     query_filters,
+    validated,
 )
 from helpdesk_site.api_fields import MemberField, TextField
 from helpdesk_site.api_view import ApiView
-from tenants.authentication import HasScope
 from tenants.models import ApiKey, Tenant
 
 Scope = ApiKey.Scope
@@ -190,7 +190,6 @@ def _ticket_out(request: Request, ticket_id: int) -> dict[str, Any]:
 class TicketListApi(ApiView):
     """The tenant's tickets (GET), or a new ticket (POST)."""
 
-    permission_classes = [HasScope]
     required_scope = {"GET": Scope.TICKETS_READ, "POST": Scope.TICKETS_WRITE}
 
     class InputSerializer(serializers.Serializer):
@@ -255,9 +254,7 @@ class TicketListApi(ApiView):
     )
     def post(self, request: Request) -> Response:
         tenant = api_tenant(request)
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = validated(self.InputSerializer, request.data)
         conversation = self._conversation(tenant, data.get("conversation_id"))
         customer = self._customer(tenant, data, conversation)
         assignee = data.get("assignee")
@@ -322,7 +319,6 @@ class TicketListApi(ApiView):
 class TicketDetailApi(ApiView):
     """One ticket (GET), or a change of its status, priority, assignee or SLA (PATCH)."""
 
-    permission_classes = [HasScope]
     required_scope = {"GET": Scope.TICKETS_READ, "PATCH": Scope.TICKETS_WRITE}
 
     class InputSerializer(serializers.Serializer):
@@ -359,9 +355,7 @@ class TicketDetailApi(ApiView):
     )
     def patch(self, request: Request, ticket_id: int) -> Response:
         ticket = _ticket(request, ticket_id)
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = validated(self.InputSerializer, request.data)
         changes: dict[str, Any] = {
             key: data[key] for key in ("status", "priority", "sla_due_at") if key in data
         }
@@ -379,7 +373,6 @@ class TicketDetailApi(ApiView):
 class TicketReplyListApi(ApiView):
     """A ticket's replies, oldest first (GET), or a new reply (POST)."""
 
-    permission_classes = [HasScope]
     required_scope = {"GET": Scope.TICKETS_READ, "POST": Scope.TICKETS_WRITE}
     default_order = "asc"
 
@@ -439,9 +432,7 @@ class TicketReplyListApi(ApiView):
     )
     def post(self, request: Request, ticket_id: int) -> Response:
         ticket = _ticket(request, ticket_id)
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = validated(self.InputSerializer, request.data)
         reply: TicketReply
         if data["from_customer"]:
             if ticket.customer.anonymized_at is not None:

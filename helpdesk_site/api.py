@@ -283,12 +283,20 @@ class CursorPagination(BasePagination):
         ]
 
 
+def validated(
+    serializer_class: type[serializers.Serializer], data: Any, *, partial: bool = False
+) -> dict[str, Any]:
+    """``data`` (a request's body or query) validated by ``serializer_class`` (``partial``: the
+    fields sent only); a 400 naming each refused field."""
+    serializer = serializer_class(data=data, partial=partial)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
 def query_filters(serializer_class: type[serializers.Serializer], request: Request) -> dict:
     """A list's filters from the query string, validated (400 naming the parameter). Read from
     a plain dict: a form's absent check box is False, an absent filter is no filter."""
-    filters = serializer_class(data=request.query_params.dict())
-    filters.is_valid(raise_exception=True)
-    return dict(filters.validated_data)
+    return validated(serializer_class, request.query_params.dict())
 
 
 def paginated_response(
