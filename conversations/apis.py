@@ -20,9 +20,8 @@ from rest_framework.response import Response
 from conversations import agents, handoff, selectors, services
 from conversations.models import Channel, Conversation, Message, Priority
 from helpdesk_site.api import (
-    ApiError,
-    ApiErrorCode,
     api_tenant,
+    conflict,
     found,
     paginated_response,
     validated,
@@ -43,10 +42,6 @@ def _conversation(request: Request, conversation_id: int) -> Conversation:
         tenant=api_tenant(request), conversation_id=conversation_id
     )
     return found(conversation, _("No such conversation."))
-
-
-def _conflict(message: str) -> ApiError:
-    return ApiError(status.HTTP_409_CONFLICT, ApiErrorCode.CONFLICT, message)
 
 
 def api_member(*, tenant: Tenant, user: int | str, field: str) -> selectors.Agent:
@@ -338,7 +333,7 @@ class ConversationDetailApi(ApiView):
                 tenant=tenant, conversation_id=conversation.pk, changes=changes
             )
         except PermissionDenied as refused:
-            raise _conflict(
+            raise conflict(
                 _("The conversation's state (%(status)s) does not allow this change.")
                 % {"status": conversation.status}
             ) from refused
@@ -416,7 +411,7 @@ class ConversationMessagesApi(ApiView):
                 internal=values["internal"],
             )
         except PermissionDenied as refused:
-            raise _conflict(
+            raise conflict(
                 _("This agent cannot reply: the conversation is with another agent, or it ended.")
             ) from refused
         return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)
@@ -493,5 +488,5 @@ class ConversationResolveApi(ApiView):
                 tenant=api_tenant(request), conversation_id=conversation.pk
             )
         except PermissionDenied as refused:
-            raise _conflict(_("The conversation is closed.")) from refused
+            raise conflict(_("The conversation is closed.")) from refused
         return Response(ConversationSerializer(_conversation(request, conversation_id)).data)

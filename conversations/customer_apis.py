@@ -45,9 +45,8 @@ from conversations.ticket_apis import (
     tickets_page,
 )
 from helpdesk_site.api import (
-    ApiError,
-    ApiErrorCode,
     api_tenant,
+    conflict,
     found,
     paginated_response,
     query_filters,
@@ -225,11 +224,9 @@ class CustomerListApi(ApiView):
                 attributes=data.get("attributes"),
             )
         except CustomerExists as exists:
-            raise ApiError(
-                status.HTTP_409_CONFLICT,
-                ApiErrorCode.CONFLICT,
+            raise conflict(
                 _("A customer with this external_id exists already: id %(id)d.")
-                % {"id": exists.customer_id},
+                % {"id": exists.customer_id}
             ) from None
         return Response(_customer_out(request, customer.pk), status=status.HTTP_201_CREATED)
 

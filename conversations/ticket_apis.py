@@ -26,8 +26,8 @@ from conversations.tickets import (
 )
 from helpdesk_site.api import (
     ApiError,
-    ApiErrorCode,
     api_tenant,
+    conflict,
     found,
     paginated_response,
     query_filters,
@@ -44,9 +44,7 @@ Scope = ApiKey.Scope
 
 def anonymized_conflict() -> ApiError:
     """The customer was anonymised: nothing personal of theirs is stored again."""
-    return ApiError(
-        status.HTTP_409_CONFLICT, ApiErrorCode.CONFLICT, _("The customer was anonymised.")
-    )
+    return conflict(_("The customer was anonymised."))
 
 
 # Serializers --------------------------------------------------------------------------------------

@@ -104,6 +104,11 @@ def found(row: Row | None, message: str) -> Row:
     return row
 
 
+def conflict(message: str) -> ApiError:
+    """A 409 ``conflict``: the object's state does not allow the request."""
+    return ApiError(status.HTTP_409_CONFLICT, ApiErrorCode.CONFLICT, message)
+
+
 def error_body(code: str, message: str, fields: dict[str, list[str]] | None = None) -> dict:
     error: dict[str, Any] = {"code": str(code), "message": str(message)}
     if fields:
