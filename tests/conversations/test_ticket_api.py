@@ -470,3 +470,25 @@ def test_the_ticket_workflow_publishes_its_events(
         (events.Event.TICKET_UPDATED, ticket_id, "solved"),
     ]
     assert {p.tenant_id for p in heard} == {tenant_a.pk}
+
+
+def test_tickets_and_conversations_refuse_a_non_agent_member_alike(tenant_a: Tenant) -> None:
+    viewer = member(tenant_a, role=Role.VIEWER, email="viewer@example.com")
+    ticket = TicketFactory(tenant=tenant_a)
+    conversation = ConversationFactory(tenant=tenant_a)
+    client = api_client(tenant_a)
+
+    refusals = [
+        client.patch(f"/api/v1/tickets/{ticket.pk}", {"assignee": viewer.email}),
+        client.patch(f"/api/v1/conversations/{conversation.pk}", {"assignee": viewer.pk}),
+    ]
+
+    fields = [response.json()["error"]["fields"] for response in refusals]
+    assert [response.status_code for response in refusals] == [400, 400]
+    assert (
+        fields[0]
+        == fields[1]
+        == {
+            "assignee": ["Not an active member of this tenant who works conversations and tickets."]
+        }
+    )
