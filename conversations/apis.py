@@ -19,9 +19,15 @@ from rest_framework.response import Response
 
 from conversations import agents, handoff, selectors, services
 from conversations.models import Channel, Conversation, Message, Priority
-from helpdesk_site.api import ApiError, ApiErrorCode, CursorPagination
+from helpdesk_site.api import (
+    api_tenant,
+    conflict,
+    found,
+    paginated_response,
+    validated,
+)
+from helpdesk_site.api_fields import MemberField
 from helpdesk_site.api_view import IDEMPOTENCY_PARAMETER, ApiView
-from tenants.authentication import HasScope
 from tenants.models import ApiKey, Tenant
 
 Scope = ApiKey.Scope
@@ -31,64 +37,25 @@ MAX_TAG_CHARS = 50
 MAX_TEXT_CHARS = 4000
 
 
-def _tenant(request: Request) -> Tenant:
-    return request.auth.tenant  # type: ignore[union-attr]  # HasScope admitted an ApiKey
-
-
 def _conversation(request: Request, conversation_id: int) -> Conversation:
     conversation = selectors.conversation_get(
-        tenant=_tenant(request), conversation_id=conversation_id
+        tenant=api_tenant(request), conversation_id=conversation_id
     )
-    if conversation is None:
-        raise exceptions.NotFound(_("No such conversation."))
-    return conversation
+    return found(conversation, _("No such conversation."))
 
 
-def _valid(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
-    """``data`` validated by ``serializer_class``; a 400 naming each refused field."""
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
-
-
-def _conflict(message: str) -> ApiError:
-    return ApiError(status.HTTP_409_CONFLICT, ApiErrorCode.CONFLICT, message)
-
-
-def _member(tenant: Tenant, field: str, user: int | str) -> selectors.Agent:
+def api_member(*, tenant: Tenant, user: int | str, field: str) -> selectors.Agent:
+    """The tenant's member ``user`` (a ``MemberField``'s value) who works conversations and
+    tickets; a 400 naming ``field`` if there is none."""
     agent = selectors.agent_for_member(tenant=tenant, user=user)
     if agent is None:
         raise exceptions.ValidationError(
-            {field: [_("Not an active member of this tenant who works conversations.")]}
+            {field: [_("Not an active member of this tenant who works conversations and tickets.")]}
         )
     return agent
 
 
 # Fields -----------------------------------------------------------------------------------------
-
-
-@extend_schema_field(
-    {
-        "oneOf": [{"type": "integer"}, {"type": "string", "format": "email"}],
-        "description": "A user id, or the e-mail address of a member of the tenant.",
-    }
-)
-class MemberField(serializers.Field):
-    """A member of the tenant named by user id or e-mail address (looked up by the view)."""
-
-    default_error_messages = {"invalid": _("Give a user id or an e-mail address.")}
-
-    def to_internal_value(self, data: Any) -> int | str:
-        if isinstance(data, int) and not isinstance(data, bool) and data > 0:
-            return data
-        if isinstance(data, str) and data.strip().isdigit():
-            return int(data.strip())
-        if isinstance(data, str) and "@" in data and len(data) <= 254:
-            return data.strip()
-        self.fail("invalid")
-
-    def to_representation(self, value: Any) -> Any:
-        return value
 
 
 class OptionalText(serializers.CharField):
@@ -230,9 +197,7 @@ _FILTERS = [
 class ConversationListApi(ApiView):
     """The tenant's conversations, newest first, filtered."""
 
-    permission_classes = [HasScope]
     required_scope = Scope.CONVERSATIONS_READ
-    pagination_class = CursorPagination
 
     class FilterSerializer(serializers.Serializer):
         status = serializers.ListField(
@@ -267,10 +232,10 @@ class ConversationListApi(ApiView):
             data["status"] = [
                 part.strip() for raw in params.getlist("status") for part in raw.split(",")
             ]
-        values = _valid(self.FilterSerializer, data)
+        values = validated(self.FilterSerializer, data)
         assignee = values.get("assignee")
         rows = selectors.conversation_list(
-            tenant=_tenant(request),
+            tenant=api_tenant(request),
             filters=selectors.ConversationFilters(
                 statuses=tuple(values.get("status", ())),
                 channel=values.get("channel"),
@@ -285,15 +250,14 @@ class ConversationListApi(ApiView):
                 text=values.get("q"),
             ),
         )
-        paginator = CursorPagination()
-        page = paginator.paginate_queryset(rows, request, view=self)
-        return paginator.get_paginated_response(ConversationSerializer(page, many=True).data)
+        return paginated_response(
+            request=request, view=self, queryset=rows, serializer_class=ConversationSerializer
+        )
 
 
 class ConversationDetailApi(ApiView):
     """One conversation: its state, customer, assignee, rating and times."""
 
-    permission_classes = [HasScope]
     required_scope = {"GET": Scope.CONVERSATIONS_READ, "PATCH": Scope.CONVERSATIONS_WRITE}
 
     class UpdateSerializer(serializers.Serializer):
@@ -350,9 +314,9 @@ class ConversationDetailApi(ApiView):
         ],
     )
     def patch(self, request: Request, conversation_id: int) -> Response:
-        tenant = _tenant(request)
+        tenant = api_tenant(request)
         conversation = _conversation(request, conversation_id)
-        values = _valid(self.UpdateSerializer, request.data)
+        values = validated(self.UpdateSerializer, request.data)
         assign = "assignee" in values
         assignee = values.get("assignee")
         changes = services.ConversationChanges(
@@ -360,14 +324,16 @@ class ConversationDetailApi(ApiView):
             priority=values.get("priority"),
             tags=tuple(values["tags"]) if "tags" in values else None,
             assign=assign,
-            assignee=_member(tenant, "assignee", assignee) if assignee is not None else None,
+            assignee=api_member(tenant=tenant, user=assignee, field="assignee")
+            if assignee is not None
+            else None,
         )
         try:
             services.conversation_update(
                 tenant=tenant, conversation_id=conversation.pk, changes=changes
             )
         except PermissionDenied as refused:
-            raise _conflict(
+            raise conflict(
                 _("The conversation's state (%(status)s) does not allow this change.")
                 % {"status": conversation.status}
             ) from refused
@@ -378,9 +344,7 @@ class ConversationMessagesApi(ApiView):
     """A conversation's messages, oldest first, internal notes included (flagged); and an
     agent's reply or internal note."""
 
-    permission_classes = [HasScope]
     required_scope = {"GET": Scope.CONVERSATIONS_READ, "POST": Scope.CONVERSATIONS_WRITE}
-    pagination_class = CursorPagination
     default_order = "asc"
 
     class ReplySerializer(serializers.Serializer):
@@ -405,10 +369,12 @@ class ConversationMessagesApi(ApiView):
     )
     def get(self, request: Request, conversation_id: int) -> Response:
         conversation = _conversation(request, conversation_id)
-        rows = selectors.conversation_messages(tenant=_tenant(request), conversation=conversation)
-        paginator = CursorPagination()
-        page = paginator.paginate_queryset(rows, request, view=self)
-        return paginator.get_paginated_response(MessageSerializer(page, many=True).data)
+        rows = selectors.conversation_messages(
+            tenant=api_tenant(request), conversation=conversation
+        )
+        return paginated_response(
+            request=request, view=self, queryset=rows, serializer_class=MessageSerializer
+        )
 
     @extend_schema(
         operation_id="conversations_messages_create",
@@ -433,10 +399,10 @@ class ConversationMessagesApi(ApiView):
         ],
     )
     def post(self, request: Request, conversation_id: int) -> Response:
-        tenant = _tenant(request)
+        tenant = api_tenant(request)
         conversation = _conversation(request, conversation_id)
-        values = _valid(self.ReplySerializer, request.data)
-        agent = _member(tenant, "agent", values["agent"])
+        values = validated(self.ReplySerializer, request.data)
+        agent = api_member(tenant=tenant, user=values["agent"], field="agent")
         try:
             message = agents.agent_reply_taking(
                 agent=agent,
@@ -445,7 +411,7 @@ class ConversationMessagesApi(ApiView):
                 internal=values["internal"],
             )
         except PermissionDenied as refused:
-            raise _conflict(
+            raise conflict(
                 _("This agent cannot reply: the conversation is with another agent, or it ended.")
             ) from refused
         return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)
@@ -455,7 +421,6 @@ class ConversationHandoffApi(ApiView):
     """Hands the conversation to the people: queued, or given at once to the least busy
     online agent when the tenant assigns automatically."""
 
-    permission_classes = [HasScope]
     required_scope = Scope.CONVERSATIONS_WRITE
 
     class InputSerializer(serializers.Serializer):
@@ -488,9 +453,9 @@ class ConversationHandoffApi(ApiView):
         responses=OutputSerializer,
     )
     def post(self, request: Request, conversation_id: int) -> Response:
-        tenant = _tenant(request)
+        tenant = api_tenant(request)
         conversation = _conversation(request, conversation_id)
-        reason = _valid(self.InputSerializer, request.data)["reason"]
+        reason = validated(self.InputSerializer, request.data)["reason"]
         outcome = handoff.conversation_handoff(
             tenant=tenant,
             conversation_id=conversation.pk,
@@ -507,7 +472,6 @@ class ConversationResolveApi(ApiView):
     agent (the customer's widget says so and asks for a rating). Resolving a resolved
     conversation changes nothing; a closed one is refused (409)."""
 
-    permission_classes = [HasScope]
     required_scope = Scope.CONVERSATIONS_WRITE
 
     @extend_schema(
@@ -521,8 +485,8 @@ class ConversationResolveApi(ApiView):
         conversation = _conversation(request, conversation_id)
         try:
             agents.conversation_resolve_for_tenant(
-                tenant=_tenant(request), conversation_id=conversation.pk
+                tenant=api_tenant(request), conversation_id=conversation.pk
             )
         except PermissionDenied as refused:
-            raise _conflict(_("The conversation is closed.")) from refused
+            raise conflict(_("The conversation is closed.")) from refused
         return Response(ConversationSerializer(_conversation(request, conversation_id)).data)

@@ -1,6 +1,6 @@
 """Canned responses over the REST API: the ready-made replies agents insert in the console."""
 
-from django.shortcuts import get_object_or_404
+from django.utils.translation import gettext as _
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
 from rest_framework.parsers import JSONParser
@@ -9,10 +9,9 @@ from rest_framework.response import Response
 
 from conversations import canned, selectors
 from conversations.models import CannedResponse
-from helpdesk_site.api import CursorPagination, paginated_response, query_filters
+from helpdesk_site.api import api_tenant, found, paginated_response, query_filters, validated
 from helpdesk_site.api_view import IDEMPOTENCY_PARAMETER, ApiView
-from tenants.authentication import HasScope
-from tenants.models import ApiKey, Tenant
+from tenants.models import ApiKey
 
 Scope = ApiKey.Scope
 TAGS = ["canned responses"]
@@ -20,15 +19,9 @@ TITLE_MAX_CHARS = CannedResponse._meta.get_field("title").max_length
 TEXT_MAX_CHARS = 10_000
 
 
-def _tenant(request: Request) -> Tenant:
-    assert isinstance(request.auth, ApiKey)  # noqa: S101 (HasScope let only keys in)
-    return request.auth.tenant
-
-
 def _canned_response(request: Request, canned_response_id: int) -> CannedResponse:
-    return get_object_or_404(
-        selectors.canned_response_list(tenant=_tenant(request)), pk=canned_response_id
-    )
+    responses = selectors.canned_response_list(tenant=api_tenant(request))
+    return found(responses.filter(pk=canned_response_id).first(), _("No such canned response."))
 
 
 class CannedResponseOutputSerializer(serializers.ModelSerializer):
@@ -59,8 +52,6 @@ class CannedResponseFilterSerializer(serializers.Serializer):
 class CannedResponseListApi(ApiView):
     """Canned responses: list and create."""
 
-    permission_classes = [HasScope]
-    pagination_class = CursorPagination
     required_scope = {"GET": Scope.CONVERSATIONS_READ, "POST": Scope.CONVERSATIONS_WRITE}
     parser_classes = [JSONParser]
 
@@ -72,7 +63,7 @@ class CannedResponseListApi(ApiView):
     )
     def get(self, request: Request) -> Response:
         filters = query_filters(CannedResponseFilterSerializer, request)
-        responses = selectors.canned_response_list(tenant=_tenant(request), **filters)
+        responses = selectors.canned_response_list(tenant=api_tenant(request), **filters)
         return paginated_response(
             request=request,
             view=self,
@@ -95,9 +86,8 @@ class CannedResponseListApi(ApiView):
         ],
     )
     def post(self, request: Request) -> Response:
-        data = CannedResponseInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        created = canned.canned_response_create(tenant=_tenant(request), **data.validated_data)
+        data = validated(CannedResponseInputSerializer, request.data)
+        created = canned.canned_response_create(tenant=api_tenant(request), **data)
         return Response(
             CannedResponseOutputSerializer(created).data, status=status.HTTP_201_CREATED
         )
@@ -106,7 +96,6 @@ class CannedResponseListApi(ApiView):
 class CannedResponseDetailApi(ApiView):
     """One canned response: read, change (only the fields sent), delete."""
 
-    permission_classes = [HasScope]
     required_scope = {
         "GET": Scope.CONVERSATIONS_READ,
         "PATCH": Scope.CONVERSATIONS_WRITE,
@@ -131,9 +120,8 @@ class CannedResponseDetailApi(ApiView):
     )
     def patch(self, request: Request, canned_response_id: int) -> Response:
         found = _canned_response(request, canned_response_id)
-        data = CannedResponseInputSerializer(data=request.data, partial=True)
-        data.is_valid(raise_exception=True)
-        updated = canned.canned_response_update(canned_response=found, changes=data.validated_data)
+        data = validated(CannedResponseInputSerializer, request.data, partial=True)
+        updated = canned.canned_response_update(canned_response=found, changes=data)
         return Response(CannedResponseOutputSerializer(updated).data)
 
     @extend_schema(operation_id="canned_responses_destroy", tags=TAGS, responses={204: None})

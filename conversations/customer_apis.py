@@ -27,6 +27,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from conversations import selectors
+from conversations.apis import ConversationSerializer
 from conversations.customers import (
     CustomerAnonymized,
     CustomerExists,
@@ -36,24 +37,24 @@ from conversations.customers import (
     customer_update,
     phone_validate,
 )
-from conversations.models import Channel, Conversation, Customer, Priority
+from conversations.models import Channel, Customer
 from conversations.ticket_apis import (
-    PAGE_PARAMETERS,
-    TICKET_PAGE,
-    TextField,
     TicketFilterSerializer,
+    TicketOutputSerializer,
     anonymized_conflict,
-    api_tenant,
-    filters_read,
-    found,
-    page_serializer,
-    paginated,
     tickets_page,
 )
-from helpdesk_site.api import ApiError, ApiErrorCode
+from helpdesk_site.api import (
+    api_tenant,
+    conflict,
+    found,
+    paginated_response,
+    query_filters,
+    validated,
+)
+from helpdesk_site.api_fields import TextField
 from helpdesk_site.api_schema import ErrorSerializer
 from helpdesk_site.api_view import ApiView
-from tenants.authentication import HasScope
 from tenants.models import ApiKey
 
 Scope = ApiKey.Scope
@@ -124,28 +125,6 @@ class CustomerOutputSerializer(serializers.Serializer):
         return customer.anonymized_at is not None
 
 
-class CustomerConversationSerializer(serializers.Serializer):
-    """A compact summary of one of the customer's conversations."""
-
-    id = serializers.IntegerField()
-    channel = serializers.ChoiceField(choices=Channel.choices)
-    status = serializers.ChoiceField(choices=Conversation.Status.choices)
-    priority = serializers.ChoiceField(choices=Priority.choices)
-    tags = serializers.ListField(child=serializers.CharField())
-    assignee_id = serializers.IntegerField(allow_null=True)
-    handoff_reason = serializers.CharField()
-    resolution_kind = serializers.CharField()
-    csat_rating = serializers.IntegerField(allow_null=True)
-    message_count = serializers.IntegerField()
-    last_message_at = serializers.DateTimeField(allow_null=True)
-    created_at = serializers.DateTimeField()
-    resolved_at = serializers.DateTimeField(allow_null=True)
-    closed_at = serializers.DateTimeField(allow_null=True)
-
-    class Meta:
-        ref_name = "CustomerConversationSummary"
-
-
 class CustomerFilterSerializer(serializers.Serializer):
     q = serializers.CharField(
         required=False, max_length=200, help_text="Part of the name, e-mail, phone or external id."
@@ -175,7 +154,6 @@ def _customer_out(request: Request, customer_id: int) -> dict[str, Any]:
 class CustomerListApi(ApiView):
     """The tenant's customers (GET), or a new API customer (POST)."""
 
-    permission_classes = [HasScope]
     required_scope = {"GET": Scope.CONVERSATIONS_READ, "POST": Scope.CONVERSATIONS_WRITE}
 
     class InputSerializer(serializers.Serializer):
@@ -193,11 +171,11 @@ class CustomerListApi(ApiView):
     @extend_schema(
         operation_id="customers_list",
         tags=["customers"],
-        parameters=[CustomerFilterSerializer, *PAGE_PARAMETERS],
-        responses=page_serializer(CustomerOutputSerializer, "CustomerPage"),
+        parameters=[CustomerFilterSerializer],
+        responses=CustomerOutputSerializer(many=True),
     )
     def get(self, request: Request) -> Response:
-        data = filters_read(CustomerFilterSerializer, request)
+        data = query_filters(CustomerFilterSerializer, request)
         filters = selectors.CustomerFilters(
             q=data.get("q", ""),
             channel=data.get("channel"),
@@ -208,7 +186,12 @@ class CustomerListApi(ApiView):
             created_before=data.get("created_before"),
         )
         customers = selectors.customer_list(tenant=api_tenant(request), filters=filters)
-        return paginated(self, request, customers, CustomerOutputSerializer)
+        return paginated_response(
+            request=request,
+            view=self,
+            queryset=customers,
+            serializer_class=CustomerOutputSerializer,
+        )
 
     @extend_schema(
         operation_id="customers_create",
@@ -230,9 +213,7 @@ class CustomerListApi(ApiView):
         ],
     )
     def post(self, request: Request) -> Response:
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = validated(self.InputSerializer, request.data)
         try:
             customer = customer_create(
                 tenant=api_tenant(request),
@@ -243,11 +224,9 @@ class CustomerListApi(ApiView):
                 attributes=data.get("attributes"),
             )
         except CustomerExists as exists:
-            raise ApiError(
-                status.HTTP_409_CONFLICT,
-                ApiErrorCode.CONFLICT,
+            raise conflict(
                 _("A customer with this external_id exists already: id %(id)d.")
-                % {"id": exists.customer_id},
+                % {"id": exists.customer_id}
             ) from None
         return Response(_customer_out(request, customer.pk), status=status.HTTP_201_CREATED)
 
@@ -255,7 +234,6 @@ class CustomerListApi(ApiView):
 class CustomerDetailApi(ApiView):
     """One customer (GET), a change of their details (PATCH), or their anonymisation (DELETE)."""
 
-    permission_classes = [HasScope]
     required_scope = {
         "GET": Scope.CONVERSATIONS_READ,
         "PATCH": Scope.CONVERSATIONS_WRITE,
@@ -300,9 +278,7 @@ class CustomerDetailApi(ApiView):
     )
     def patch(self, request: Request, customer_id: int) -> Response:
         customer = _customer(request, customer_id)
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = validated(self.InputSerializer, request.data)
         changes = {
             key: data[key] for key in ("name", "email", "phone", "attributes") if key in data
         }
@@ -329,23 +305,28 @@ class CustomerDetailApi(ApiView):
 
 
 class CustomerConversationListApi(ApiView):
-    """The customer's conversations, newest first by default."""
+    """The customer's conversations, newest first by default, as the conversation list shows
+    them."""
 
-    permission_classes = [HasScope]
     required_scope = Scope.CONVERSATIONS_READ
 
     @extend_schema(
         operation_id="customers_conversations_list",
         tags=["customers"],
-        parameters=PAGE_PARAMETERS,
-        responses=page_serializer(CustomerConversationSerializer, "CustomerConversationPage"),
+        responses=ConversationSerializer(many=True),
     )
     def get(self, request: Request, customer_id: int) -> Response:
         customer = _customer(request, customer_id)
-        conversations = selectors.customer_conversations(
-            tenant=api_tenant(request), customer_id=customer.pk
+        conversations = selectors.conversation_list(
+            tenant=api_tenant(request),
+            filters=selectors.ConversationFilters(customer_id=customer.pk),
         )
-        return paginated(self, request, conversations, CustomerConversationSerializer)
+        return paginated_response(
+            request=request,
+            view=self,
+            queryset=conversations,
+            serializer_class=ConversationSerializer,
+        )
 
 
 class CustomerTicketFilterSerializer(TicketFilterSerializer):
@@ -358,14 +339,13 @@ class CustomerTicketFilterSerializer(TicketFilterSerializer):
 class CustomerTicketListApi(ApiView):
     """The customer's tickets, with the filters of the ticket list."""
 
-    permission_classes = [HasScope]
     required_scope = Scope.TICKETS_READ
 
     @extend_schema(
         operation_id="customers_tickets_list",
         tags=["customers"],
-        parameters=[CustomerTicketFilterSerializer, *PAGE_PARAMETERS],
-        responses=TICKET_PAGE,
+        parameters=[CustomerTicketFilterSerializer],
+        responses=TicketOutputSerializer(many=True),
     )
     def get(self, request: Request, customer_id: int) -> Response:
         customer = _customer(request, customer_id)

@@ -471,13 +471,6 @@ def conversation_of_tenant(*, tenant: Tenant, conversation_id: int) -> Conversat
     return Conversation.objects.filter(tenant=tenant, pk=conversation_id).first()
 
 
-def customer_conversations(*, tenant: Tenant, customer_id: int) -> QuerySet[Conversation]:
-    """The customer's conversations, with their ``message_count``."""
-    return Conversation.objects.filter(tenant=tenant, customer_id=customer_id).annotate(
-        message_count=Count("messages")
-    )
-
-
 # Tickets ----------------------------------------------------------------------------------------
 
 
@@ -571,20 +564,6 @@ def ticket_get(*, tenant: Tenant, ticket_id: int) -> Ticket | None:
 
 def ticket_replies(*, tenant: Tenant, ticket_id: int) -> QuerySet[TicketReply]:
     return TicketReply.objects.filter(tenant=tenant, ticket_id=ticket_id)
-
-
-def ticket_member_find(*, tenant: Tenant, user_id: int | None = None, email: str = "") -> Any:
-    """The active user who works the tenant's tickets (owner, admin or agent) with this id, or
-    this e-mail address (in any case, and only if one such member has it); None otherwise."""
-    members = get_user_model().objects.filter(
-        memberships__tenant=tenant, memberships__role__in=AGENT_ROLES, is_active=True
-    )
-    if user_id is not None:
-        return members.filter(pk=user_id).first()
-    if not email:
-        return None
-    found = list(members.filter(email__iexact=email)[:2])
-    return found[0] if len(found) == 1 else None
 
 
 def conversation_ticket(*, tenant: Tenant, conversation: Conversation) -> Ticket | None:

@@ -4,26 +4,18 @@ Tickets made here behave as the console's: due after the tenant's SLA unless tol
 the tenant's agents are e-mailed about a new one, an agent's reply is e-mailed to the customer.
 """
 
-from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from dataclasses import replace
+from typing import Any
 
-from django.core.exceptions import ValidationError as DjangoValidationError
-from django.core.validators import validate_email
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
-from drf_spectacular.utils import (
-    OpenApiExample,
-    OpenApiParameter,
-    OpenApiTypes,
-    extend_schema,
-    extend_schema_field,
-)
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import exceptions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from conversations import selectors
+from conversations.apis import api_member
 from conversations.customers import customer_for_ticket, phone_validate
 from conversations.models import Conversation, Customer, Priority, Ticket, TicketReply
 from conversations.tickets import (
@@ -32,129 +24,30 @@ from conversations.tickets import (
     ticket_reply_send,
     ticket_update,
 )
-from helpdesk_site.api import ApiError, ApiErrorCode, CursorPagination
+from helpdesk_site.api import (
+    ApiError,
+    api_tenant,
+    conflict,
+    found,
+    paginated_response,
+    query_filters,
+    validated,
+)
+from helpdesk_site.api_fields import MemberField, TextField
 from helpdesk_site.api_view import ApiView
-from helpdesk_site.untrusted import untrusted_text_clean
-from tenants.authentication import HasScope
 from tenants.models import ApiKey, Tenant
 
 Scope = ApiKey.Scope
-Row = TypeVar("Row")
 
-# Shared by the lists of the REST API views of this app -------------------------------------------
-
-
-class TextField(serializers.CharField):
-    """Text from an integration, made storable (``untrusted_text_clean``)."""
-
-    def to_internal_value(self, data: Any) -> str:
-        return untrusted_text_clean(super().to_internal_value(data))
-
-
-def page_serializer(item: type[serializers.Serializer], name: str) -> serializers.Serializer:
-    """The schema of a page of ``CursorPagination``: ``{data: [item], has_more, next_cursor}``."""
-    fields = {
-        "data": item(many=True),
-        "has_more": serializers.BooleanField(),
-        "next_cursor": serializers.CharField(allow_null=True),
-        "Meta": type("Meta", (), {"ref_name": name}),
-    }
-    return type(name, (serializers.Serializer,), fields)()
-
-
-PAGE_PARAMETERS = [
-    OpenApiParameter("limit", OpenApiTypes.INT, description="Rows per page, 1–100 (default 25)."),
-    OpenApiParameter("cursor", OpenApiTypes.STR, description="The previous page's next_cursor."),
-    OpenApiParameter(
-        "order", OpenApiTypes.STR, enum=["desc", "asc"], description="By id: desc or asc."
-    ),
-]
-
-
-def filters_read(serializer_class: type[serializers.Serializer], request: Request) -> Any:
-    """The validated query parameters of a list (a refused one is named in the 400)."""
-    serializer = serializer_class(data=request.query_params.dict())
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
-
-
-def paginated(view: ApiView, request: Request, queryset: Any, output: Any) -> Response:
-    paginator = CursorPagination()
-    page = paginator.paginate_queryset(queryset, request, view=view)
-    return paginator.get_paginated_response(output(page, many=True).data)
-
-
-def api_tenant(request: Request) -> Tenant:
-    """The tenant of the request's API key (``HasScope`` let only keys in)."""
-    api_key = request.auth
-    assert isinstance(api_key, ApiKey)  # noqa: S101
-    return api_key.tenant
-
-
-def found(row: Row | None, message: str) -> Row:
-    """``row``, or a 404 with ``message`` when the selector found none (for the tenant)."""
-    if row is None:
-        raise ApiError(status.HTTP_404_NOT_FOUND, ApiErrorCode.NOT_FOUND, message)
-    return row
+# Shared by the REST API views of this app -------------------------------------------------------
 
 
 def anonymized_conflict() -> ApiError:
     """The customer was anonymised: nothing personal of theirs is stored again."""
-    return ApiError(
-        status.HTTP_409_CONFLICT, ApiErrorCode.CONFLICT, _("The customer was anonymised.")
-    )
+    return conflict(_("The customer was anonymised."))
 
 
 # Serializers --------------------------------------------------------------------------------------
-
-
-def _is_email(text: str) -> bool:
-    try:
-        validate_email(text)
-    except DjangoValidationError:
-        return False
-    return True
-
-
-@dataclass(frozen=True)
-class MemberRef:
-    user_id: int | None = None
-    email: str = ""
-
-
-@extend_schema_field(
-    {
-        "oneOf": [{"type": "integer"}, {"type": "string", "format": "email"}],
-        "description": "A member of the tenant who works tickets (owner, admin or agent): "
-        "their user id or e-mail address.",
-    }
-)
-class MemberRefField(serializers.Field):
-    default_error_messages = {"invalid": gettext_lazy("Give a user id or an e-mail address.")}
-
-    def to_internal_value(self, data: Any) -> MemberRef:
-        text = data.strip() if isinstance(data, str) else None
-        if isinstance(data, int) and not isinstance(data, bool):
-            return MemberRef(user_id=data)
-        if text is not None and text.isdigit():
-            return MemberRef(user_id=int(text))
-        if text is not None and _is_email(text):
-            return MemberRef(email=text)
-        self.fail("invalid")
-        return MemberRef()  # not reached: fail() raises
-
-    def to_representation(self, value: Any) -> Any:
-        return value
-
-
-def member_find(*, tenant: Tenant, ref: MemberRef, field: str) -> Any:
-    """The tenant member ``ref`` names; a 400 naming ``field`` if there is none."""
-    user = selectors.ticket_member_find(tenant=tenant, user_id=ref.user_id, email=ref.email)
-    if user is None:
-        raise exceptions.ValidationError(
-            {field: [_("Not an active member of this tenant who works tickets.")]}
-        )
-    return user
 
 
 class MemberOutputSerializer(serializers.Serializer):
@@ -213,9 +106,6 @@ class TicketReplyOutputSerializer(serializers.Serializer):
         ref_name = "TicketReply"
 
 
-TICKET_PAGE = page_serializer(TicketOutputSerializer, "TicketPage")
-
-
 class TicketFilterSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=Ticket.Status.choices, required=False)
     priority = serializers.ChoiceField(choices=Priority.choices, required=False)
@@ -265,11 +155,13 @@ def tickets_page(
     **fixed: Any,
 ) -> Response:
     """A page of the tenant's tickets by the request's filters (and ``fixed`` ones)."""
-    filters = ticket_filters(filters_read(filter_serializer, request), **fixed)
+    filters = ticket_filters(query_filters(filter_serializer, request), **fixed)
     tickets = selectors.ticket_list(tenant=api_tenant(request), filters=filters).select_related(
         "assignee"
     )
-    return paginated(view, request, tickets, TicketOutputSerializer)
+    return paginated_response(
+        request=request, view=view, queryset=tickets, serializer_class=TicketOutputSerializer
+    )
 
 
 class TicketCustomerSerializer(serializers.Serializer):
@@ -296,7 +188,6 @@ def _ticket_out(request: Request, ticket_id: int) -> dict[str, Any]:
 class TicketListApi(ApiView):
     """The tenant's tickets (GET), or a new ticket (POST)."""
 
-    permission_classes = [HasScope]
     required_scope = {"GET": Scope.TICKETS_READ, "POST": Scope.TICKETS_WRITE}
 
     class InputSerializer(serializers.Serializer):
@@ -313,7 +204,7 @@ class TicketListApi(ApiView):
             required=False, allow_blank=True, max_length=40, validators=[phone_validate]
         )
         priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.NORMAL)
-        assignee = MemberRefField(required=False, allow_null=True)
+        assignee = MemberField(required=False, allow_null=True)
         sla_due_at = serializers.DateTimeField(
             required=False, help_text="Default: now plus the tenant's ticket SLA hours."
         )
@@ -335,8 +226,8 @@ class TicketListApi(ApiView):
     @extend_schema(
         operation_id="tickets_list",
         tags=["tickets"],
-        parameters=[TicketFilterSerializer, *PAGE_PARAMETERS],
-        responses=TICKET_PAGE,
+        parameters=[TicketFilterSerializer],
+        responses=TicketOutputSerializer(many=True),
     )
     def get(self, request: Request) -> Response:
         return tickets_page(self, request)
@@ -361,9 +252,7 @@ class TicketListApi(ApiView):
     )
     def post(self, request: Request) -> Response:
         tenant = api_tenant(request)
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = validated(self.InputSerializer, request.data)
         conversation = self._conversation(tenant, data.get("conversation_id"))
         customer = self._customer(tenant, data, conversation)
         assignee = data.get("assignee")
@@ -377,7 +266,7 @@ class TicketListApi(ApiView):
             contact_phone=data.get("contact_phone", ""),
             priority=data["priority"],
             assignee_id=(
-                member_find(tenant=tenant, ref=assignee, field="assignee").pk
+                api_member(tenant=tenant, user=assignee, field="assignee").user_id
                 if assignee is not None
                 else None
             ),
@@ -428,7 +317,6 @@ class TicketListApi(ApiView):
 class TicketDetailApi(ApiView):
     """One ticket (GET), or a change of its status, priority, assignee or SLA (PATCH)."""
 
-    permission_classes = [HasScope]
     required_scope = {"GET": Scope.TICKETS_READ, "PATCH": Scope.TICKETS_WRITE}
 
     class InputSerializer(serializers.Serializer):
@@ -438,7 +326,7 @@ class TicketDetailApi(ApiView):
             help_text="solved records the time; open or pending clears it.",
         )
         priority = serializers.ChoiceField(choices=Priority.choices, required=False)
-        assignee = MemberRefField(required=False, allow_null=True, help_text="null: unassign.")
+        assignee = MemberField(required=False, allow_null=True, help_text="null: unassign.")
         sla_due_at = serializers.DateTimeField(required=False, allow_null=True)
 
         class Meta:
@@ -465,9 +353,7 @@ class TicketDetailApi(ApiView):
     )
     def patch(self, request: Request, ticket_id: int) -> Response:
         ticket = _ticket(request, ticket_id)
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = validated(self.InputSerializer, request.data)
         changes: dict[str, Any] = {
             key: data[key] for key in ("status", "priority", "sla_due_at") if key in data
         }
@@ -476,7 +362,7 @@ class TicketDetailApi(ApiView):
             changes["assignee_id"] = (
                 None
                 if ref is None
-                else member_find(tenant=api_tenant(request), ref=ref, field="assignee").pk
+                else api_member(tenant=api_tenant(request), user=ref, field="assignee").user_id
             )
         ticket_update(ticket=ticket, **changes)
         return Response(_ticket_out(request, ticket_id))
@@ -485,13 +371,12 @@ class TicketDetailApi(ApiView):
 class TicketReplyListApi(ApiView):
     """A ticket's replies, oldest first (GET), or a new reply (POST)."""
 
-    permission_classes = [HasScope]
     required_scope = {"GET": Scope.TICKETS_READ, "POST": Scope.TICKETS_WRITE}
     default_order = "asc"
 
     class InputSerializer(serializers.Serializer):
         text = TextField(max_length=20_000)
-        agent = MemberRefField(
+        agent = MemberField(
             required=False, help_text="The agent who replies: the customer is e-mailed."
         )
         from_customer = serializers.BooleanField(
@@ -511,15 +396,19 @@ class TicketReplyListApi(ApiView):
     @extend_schema(
         operation_id="tickets_replies_list",
         tags=["tickets"],
-        parameters=PAGE_PARAMETERS,
-        responses=page_serializer(TicketReplyOutputSerializer, "TicketReplyPage"),
+        responses=TicketReplyOutputSerializer(many=True),
     )
     def get(self, request: Request, ticket_id: int) -> Response:
         ticket = _ticket(request, ticket_id)
         replies = selectors.ticket_replies(
             tenant=api_tenant(request), ticket_id=ticket.pk
         ).select_related("author")
-        return paginated(self, request, replies, TicketReplyOutputSerializer)
+        return paginated_response(
+            request=request,
+            view=self,
+            queryset=replies,
+            serializer_class=TicketReplyOutputSerializer,
+        )
 
     @extend_schema(
         operation_id="tickets_replies_create",
@@ -541,15 +430,13 @@ class TicketReplyListApi(ApiView):
     )
     def post(self, request: Request, ticket_id: int) -> Response:
         ticket = _ticket(request, ticket_id)
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = validated(self.InputSerializer, request.data)
         reply: TicketReply
         if data["from_customer"]:
             if ticket.customer.anonymized_at is not None:
                 raise anonymized_conflict()
             reply = ticket_customer_reply(ticket=ticket, content=data["text"])
         else:
-            agent = member_find(tenant=api_tenant(request), ref=data["agent"], field="agent")
-            reply = ticket_reply_send(ticket=ticket, author_id=agent.pk, content=data["text"])
+            agent = api_member(tenant=api_tenant(request), user=data["agent"], field="agent")
+            reply = ticket_reply_send(ticket=ticket, author_id=agent.user_id, content=data["text"])
         return Response(TicketReplyOutputSerializer(reply).data, status=status.HTTP_201_CREATED)

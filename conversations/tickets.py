@@ -215,7 +215,7 @@ def ticket_update(
     """Changes what the API may change on a ticket; ``None`` (``UNCHANGED`` for the nullable
     ones) keeps a field. A new status goes through ``ticket_status_set`` (solved time, event);
     other changes publish ``ticket.updated`` once. The assignee must be checked by the caller
-    (``selectors.ticket_member_find``)."""
+    (``selectors.agent_for_member``)."""
     fields: list[str] = []
     if priority is not None and priority != ticket.priority:
         ticket.priority = priority

@@ -19,7 +19,7 @@ import binascii
 import json
 import logging
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
@@ -34,9 +34,10 @@ from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
 
 from conversations.ratelimit import rate_limit_hit, rate_limit_parse
-from tenants.models import ApiKey
+from tenants.models import ApiKey, Tenant
 
 logger = logging.getLogger(__name__)
+Row = TypeVar("Row")
 
 
 class ApiErrorCode(StrEnum):
@@ -87,6 +88,25 @@ _DRF_CODES: dict[type[exceptions.APIException], ApiErrorCode] = {
     exceptions.UnsupportedMediaType: ApiErrorCode.UNSUPPORTED_MEDIA_TYPE,
     exceptions.Throttled: ApiErrorCode.RATE_LIMITED,
 }
+
+
+def api_tenant(request: Request) -> Tenant:
+    """The tenant of the request's API key (``HasScope`` let only keys in)."""
+    api_key = request.auth
+    assert isinstance(api_key, ApiKey)  # noqa: S101
+    return api_key.tenant
+
+
+def found(row: Row | None, message: str) -> Row:
+    """``row``, or a 404 with ``message`` when the selector found none (for the tenant)."""
+    if row is None:
+        raise ApiError(status.HTTP_404_NOT_FOUND, ApiErrorCode.NOT_FOUND, message)
+    return row
+
+
+def conflict(message: str) -> ApiError:
+    """A 409 ``conflict``: the object's state does not allow the request."""
+    return ApiError(status.HTTP_409_CONFLICT, ApiErrorCode.CONFLICT, message)
 
 
 def error_body(code: str, message: str, fields: dict[str, list[str]] | None = None) -> dict:
@@ -268,12 +288,20 @@ class CursorPagination(BasePagination):
         ]
 
 
+def validated(
+    serializer_class: type[serializers.Serializer], data: Any, *, partial: bool = False
+) -> dict[str, Any]:
+    """``data`` (a request's body or query) validated by ``serializer_class`` (``partial``: the
+    fields sent only); a 400 naming each refused field."""
+    serializer = serializer_class(data=data, partial=partial)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
 def query_filters(serializer_class: type[serializers.Serializer], request: Request) -> dict:
     """A list's filters from the query string, validated (400 naming the parameter). Read from
     a plain dict: a form's absent check box is False, an absent filter is no filter."""
-    filters = serializer_class(data=request.query_params.dict())
-    filters.is_valid(raise_exception=True)
-    return dict(filters.validated_data)
+    return validated(serializer_class, request.query_params.dict())
 
 
 def paginated_response(

@@ -6,7 +6,6 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from django.core.files.uploadedfile import UploadedFile
-from django.shortcuts import get_object_or_404
 from django.utils.text import Truncator
 from django.utils.translation import gettext as _
 from drf_spectacular.utils import OpenApiExample, extend_schema
@@ -15,13 +14,12 @@ from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from helpdesk_site.api import CursorPagination, paginated_response, query_filters
+from helpdesk_site.api import api_tenant, found, paginated_response, query_filters, validated
 from helpdesk_site.api_view import IDEMPOTENCY_PARAMETER, ApiView
 from knowledge import ingest, selectors, services
 from knowledge.models import Chunk, Document, KnowledgeEntry
 from knowledge.search import knowledge_hit_test
-from tenants.authentication import HasScope
-from tenants.models import ApiKey, Tenant
+from tenants.models import ApiKey
 
 Scope = ApiKey.Scope
 TAGS = ["knowledge"]
@@ -36,11 +34,6 @@ BULK_UPSERT_MAX_ITEMS = 1000
 RETRIEVE_QUERY_MAX_CHARS = 500
 EXCERPT_CHARS = 300
 DOCUMENT_TEXT_FORMATS = [Document.Format.MARKDOWN, Document.Format.TEXT, Document.Format.HTML]
-
-
-def _tenant(request: Request) -> Tenant:
-    assert isinstance(request.auth, ApiKey)  # noqa: S101 (HasScope let only keys in)
-    return request.auth.tenant
 
 
 def _distinct(items: list[str]) -> list[str]:
@@ -136,8 +129,6 @@ class FaqListApi(ApiView):
     """FAQ entries: list (filtered, newest first) and create. A new entry answers the next
     customer question."""
 
-    permission_classes = [HasScope]
-    pagination_class = CursorPagination
     required_scope = {"GET": Scope.KNOWLEDGE_READ, "POST": Scope.KNOWLEDGE_WRITE}
     parser_classes = [JSONParser]
 
@@ -149,7 +140,7 @@ class FaqListApi(ApiView):
     )
     def get(self, request: Request) -> Response:
         filters = query_filters(FaqFilterSerializer, request)
-        entries = selectors.knowledge_entry_list(tenant=_tenant(request), **filters)
+        entries = selectors.knowledge_entry_list(tenant=api_tenant(request), **filters)
         return paginated_response(
             request=request, view=self, queryset=entries, serializer_class=FaqOutputSerializer
         )
@@ -163,9 +154,8 @@ class FaqListApi(ApiView):
         examples=[FAQ_EXAMPLE],
     )
     def post(self, request: Request) -> Response:
-        data = FaqInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        entry = services.knowledge_entry_create(tenant=_tenant(request), **data.validated_data)
+        data = validated(FaqInputSerializer, request.data)
+        entry = services.knowledge_entry_create(tenant=api_tenant(request), **data)
         return Response(FaqOutputSerializer(entry).data, status=status.HTTP_201_CREATED)
 
 
@@ -173,7 +163,6 @@ class FaqDetailApi(ApiView):
     """One FAQ entry: read, change (only the fields sent), delete. Changes are searchable by the
     next question."""
 
-    permission_classes = [HasScope]
     required_scope = {
         "GET": Scope.KNOWLEDGE_READ,
         "PATCH": Scope.KNOWLEDGE_WRITE,
@@ -182,7 +171,8 @@ class FaqDetailApi(ApiView):
     parser_classes = [JSONParser]
 
     def _entry(self, request: Request, faq_id: int) -> KnowledgeEntry:
-        return get_object_or_404(selectors.knowledge_entry_list(tenant=_tenant(request)), pk=faq_id)
+        entries = selectors.knowledge_entry_list(tenant=api_tenant(request))
+        return found(entries.filter(pk=faq_id).first(), _("No such FAQ entry."))
 
     @extend_schema(operation_id="knowledge_faqs_retrieve", tags=TAGS, responses=FaqOutputSerializer)
     def get(self, request: Request, faq_id: int) -> Response:
@@ -199,9 +189,8 @@ class FaqDetailApi(ApiView):
     )
     def patch(self, request: Request, faq_id: int) -> Response:
         entry = self._entry(request, faq_id)
-        data = FaqInputSerializer(data=request.data, partial=True)
-        data.is_valid(raise_exception=True)
-        entry = services.knowledge_entry_update(entry=entry, changes=data.validated_data)
+        data = validated(FaqInputSerializer, request.data, partial=True)
+        entry = services.knowledge_entry_update(entry=entry, changes=data)
         return Response(FaqOutputSerializer(entry).data)
 
     @extend_schema(operation_id="knowledge_faqs_destroy", tags=TAGS, responses={204: None})
@@ -265,7 +254,6 @@ class FaqBulkUpsertApi(ApiView):
     invalid item refuses the batch (``error.fields`` names ``items.<n>.<field>``) and nothing
     is written. An item's missing optional fields keep the stored entry's values."""
 
-    permission_classes = [HasScope]
     required_scope = Scope.KNOWLEDGE_WRITE
     parser_classes = [JSONParser]
 
@@ -311,11 +299,10 @@ class FaqBulkUpsertApi(ApiView):
         ],
     )
     def post(self, request: Request) -> Response:
-        data = FaqBulkUpsertInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
+        data = validated(FaqBulkUpsertInputSerializer, request.data)
         upserted = services.knowledge_entries_upsert(
-            tenant=_tenant(request),
-            rows=[services.EntryUpsert(**item) for item in data.validated_data["items"]],
+            tenant=api_tenant(request),
+            rows=[services.EntryUpsert(**item) for item in data["items"]],
         )
         counts = {result.value: 0 for result in services.UpsertResult}
         for row in upserted:
@@ -410,7 +397,8 @@ class DocumentUpdateInputSerializer(serializers.Serializer):
 
 
 def _document(request: Request, document_id: int) -> Document:
-    return get_object_or_404(selectors.document_list(tenant=_tenant(request)), pk=document_id)
+    documents = selectors.document_list(tenant=api_tenant(request))
+    return found(documents.filter(pk=document_id).first(), _("No such document."))
 
 
 class DocumentListApi(ApiView):
@@ -418,8 +406,6 @@ class DocumentListApi(ApiView):
     processed in the background: it is answered 202 while pending; poll it until ``status`` is
     ``ready`` (``progress`` in percent) or ``failed`` (``error`` says why)."""
 
-    permission_classes = [HasScope]
-    pagination_class = CursorPagination
     required_scope = {"GET": Scope.KNOWLEDGE_READ, "POST": Scope.KNOWLEDGE_WRITE}
     parser_classes = [JSONParser, MultiPartParser]
 
@@ -431,7 +417,7 @@ class DocumentListApi(ApiView):
     )
     def get(self, request: Request) -> Response:
         filters = query_filters(DocumentFilterSerializer, request)
-        documents = selectors.document_list(tenant=_tenant(request), **filters)
+        documents = selectors.document_list(tenant=api_tenant(request), **filters)
         return paginated_response(
             request=request,
             view=self,
@@ -462,21 +448,19 @@ class DocumentListApi(ApiView):
         ],
     )
     def post(self, request: Request) -> Response:
-        tenant = _tenant(request)
+        tenant = api_tenant(request)
         if request.content_type.startswith("multipart/"):
-            upload = DocumentUploadInputSerializer(data=request.data)
-            upload.is_valid(raise_exception=True)
-            file = upload.validated_data["file"]
+            upload = validated(DocumentUploadInputSerializer, request.data)
+            file = upload["file"]
             document = services.document_create(
                 tenant=tenant,
-                title=upload.validated_data.get("title") or PurePosixPath(file.name).stem[:200],
+                title=upload.get("title") or PurePosixPath(file.name).stem[:200],
                 format=ingest.format_for_filename(file.name) or "",
                 uploaded_file=file,
             )
         else:
-            text = DocumentTextInputSerializer(data=request.data)
-            text.is_valid(raise_exception=True)
-            document = services.document_create(tenant=tenant, **text.validated_data)
+            text = validated(DocumentTextInputSerializer, request.data)
+            document = services.document_create(tenant=tenant, **text)
         # Small documents may be processed already (Celery eager): show where it stands now.
         document = _document(request, document.pk)
         return Response(DocumentOutputSerializer(document).data, status=status.HTTP_202_ACCEPTED)
@@ -486,7 +470,6 @@ class DocumentDetailApi(ApiView):
     """One document: read, rename or enable/disable, delete (with its chunks, out of search at
     the next question)."""
 
-    permission_classes = [HasScope]
     required_scope = {
         "GET": Scope.KNOWLEDGE_READ,
         "PATCH": Scope.KNOWLEDGE_WRITE,
@@ -508,14 +491,13 @@ class DocumentDetailApi(ApiView):
     )
     def patch(self, request: Request, document_id: int) -> Response:
         document = _document(request, document_id)
-        data = DocumentUpdateInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
+        data = validated(DocumentUpdateInputSerializer, request.data)
         services.document_update(
             document=document,
-            title=data.validated_data.get("title", document.title),
+            title=data.get("title", document.title),
             format=document.format,
             content=document.content,
-            enabled=data.validated_data.get("enabled", document.enabled),
+            enabled=data.get("enabled", document.enabled),
         )
         return Response(DocumentOutputSerializer(_document(request, document_id)).data)
 
@@ -549,8 +531,6 @@ class ChunkUpdateInputSerializer(serializers.Serializer):
 class ChunkListApi(ApiView):
     """A document's chunks (the passages retrieval works on), in document order by default."""
 
-    permission_classes = [HasScope]
-    pagination_class = CursorPagination
     required_scope = Scope.KNOWLEDGE_READ
     default_order = "asc"  # chunks written together get ids in their document order
 
@@ -570,13 +550,12 @@ class ChunkDetailApi(ApiView):
     """One chunk: read, or edit its heading and text (searchable by the next question; processing
     the document again replaces its chunks, edits included)."""
 
-    permission_classes = [HasScope]
     required_scope = {"GET": Scope.KNOWLEDGE_READ, "PATCH": Scope.KNOWLEDGE_WRITE}
     parser_classes = [JSONParser]
 
     def _chunk(self, request: Request, document_id: int, chunk_id: int) -> Chunk:
         chunks = selectors.chunk_list(document=_document(request, document_id))
-        return get_object_or_404(chunks, pk=chunk_id)
+        return found(chunks.filter(pk=chunk_id).first(), _("No such chunk."))
 
     @extend_schema(
         operation_id="knowledge_chunks_retrieve", tags=TAGS, responses=ChunkOutputSerializer
@@ -592,12 +571,11 @@ class ChunkDetailApi(ApiView):
     )
     def patch(self, request: Request, document_id: int, chunk_id: int) -> Response:
         chunk = self._chunk(request, document_id, chunk_id)
-        data = ChunkUpdateInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
+        data = validated(ChunkUpdateInputSerializer, request.data)
         chunk = services.chunk_update(
             chunk=chunk,
-            heading=data.validated_data.get("heading", chunk.heading),
-            content=data.validated_data.get("content", chunk.content),
+            heading=data.get("heading", chunk.heading),
+            content=data.get("content", chunk.content),
         )
         return Response(ChunkOutputSerializer(chunk).data)
 
@@ -669,7 +647,6 @@ class RetrieveApi(ApiView):
     (the FAQ decision) and the entries and passages an LLM answer would draw on. Nothing is
     recorded."""
 
-    permission_classes = [HasScope]
     required_scope = Scope.KNOWLEDGE_READ
     parser_classes = [JSONParser]
 
@@ -686,12 +663,9 @@ class RetrieveApi(ApiView):
         ],
     )
     def post(self, request: Request) -> Response:
-        data = RetrieveInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        tenant = _tenant(request)
-        tested = knowledge_hit_test(
-            tenant=tenant, query=data.validated_data["query"], k=data.validated_data["k"]
-        )
+        data = validated(RetrieveInputSerializer, request.data)
+        tenant = api_tenant(request)
+        tested = knowledge_hit_test(tenant=tenant, query=data["query"], k=data["k"])
         best = tested.best
         body = {
             "faq": {

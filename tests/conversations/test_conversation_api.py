@@ -9,28 +9,15 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
-from rest_framework.test import APIClient
 
 from conversations.models import Conversation, Message
 from tenants.models import Role
-from tenants.services import api_key_issue
 from tests.support import factories
+from tests.support.api import api_client, page_ids
 from tests.support.console import member
 from tests.support.widget import Widget
 
 WRITE_AND_READ = ["conversations:read", "conversations:write"]
-
-
-def api(tenant, scopes: list[str] = WRITE_AND_READ) -> APIClient:
-    issued = api_key_issue(tenant=tenant, name="CRM", scopes=scopes)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.raw_key}")
-    return client
-
-
-def ids(response) -> list[int]:
-    assert response.status_code == 200, response.json()
-    return [row["id"] for row in response.json()["data"]]
 
 
 def at(day: int) -> datetime:
@@ -61,9 +48,9 @@ def listed(tenant_a, tenant_b):
 
 
 def test_lists_the_tenants_conversations_newest_first(tenant_a, listed) -> None:
-    response = api(tenant_a).get("/api/v1/conversations")
+    response = api_client(tenant_a, *WRITE_AND_READ).get("/api/v1/conversations")
 
-    assert ids(response) == [
+    assert page_ids(response) == [
         listed[name].pk for name in ("bot", "resolved", "human", "queued")
     ]  # not tenant B's
     assert response.json()["has_more"] is False
@@ -88,24 +75,24 @@ def test_lists_the_tenants_conversations_newest_first(tenant_a, listed) -> None:
     ],
 )
 def test_filters(tenant_a, listed, query: str, expected: list[str]) -> None:
-    response = api(tenant_a).get(f"/api/v1/conversations?{query}")
+    response = api_client(tenant_a, *WRITE_AND_READ).get(f"/api/v1/conversations?{query}")
 
-    assert ids(response) == [listed[name].pk for name in expected]
+    assert page_ids(response) == [listed[name].pk for name in expected]
 
 
 def test_filters_by_assignee_and_customer(tenant_a, listed) -> None:
-    client = api(tenant_a)
+    client = api_client(tenant_a, *WRITE_AND_READ)
     human = listed["human"]
 
     by_assignee = client.get(f"/api/v1/conversations?assignee={listed['li'].pk}")
     by_customer = client.get(f"/api/v1/conversations?customer={human.customer_id}")
 
-    assert ids(by_assignee) == [human.pk]
-    assert ids(by_customer) == [human.pk]
+    assert page_ids(by_assignee) == [human.pk]
+    assert page_ids(by_customer) == [human.pk]
 
 
 def test_bad_filter_values_are_refused_by_name(tenant_a) -> None:
-    response = api(tenant_a).get(
+    response = api_client(tenant_a, *WRITE_AND_READ).get(
         "/api/v1/conversations?status=open&channel=fax&assignee=bob&customer=x"
         "&created_after=yesterday&updated_before=2026-13-01"
     )
@@ -125,7 +112,7 @@ def test_bad_filter_values_are_refused_by_name(tenant_a) -> None:
 
 def test_the_list_pages_with_a_cursor(tenant_a) -> None:
     made = [factories.ConversationFactory(tenant=tenant_a).pk for _ in range(3)]
-    client = api(tenant_a)
+    client = api_client(tenant_a, *WRITE_AND_READ)
 
     first = client.get("/api/v1/conversations?limit=2").json()
     second = client.get(f"/api/v1/conversations?limit=2&cursor={first['next_cursor']}").json()
@@ -137,7 +124,7 @@ def test_the_list_pages_with_a_cursor(tenant_a) -> None:
 def test_a_page_costs_the_same_queries_however_many_rows(
     tenant_a, django_assert_num_queries
 ) -> None:
-    client = api(tenant_a)
+    client = api_client(tenant_a, *WRITE_AND_READ)
     conversation = factories.ConversationFactory(tenant=tenant_a, assignee=member(tenant_a, "li"))
     factories.MessageFactory(conversation=conversation, role="agent", author=conversation.assignee)
     urls = ("/api/v1/conversations", f"/api/v1/conversations/{conversation.pk}/messages")
@@ -175,7 +162,9 @@ def test_detail(tenant_a) -> None:
     )
     factories.MessageFactory.create_batch(2, conversation=conversation)
 
-    body = api(tenant_a).get(f"/api/v1/conversations/{conversation.pk}").json()
+    body = (
+        api_client(tenant_a, *WRITE_AND_READ).get(f"/api/v1/conversations/{conversation.pk}").json()
+    )
 
     assert body["customer"] == {"id": customer.pk, "external_id": "crm-7", "name": "Ann"}
     assert body["assignee"] == {"id": li.pk, "name": "li", "email": li.email}
@@ -193,7 +182,9 @@ def test_detail(tenant_a) -> None:
 def test_an_open_conversation_has_nulls_where_nothing_happened(tenant_a) -> None:
     conversation = factories.ConversationFactory(tenant=tenant_a)
 
-    body = api(tenant_a).get(f"/api/v1/conversations/{conversation.pk}").json()
+    body = (
+        api_client(tenant_a, *WRITE_AND_READ).get(f"/api/v1/conversations/{conversation.pk}").json()
+    )
 
     assert (body["assignee"], body["csat"], body["resolution_kind"], body["message_count"]) == (
         None,
@@ -207,7 +198,7 @@ def test_another_tenants_conversation_is_not_found(tenant_a, tenant_b) -> None:
     theirs = factories.ConversationFactory(tenant=tenant_b, status="queued")
     factories.MessageFactory(conversation=theirs)
     agent = member(tenant_a, "li")
-    client = api(tenant_a)
+    client = api_client(tenant_a, *WRITE_AND_READ)
     base = f"/api/v1/conversations/{theirs.pk}"
 
     responses = [
@@ -231,7 +222,7 @@ def test_another_tenants_conversation_is_not_found(tenant_a, tenant_b) -> None:
 def test_messages_page_both_ways(tenant_a) -> None:
     conversation = factories.ConversationFactory(tenant=tenant_a)
     made = [factories.MessageFactory(conversation=conversation).pk for _ in range(5)]
-    client = api(tenant_a)
+    client = api_client(tenant_a, *WRITE_AND_READ)
     url = f"/api/v1/conversations/{conversation.pk}/messages"
 
     def walk(query: str) -> list[int]:
@@ -278,7 +269,9 @@ def test_each_message_says_who_wrote_it_and_how_it_was_answered(tenant_a) -> Non
     )
 
     customer, answer, note = (
-        api(tenant_a).get(f"/api/v1/conversations/{conversation.pk}/messages").json()["data"]
+        api_client(tenant_a, *WRITE_AND_READ)
+        .get(f"/api/v1/conversations/{conversation.pk}/messages")
+        .json()["data"]
     )
 
     assert (customer["role"], customer["text"], customer["source"], customer["author"]) == (
@@ -312,7 +305,7 @@ def test_each_message_says_who_wrote_it_and_how_it_was_answered(tenant_a) -> Non
 def test_priority_and_tags_are_set_and_tags_normalised(tenant_a) -> None:
     conversation = factories.ConversationFactory(tenant=tenant_a, tags=["old"])
 
-    response = api(tenant_a).patch(
+    response = api_client(tenant_a, *WRITE_AND_READ).patch(
         f"/api/v1/conversations/{conversation.pk}",
         {"priority": "urgent", "tags": [" vip ", "refund", "vip", "refund "]},
         format="json",
@@ -340,7 +333,9 @@ def test_priority_and_tags_are_set_and_tags_normalised(tenant_a) -> None:
 def test_invalid_changes_are_refused_by_name(tenant_a, body: dict, field: str) -> None:
     conversation = factories.ConversationFactory(tenant=tenant_a, tags=["old"])
 
-    response = api(tenant_a).patch(f"/api/v1/conversations/{conversation.pk}", body, format="json")
+    response = api_client(tenant_a, *WRITE_AND_READ).patch(
+        f"/api/v1/conversations/{conversation.pk}", body, format="json"
+    )
 
     assert response.status_code == 400
     assert list(response.json()["error"]["fields"]) == [field]
@@ -356,7 +351,7 @@ def test_only_active_members_who_work_conversations_can_be_assigned(tenant_a, te
     outsider = member(tenant_b, "outsider")
     stranger = factories.UserFactory()
     conversation = factories.ConversationFactory(tenant=tenant_a, status="queued")
-    client = api(tenant_a)
+    client = api_client(tenant_a, *WRITE_AND_READ)
 
     for user in (viewer, gone, outsider, stranger):
         for reference in (user.pk, user.email):
@@ -379,7 +374,7 @@ def test_assigning_takes_transfers_and_unassigning_hands_back(tenant_a) -> None:
     li = member(tenant_a, "li")
     wang = member(tenant_a, "wang", Role.ADMIN)
     conversation = factories.ConversationFactory(tenant=tenant_a, status="queued")
-    client = api(tenant_a)
+    client = api_client(tenant_a, *WRITE_AND_READ)
     url = f"/api/v1/conversations/{conversation.pk}"
 
     taken = client.patch(url, {"assignee": li.email}, format="json").json()
@@ -393,7 +388,7 @@ def test_assigning_takes_transfers_and_unassigning_hands_back(tenant_a) -> None:
 
 
 def test_status_changes_follow_the_lifecycle(tenant_a) -> None:
-    client = api(tenant_a)
+    client = api_client(tenant_a, *WRITE_AND_READ)
     by_agent = factories.ConversationFactory(
         tenant=tenant_a, status="resolved", resolution_kind="agent"
     )
@@ -437,7 +432,7 @@ def test_handoff_queues_the_conversation(tenant_a) -> None:
     conversation = factories.ConversationFactory(tenant=tenant_a, status="bot")
     waiting = factories.ConversationFactory(tenant=tenant_a, status="queued")
     Conversation.objects.filter(pk=waiting.pk).update(queued_at=at(1))
-    client = api(tenant_a)
+    client = api_client(tenant_a, *WRITE_AND_READ)
 
     first = client.post(
         f"/api/v1/conversations/{conversation.pk}/handoff",
@@ -474,7 +469,9 @@ def test_handoff_queues_the_conversation(tenant_a) -> None:
 def test_resolve(tenant_a, before: dict, status: str, kind: str) -> None:
     conversation = factories.ConversationFactory(tenant=tenant_a, **before)
 
-    response = api(tenant_a).post(f"/api/v1/conversations/{conversation.pk}/resolve")
+    response = api_client(tenant_a, *WRITE_AND_READ).post(
+        f"/api/v1/conversations/{conversation.pk}/resolve"
+    )
 
     assert response.status_code == 200, response.json()
     assert (response.json()["status"], response.json()["resolution_kind"]) == (status, kind)
@@ -487,7 +484,9 @@ def test_a_closed_conversation_cannot_be_resolved(tenant_a) -> None:
         tenant=tenant_a, status="closed", resolution_kind="abandoned"
     )
 
-    response = api(tenant_a).post(f"/api/v1/conversations/{conversation.pk}/resolve")
+    response = api_client(tenant_a, *WRITE_AND_READ).post(
+        f"/api/v1/conversations/{conversation.pk}/resolve"
+    )
 
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "conflict"
@@ -499,7 +498,7 @@ def test_a_closed_conversation_cannot_be_resolved(tenant_a) -> None:
 def test_a_read_only_key_reads_but_does_not_write(tenant_a) -> None:
     li = member(tenant_a, "li")
     conversation = factories.ConversationFactory(tenant=tenant_a, status="queued")
-    client = api(tenant_a, scopes=["conversations:read"])
+    client = api_client(tenant_a, "conversations:read")
     base = f"/api/v1/conversations/{conversation.pk}"
 
     reads = [client.get("/api/v1/conversations"), client.get(base), client.get(f"{base}/messages")]
@@ -520,7 +519,7 @@ def test_a_read_only_key_reads_but_does_not_write(tenant_a) -> None:
 
 def test_a_key_without_conversation_scopes_reads_nothing(tenant_a) -> None:
     conversation = factories.ConversationFactory(tenant=tenant_a)
-    client = api(tenant_a, scopes=["knowledge:read"])
+    client = api_client(tenant_a, "knowledge:read")
 
     responses = [
         client.get("/api/v1/conversations"),
@@ -537,7 +536,7 @@ def test_replies_need_a_member_who_works_conversations(tenant_a, tenant_b) -> No
     conversation = factories.ConversationFactory(tenant=tenant_a, status="queued")
     viewer = member(tenant_a, "viewer", Role.VIEWER)
     outsider = member(tenant_b, "outsider")
-    client = api(tenant_a)
+    client = api_client(tenant_a, *WRITE_AND_READ)
     url = f"/api/v1/conversations/{conversation.pk}/messages"
 
     responses = [
@@ -560,7 +559,7 @@ def test_a_reply_takes_a_queued_conversation_for_the_agent(tenant_a) -> None:
     li = member(tenant_a, "li")
     conversation = factories.ConversationFactory(tenant=tenant_a, status="queued")
 
-    response = api(tenant_a).post(
+    response = api_client(tenant_a, *WRITE_AND_READ).post(
         f"/api/v1/conversations/{conversation.pk}/messages",
         {"text": "  Hello, Li here.  ", "agent": li.email.upper()},
         format="json",
@@ -584,7 +583,7 @@ def test_an_agent_cannot_reply_in_another_agents_conversation(tenant_a) -> None:
     li = member(tenant_a, "li")
     wang = member(tenant_a, "wang")
     conversation = factories.ConversationFactory(tenant=tenant_a, status="human", assignee=li)
-    client = api(tenant_a)
+    client = api_client(tenant_a, *WRITE_AND_READ)
     url = f"/api/v1/conversations/{conversation.pk}/messages"
 
     refused = client.post(url, {"text": "Mine now", "agent": wang.pk}, format="json")
@@ -607,7 +606,7 @@ async def frame_of(widget: Widget, kind: str) -> dict:
 @pytest.mark.django_db(transaction=True)
 async def test_an_agent_reply_reaches_the_customers_widget_live_and_a_note_does_not(shop) -> None:
     li = await database_sync_to_async(member)(shop, "li")
-    client = await database_sync_to_async(api)(shop)
+    client = await database_sync_to_async(api_client)(shop, *WRITE_AND_READ)
     widget = Widget(shop)
     try:
         await widget.open()
@@ -658,6 +657,8 @@ def test_times_are_utc(tenant_a) -> None:
     conversation = factories.ConversationFactory(tenant=tenant_a)
     Conversation.objects.filter(pk=conversation.pk).update(created_at=at(5) + timedelta(hours=3))
 
-    body = api(tenant_a).get(f"/api/v1/conversations/{conversation.pk}").json()
+    body = (
+        api_client(tenant_a, *WRITE_AND_READ).get(f"/api/v1/conversations/{conversation.pk}").json()
+    )
 
     assert body["created_at"] == "2026-11-05T15:00:00Z"

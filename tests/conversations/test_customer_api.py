@@ -320,16 +320,19 @@ def test_the_customers_conversations_are_listed(tenant_a: Tenant) -> None:
     MessageFactory.create_batch(2, conversation=newer)
     ConversationFactory(tenant=tenant_a)  # someone else's
 
-    response = api_client(tenant_a, Scope.CONVERSATIONS_READ).get(
-        f"/api/v1/customers/{customer.pk}/conversations"
-    )
+    client = api_client(tenant_a, Scope.CONVERSATIONS_READ)
+    response = client.get(f"/api/v1/customers/{customer.pk}/conversations")
+    filtered = client.get(f"/api/v1/conversations?customer={customer.pk}")
 
     assert page_ids(response) == [newer.pk, older.pk]
     first = response.json()["data"][0]
     assert first["status"] == "resolved"
-    assert first["csat_rating"] == 4
+    assert first["csat"]["rating"] == 4
     assert first["message_count"] == 2
     assert first["priority"] == "normal"
+    assert first["customer"]["id"] == customer.pk
+    # The conversation list's own shape, row for row.
+    assert response.json() == filtered.json()
 
 
 def test_the_customers_tickets_need_the_tickets_scope(tenant_a: Tenant) -> None:

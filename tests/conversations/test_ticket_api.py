@@ -14,10 +14,10 @@ from conversations import events
 from conversations.models import Channel, Customer, Ticket, TicketReply
 from tenants.models import ApiKey, Role, Tenant
 from tests.support.api import api_client, page_ids
+from tests.support.console import member
 from tests.support.factories import (
     ConversationFactory,
     CustomerFactory,
-    MembershipFactory,
     TicketFactory,
     UserFactory,
 )
@@ -25,10 +25,6 @@ from tests.support.factories import (
 pytestmark = pytest.mark.django_db
 
 Scope = ApiKey.Scope
-
-
-def member(tenant: Tenant, role: Role = Role.AGENT, **user: Any) -> Any:
-    return MembershipFactory(tenant=tenant, role=role, user=UserFactory(**user)).user
 
 
 @pytest.fixture
@@ -44,8 +40,8 @@ def test_a_ticket_is_created_and_the_agents_are_emailed(tenant_a: Tenant, captur
     tenant_a.ticket_sla_hours = 8
     tenant_a.save()
     agent = member(tenant_a, email="agent@example.com")
-    member(tenant_a, Role.VIEWER, email="viewer@example.com")
-    member(tenant_a, Role.AGENT, email="gone@example.com", is_active=False)
+    member(tenant_a, role=Role.VIEWER, email="viewer@example.com")
+    member(tenant_a, role=Role.AGENT, email="gone@example.com", is_active=False)
 
     with captured():
         response = api_client(tenant_a, Scope.TICKETS_WRITE).post(
@@ -183,7 +179,7 @@ def test_an_invalid_ticket_is_refused_naming_the_field(
         "THEIR_CUSTOMER": CustomerFactory(tenant=tenant_b).pk,
         "THEIR_CONVERSATION": ConversationFactory(tenant=tenant_b).pk,
         "OUTSIDER": UserFactory().pk,
-        "VIEWER": member(tenant_a, Role.VIEWER).pk,
+        "VIEWER": member(tenant_a, role=Role.VIEWER).pk,
         "INACTIVE": member(tenant_a, is_active=False).pk,
         "THEIR_AGENT": member(tenant_b).email,
     }
@@ -404,7 +400,7 @@ def test_an_invalid_reply_is_refused_naming_the_field(
 ) -> None:
     ticket = TicketFactory(tenant=tenant_a)
     UserFactory(email="outsider@example.com")
-    names = {"AGENT": member(tenant_a).pk, "VIEWER": member(tenant_a, Role.VIEWER).email}
+    names = {"AGENT": member(tenant_a).pk, "VIEWER": member(tenant_a, role=Role.VIEWER).email}
     body = {
         key: names.get(value, value) if isinstance(value, str) else value
         for key, value in body.items()
@@ -474,3 +470,25 @@ def test_the_ticket_workflow_publishes_its_events(
         (events.Event.TICKET_UPDATED, ticket_id, "solved"),
     ]
     assert {p.tenant_id for p in heard} == {tenant_a.pk}
+
+
+def test_tickets_and_conversations_refuse_a_non_agent_member_alike(tenant_a: Tenant) -> None:
+    viewer = member(tenant_a, role=Role.VIEWER, email="viewer@example.com")
+    ticket = TicketFactory(tenant=tenant_a)
+    conversation = ConversationFactory(tenant=tenant_a)
+    client = api_client(tenant_a)
+
+    refusals = [
+        client.patch(f"/api/v1/tickets/{ticket.pk}", {"assignee": viewer.email}),
+        client.patch(f"/api/v1/conversations/{conversation.pk}", {"assignee": viewer.pk}),
+    ]
+
+    fields = [response.json()["error"]["fields"] for response in refusals]
+    assert [response.status_code for response in refusals] == [400, 400]
+    assert (
+        fields[0]
+        == fields[1]
+        == {
+            "assignee": ["Not an active member of this tenant who works conversations and tickets."]
+        }
+    )

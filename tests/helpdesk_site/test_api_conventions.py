@@ -31,6 +31,7 @@ from helpdesk_site.api_view import ApiView
 from helpdesk_site.urls import api_v1
 from tenants import services
 from tenants.models import ApiKey, IdempotencyRecord
+from tests.support.api import key_client
 from tests.support.factories import CannedResponseFactory, TenantFactory
 
 Scope = ApiKey.Scope
@@ -176,13 +177,6 @@ def _key(tenant: Any, scopes: list[str]) -> str:
     return services.api_key_issue(tenant=tenant, name="Test", scopes=scopes).raw_key
 
 
-def _client(raw_key: str | None = None) -> APIClient:
-    client = APIClient()
-    if raw_key:
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
-    return client
-
-
 def _error(response: Any, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.content
     assert response["Content-Type"] == "application/json"
@@ -200,9 +194,9 @@ def test_no_key_invalid_key_and_revoked_key_are_401(tenant_a) -> None:
     issued = services.api_key_issue(tenant=tenant_a, name="Old", scopes=["admin"])
     services.api_key_revoke(api_key=issued.api_key)
 
-    missing = _client().get("/api/v1/tenant")
-    unknown = _client("kefu_deadbeef_nope").get("/api/v1/tenant")
-    revoked = _client(issued.raw_key).get("/api/v1/tenant")
+    missing = key_client(None).get("/api/v1/tenant")
+    unknown = key_client("kefu_deadbeef_nope").get("/api/v1/tenant")
+    revoked = key_client(issued.raw_key).get("/api/v1/tenant")
 
     _error(missing, 401, "unauthenticated")
     assert missing["WWW-Authenticate"] == "Bearer"
@@ -215,13 +209,13 @@ def test_a_key_of_an_inactive_tenant_is_401(tenant_a) -> None:
     tenant_a.is_active = False
     tenant_a.save(update_fields=["is_active"])
 
-    _error(_client(raw).get("/api/v1/tenant"), 401, "invalid_api_key")
+    _error(key_client(raw).get("/api/v1/tenant"), 401, "invalid_api_key")
 
 
 def test_tenant_endpoint_answers_any_live_key_without_secrets(tenant_a) -> None:
     issued = services.api_key_issue(tenant=tenant_a, name="Reader", scopes=["tickets:read"])
 
-    response = _client(issued.raw_key).get("/api/v1/tenant")
+    response = key_client(issued.raw_key).get("/api/v1/tenant")
 
     assert response.status_code == 200
     assert response.json() == {
@@ -230,11 +224,11 @@ def test_tenant_endpoint_answers_any_live_key_without_secrets(tenant_a) -> None:
         "key_prefix": issued.api_key.prefix,
         "scopes": ["tickets:read"],
     }
-    assert _client(issued.raw_key).get("/api/v1/tenant/").status_code == 404  # no trailing slash
+    assert key_client(issued.raw_key).get("/api/v1/tenant/").status_code == 404  # no trailing slash
 
 
 def test_missing_scope_is_403_naming_the_scope_per_method(tenant_a) -> None:
-    reader = _client(_key(tenant_a, ["conversations:read"]))
+    reader = key_client(_key(tenant_a, ["conversations:read"]))
 
     listed = reader.get("/t/canned")
     refused = reader.post("/t/canned", {"title": "Hi"}, format="json")
@@ -246,7 +240,7 @@ def test_missing_scope_is_403_naming_the_scope_per_method(tenant_a) -> None:
 
 
 def test_the_admin_scope_grants_every_scope(tenant_a) -> None:
-    admin = _client(_key(tenant_a, ["admin"]))
+    admin = key_client(_key(tenant_a, ["admin"]))
 
     assert admin.get("/t/canned").status_code == 200
     assert admin.post("/t/canned", {"title": "Hi"}, format="json").status_code == 201
@@ -254,20 +248,20 @@ def test_the_admin_scope_grants_every_scope(tenant_a) -> None:
 
 
 def test_a_method_a_view_does_not_have_is_405(tenant_a) -> None:
-    admin = _client(_key(tenant_a, ["admin"]))
-    reader = _client(_key(tenant_a, ["conversations:read"]))
+    admin = key_client(_key(tenant_a, ["admin"]))
+    reader = key_client(_key(tenant_a, ["conversations:read"]))
 
     _error(admin.delete("/t/canned"), 405, "method_not_allowed")  # per-method scopes
     _error(reader.delete("/t/canned"), 405, "method_not_allowed")
     _error(admin.post("/api/v1/tenant", {}, format="json"), 405, "method_not_allowed")
     # Without a key nothing is said about the endpoint but that a key is needed.
-    _error(_client().delete("/t/canned"), 401, "unauthenticated")
+    _error(key_client(None).delete("/t/canned"), 401, "unauthenticated")
 
 
 def test_another_tenants_object_is_404_like_a_missing_one(tenant_a, tenant_b) -> None:
     theirs = CannedResponseFactory(tenant=tenant_b)
     mine = CannedResponseFactory(tenant=tenant_a)
-    client = _client(_key(tenant_a, ["conversations:read"]))
+    client = key_client(_key(tenant_a, ["conversations:read"]))
 
     assert client.get(f"/t/canned/{mine.pk}").status_code == 200
     hidden = _error(client.get(f"/t/canned/{theirs.pk}"), 404, "not_found")
@@ -276,7 +270,7 @@ def test_another_tenants_object_is_404_like_a_missing_one(tenant_a, tenant_b) ->
 
 
 def test_validation_errors_name_each_field_dotted(tenant_a) -> None:
-    client = _client(_key(tenant_a, ["conversations:write"]))
+    client = key_client(_key(tenant_a, ["conversations:write"]))
 
     response = client.post(
         "/t/create",
@@ -291,7 +285,7 @@ def test_validation_errors_name_each_field_dotted(tenant_a) -> None:
 
 
 def test_a_services_validation_error_is_a_400_with_its_general_message(tenant_a) -> None:
-    client = _client(_key(tenant_a, ["conversations:write"]))
+    client = key_client(_key(tenant_a, ["conversations:write"]))
 
     error = _error(client.post("/t/refusal", {}, format="json"), 400, "invalid")
 
@@ -300,7 +294,7 @@ def test_a_services_validation_error_is_a_400_with_its_general_message(tenant_a)
 
 
 def test_malformed_json_and_an_unsupported_media_type_are_refused(tenant_a) -> None:
-    client = _client(_key(tenant_a, ["conversations:write"]))
+    client = key_client(_key(tenant_a, ["conversations:write"]))
 
     malformed = client.post("/t/create", b'{"title": ', content_type="application/json")
     unsupported = client.post("/t/create", b"title=x", content_type="text/plain")
@@ -314,7 +308,7 @@ def test_a_bug_is_a_500_in_the_json_shape_logged_without_the_key(tenant_a, caplo
     Switch.fail_next = True
 
     with caplog.at_level(logging.INFO):
-        response = _client(raw).post("/t/flaky", {"title": "x"}, format="json")
+        response = key_client(raw).post("/t/flaky", {"title": "x"}, format="json")
 
     error = _error(response, 500, "internal_error")
     assert "disk" not in error["message"]  # the cause stays in the log
@@ -329,7 +323,7 @@ def test_a_bug_is_a_500_in_the_json_shape_logged_without_the_key(tenant_a, caplo
 
 
 def test_a_retry_replays_the_first_response_and_creates_nothing_twice(tenant_a) -> None:
-    client = _client(_key(tenant_a, ["conversations:write"]))
+    client = key_client(_key(tenant_a, ["conversations:write"]))
     headers = {"HTTP_IDEMPOTENCY_KEY": "order-17"}
 
     first = client.post("/t/create", {"title": "Hi"}, format="json", **headers)
@@ -347,7 +341,7 @@ def test_a_retry_replays_the_first_response_and_creates_nothing_twice(tenant_a) 
 
 
 def test_the_same_key_with_another_body_or_path_is_422(tenant_a) -> None:
-    client = _client(_key(tenant_a, ["conversations:write"]))
+    client = key_client(_key(tenant_a, ["conversations:write"]))
     headers = {"HTTP_IDEMPOTENCY_KEY": "k1"}
     assert client.post("/t/create", {"title": "A"}, format="json", **headers).status_code == 201
 
@@ -361,9 +355,9 @@ def test_the_same_key_with_another_body_or_path_is_422(tenant_a) -> None:
 
 def test_a_key_is_per_api_key_and_tenant(tenant_a, tenant_b) -> None:
     headers = {"HTTP_IDEMPOTENCY_KEY": "same"}
-    one = _client(_key(tenant_a, ["conversations:write"]))
-    two = _client(_key(tenant_a, ["conversations:write"]))
-    other_tenant = _client(_key(tenant_b, ["conversations:write"]))
+    one = key_client(_key(tenant_a, ["conversations:write"]))
+    two = key_client(_key(tenant_a, ["conversations:write"]))
+    other_tenant = key_client(_key(tenant_b, ["conversations:write"]))
 
     responses = [
         c.post("/t/create", {"title": "Hi"}, format="json", **headers)
@@ -376,7 +370,7 @@ def test_a_key_is_per_api_key_and_tenant(tenant_a, tenant_b) -> None:
 
 
 def test_a_server_error_releases_the_key_for_a_retry(tenant_a) -> None:
-    client = _client(_key(tenant_a, ["conversations:write"]))
+    client = key_client(_key(tenant_a, ["conversations:write"]))
     headers = {"HTTP_IDEMPOTENCY_KEY": "retry-me"}
     Switch.fail_next = True
 
@@ -392,7 +386,7 @@ def test_a_server_error_releases_the_key_for_a_retry(tenant_a) -> None:
 
 def test_a_key_expires_after_its_time_to_live(tenant_a, settings) -> None:
     settings.API_IDEMPOTENCY_TTL_SECONDS = 60
-    client = _client(_key(tenant_a, ["conversations:write"]))
+    client = key_client(_key(tenant_a, ["conversations:write"]))
     headers = {"HTTP_IDEMPOTENCY_KEY": "old"}
     first = client.post("/t/create", {"title": "Hi"}, format="json", **headers)
     IdempotencyRecord.objects.update(created_at=timezone.now() - dt.timedelta(seconds=59))
@@ -409,7 +403,7 @@ def test_a_key_expires_after_its_time_to_live(tenant_a, settings) -> None:
 
 def test_a_claim_whose_request_died_is_taken_over_after_the_timeout(tenant_a, settings) -> None:
     settings.API_IDEMPOTENCY_CLAIM_TIMEOUT_SECONDS = 600
-    client = _client(_key(tenant_a, ["conversations:write"]))
+    client = key_client(_key(tenant_a, ["conversations:write"]))
     headers = {"HTTP_IDEMPOTENCY_KEY": "dead"}
     client.post("/t/create", {"title": "Hi"}, format="json", **headers)
     # As if that first try had claimed the key and its process had been killed mid-request.
@@ -429,7 +423,7 @@ def test_a_claim_whose_request_died_is_taken_over_after_the_timeout(tenant_a, se
 
 
 def test_an_idempotency_key_longer_than_255_is_400(tenant_a) -> None:
-    client = _client(_key(tenant_a, ["conversations:write"]))
+    client = key_client(_key(tenant_a, ["conversations:write"]))
 
     response = client.post(
         "/t/create", {"title": "Hi"}, format="json", HTTP_IDEMPOTENCY_KEY="k" * 256
@@ -454,7 +448,7 @@ def _multipart(client: APIClient, boundary: str, content: bytes, **headers: Any)
 
 
 def test_a_multipart_retry_with_another_boundary_replays(tenant_a) -> None:
-    client = _client(_key(tenant_a, ["knowledge:write"]))
+    client = key_client(_key(tenant_a, ["knowledge:write"]))
     headers = {"HTTP_IDEMPOTENCY_KEY": "upload-1"}
 
     first = _multipart(client, "boundary-one", b"hello", **headers)
@@ -478,7 +472,7 @@ def test_a_retry_while_the_first_try_runs_is_409(tenant_a) -> None:
 
     def first_try() -> None:
         try:
-            results["first"] = _client(raw).post(
+            results["first"] = key_client(raw).post(
                 "/t/slow", {"title": "Hi"}, format="json", **headers
             )
         finally:
@@ -488,11 +482,11 @@ def test_a_retry_while_the_first_try_runs_is_409(tenant_a) -> None:
     thread.start()
     try:
         assert Switch.entered.wait(30)
-        during = _client(raw).post("/t/slow", {"title": "Hi"}, format="json", **headers)
+        during = key_client(raw).post("/t/slow", {"title": "Hi"}, format="json", **headers)
     finally:
         Switch.release.set()
         thread.join(30)
-    after = _client(raw).post("/t/slow", {"title": "Hi"}, format="json", **headers)
+    after = key_client(raw).post("/t/slow", {"title": "Hi"}, format="json", **headers)
 
     _error(during, 409, "idempotency_in_progress")
     assert results["first"].status_code == 201
@@ -505,7 +499,7 @@ def test_expired_records_are_purged_by_the_beat_task(tenant_a, settings) -> None
     from tenants.tasks import idempotency_purge_task
 
     settings.API_IDEMPOTENCY_TTL_SECONDS = 3600
-    client = _client(_key(tenant_a, ["conversations:write"]))
+    client = key_client(_key(tenant_a, ["conversations:write"]))
     for key in ("old", "new"):
         client.post("/t/create", {"title": key}, format="json", HTTP_IDEMPOTENCY_KEY=key)
     IdempotencyRecord.objects.filter(key="old").update(
@@ -548,7 +542,7 @@ def test_walking_a_list_has_no_gaps_or_repeats_while_rows_are_added(tenant_a, or
     rows = CannedResponseFactory.create_batch(250, tenant=tenant_a)
     CannedResponseFactory.create_batch(5, tenant=TenantFactory())  # never listed
     ids = sorted(row.pk for row in rows)
-    client = _client(_key(tenant_a, ["conversations:read"]))
+    client = key_client(_key(tenant_a, ["conversations:read"]))
     added: list[int] = []
 
     seen = _walk(
@@ -568,7 +562,7 @@ def test_walking_a_list_has_no_gaps_or_repeats_while_rows_are_added(tenant_a, or
 
 def test_limit_is_bounded_and_defaults_to_25(tenant_a) -> None:
     CannedResponseFactory.create_batch(30, tenant=tenant_a)
-    client = _client(_key(tenant_a, ["conversations:read"]))
+    client = key_client(_key(tenant_a, ["conversations:read"]))
 
     assert len(client.get("/t/canned").json()["data"]) == 25
     assert len(client.get("/t/canned?limit=1").json()["data"]) == 1
@@ -579,7 +573,7 @@ def test_limit_is_bounded_and_defaults_to_25(tenant_a) -> None:
 
 
 def test_a_bad_cursor_or_order_is_400_naming_the_field(tenant_a) -> None:
-    client = _client(_key(tenant_a, ["conversations:read"]))
+    client = key_client(_key(tenant_a, ["conversations:read"]))
 
     def b64(text: str) -> str:
         return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
@@ -614,9 +608,9 @@ def _rate_limit_is_per_key(tenant: Any) -> None:
     one, two = _key(tenant, ["admin"]), _key(tenant, ["admin"])
     _forget_windows([one, two])
 
-    statuses = [_client(one).get("/api/v1/tenant").status_code for _ in range(4)]
-    limited = _client(one).get("/api/v1/tenant")
-    other = _client(two).get("/api/v1/tenant")
+    statuses = [key_client(one).get("/api/v1/tenant").status_code for _ in range(4)]
+    limited = key_client(one).get("/api/v1/tenant")
+    other = key_client(two).get("/api/v1/tenant")
 
     assert statuses == [200, 200, 200, 429]
     _error(limited, 429, "rate_limited")
@@ -642,8 +636,8 @@ def test_a_tenants_own_rate_limit_overrides_the_default(tenant_a, tenant_b, sett
     limited, default = _key(tenant_a, ["admin"]), _key(tenant_b, ["admin"])
     _forget_windows([limited, default])
 
-    a = [_client(limited).get("/api/v1/tenant").status_code for _ in range(3)]
-    b = [_client(default).get("/api/v1/tenant").status_code for _ in range(3)]
+    a = [key_client(limited).get("/api/v1/tenant").status_code for _ in range(3)]
+    b = [key_client(default).get("/api/v1/tenant").status_code for _ in range(3)]
 
     assert a == [200, 200, 429]
     assert b == [200, 200, 200]
@@ -657,7 +651,7 @@ def test_times_are_utc_with_z_whatever_the_time_zone(tenant_a, settings) -> None
     row = CannedResponseFactory(tenant=tenant_a)
     timezone.activate(ZoneInfo("Asia/Shanghai"))
     try:
-        body = _client(_key(tenant_a, ["conversations:read"])).get("/t/times").json()
+        body = key_client(_key(tenant_a, ["conversations:read"])).get("/t/times").json()
     finally:
         timezone.deactivate()
 

@@ -14,12 +14,11 @@ import pytest
 from django.db.models import Model
 from django.urls import resolve
 from drf_spectacular.generators import SchemaGenerator
-from rest_framework.test import APIClient
 
 from tenants import services
 from tenants.authentication import ANY_KEY, required_scope
 from tenants.models import ApiKey
-from tests.support.api import path_parameter_objects
+from tests.support.api import key_client, path_parameter_objects
 
 METHODS = ("get", "put", "patch", "post", "delete")
 PARAMETER = re.compile(r"\{([^}]+)\}")
@@ -92,9 +91,7 @@ def _scope(operation: Operation) -> str:
 
 
 def _call(operation: Operation, path: str, raw_key: str | None) -> Any:
-    client = APIClient()
-    if raw_key is not None:
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+    client = key_client(raw_key)
     # Keys, scopes and lookups are checked before a body is read: an empty one does.
     has_body = operation.method in ("POST", "PUT", "PATCH")
     return client.generic(

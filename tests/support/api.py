@@ -21,14 +21,21 @@ from tests.support.factories import (
 )
 
 
+def key_client(raw_key: str | None) -> APIClient:
+    """A client sending ``raw_key`` as its bearer token (none: no Authorization header)."""
+    client = APIClient()
+    if raw_key is not None:
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+    return client
+
+
 def api_client(tenant: Tenant, *scopes: str) -> APIClient:
     """A client sending JSON with a new key of ``tenant``'s carrying ``scopes`` (``admin`` if
     none)."""
     issued = services.api_key_issue(
         tenant=tenant, name="Integration", scopes=list(scopes) or [ApiKey.Scope.ADMIN]
     )
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.raw_key}")
+    client = key_client(issued.raw_key)
     client.default_format = "json"
     return client
 

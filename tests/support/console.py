@@ -22,8 +22,11 @@ def shop(db):
     return tenant
 
 
-def member(tenant, username: str, role: str = Role.AGENT):
-    user = factories.UserFactory(username=username)
+def member(tenant, username: str | None = None, role: str = Role.AGENT, **fields):
+    """A new user with ``role`` in ``tenant`` (``fields``: the user's, e.g. email)."""
+    if username is not None:
+        fields["username"] = username
+    user = factories.UserFactory(**fields)
     factories.MembershipFactory(user=user, tenant=tenant, role=role)
     return user
 
