@@ -27,7 +27,6 @@ from conversations.protocol import MAX_MESSAGE_CHARS, WidgetErrorCode
 from helpdesk_site.api import ApiError, ApiErrorCode
 from helpdesk_site.api_view import IDEMPOTENCY_HEADER, IDEMPOTENCY_PARAMETER, ApiView
 from helpdesk_site.asyncdb import db_parallel
-from tenants.authentication import HasScope
 from tenants.models import ApiKey
 
 EVENT_STREAM = "text/event-stream"
@@ -107,7 +106,6 @@ class ChatMessageApi(PooledApiView):
         STREAM_DESCRIPTION
     )
 
-    permission_classes = [HasScope]
     required_scope = ApiKey.Scope.CHAT
     renderer_classes = [JSONRenderer, EventStreamRenderer]
 
@@ -368,7 +366,6 @@ class ChatStopApi(PooledApiView):
     ``message_id`` of its ``message_start`` event), whichever server streams it. The part
     already sent is stored."""
 
-    permission_classes = [HasScope]
     required_scope = ApiKey.Scope.CHAT
 
     class OutputSerializer(serializers.Serializer):
@@ -397,7 +394,6 @@ class MessageFeedbackApi(PooledApiView):
     """The customer ``user`` rates an answer in one of their conversations. A thumbs-down may
     hand the conversation to a person (the tenant's handoff settings)."""
 
-    permission_classes = [HasScope]
     required_scope = ApiKey.Scope.CHAT
 
     class InputSerializer(serializers.Serializer):
