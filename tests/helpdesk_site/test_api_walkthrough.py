@@ -54,7 +54,7 @@ def test_the_python_walkthrough_runs_as_written(live_asgi, tmp_path) -> None:
     assert "Delivery takes 3 to 5 working days.\n[faq, answer" in run.stdout
     assert "handed off: queued" in run.stdout
     assert run.stdout.rstrip().endswith("status: resolved")
-    conversation = Conversation.objects.get(tenant=tenant)
+    conversation = Conversation.objects.get(tenant_id=tenant.pk)
     assert conversation.channel == "api"
     assert conversation.status == Conversation.Status.RESOLVED
     agent_reply = Message.objects.get(conversation=conversation, role=Message.Role.AGENT)
