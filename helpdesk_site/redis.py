@@ -68,7 +68,8 @@ def redis_client() -> aioredis.Redis | None:
 
 def redis_blocking_client() -> redis.Redis | None:
     """A blocking client for ``settings.REDIS_URL``, for sync code on worker threads (one per
-    URL and process: its pool is thread-safe); None when Redis is not configured."""
+    URL and process: its pool is thread-safe, and as large as the threads using it); None when
+    Redis is not configured."""
     url: str = settings.REDIS_URL
     if not url:
         return None
@@ -77,7 +78,6 @@ def redis_blocking_client() -> redis.Redis | None:
         if client is None:
             client = _blocking_clients[url] = redis.Redis.from_url(
                 url,
-                max_connections=settings.REDIS_MAX_CONNECTIONS,
                 socket_connect_timeout=REDIS_CONNECT_TIMEOUT_SECONDS,
                 socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
                 retry=SyncRetry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
