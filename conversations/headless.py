@@ -55,8 +55,13 @@ def api_chat_start(
 
     Every message of a headless chat comes this way, so the usual case (a known customer with
     nothing to update, continuing a conversation) is one read and writes nothing."""
+    # The customer's tenant is named too: the lookup then starts from the customer's unique
+    # index (tenant, channel, external id) instead of scanning the tenant's customers.
     conversations = Conversation.objects.filter(
-        tenant=tenant, customer__channel=Channel.API, customer__external_id=user
+        tenant=tenant,
+        customer__tenant=tenant,
+        customer__channel=Channel.API,
+        customer__external_id=user,
     )
     if conversation_id is not None:
         conversations = conversations.filter(pk=conversation_id)

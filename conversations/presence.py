@@ -18,15 +18,10 @@ import threading
 import time
 
 import redis
-from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from helpdesk_site.redis import (
-    REDIS_CONNECT_TIMEOUT_SECONDS,
-    REDIS_SOCKET_TIMEOUT_SECONDS,
-    redis_failure_log,
-)
+from helpdesk_site.redis import redis_blocking_client, redis_failure_log
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +35,6 @@ class PresenceStatus(models.TextChoices):
     AWAY = "away", _("Away")
 
 
-_clients: dict[str, redis.Redis] = {}
-_clients_lock = threading.Lock()
 # {tenant id: {user id: (status, last seen)}}
 _local: dict[int, dict[int, tuple[str, float]]] = {}
 _local_lock = threading.Lock()
@@ -49,21 +42,6 @@ _local_lock = threading.Lock()
 
 def _key(tenant_id: int, status: str) -> str:
     return f"{KEY_PREFIX}:{tenant_id}:{status}"
-
-
-def _client() -> redis.Redis | None:
-    url: str = settings.REDIS_URL
-    if not url:
-        return None
-    with _clients_lock:
-        client = _clients.get(url)
-        if client is None:
-            client = _clients[url] = redis.Redis.from_url(
-                url,
-                socket_connect_timeout=REDIS_CONNECT_TIMEOUT_SECONDS,
-                socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
-            )
-    return client
 
 
 def presence_set(
@@ -74,7 +52,7 @@ def presence_set(
     now = time.time() if seen_at is None else seen_at
     with _local_lock:
         _local.setdefault(tenant_id, {})[user_id] = (status, now)
-    client = _client()
+    client = redis_blocking_client()
     if client is None:
         return
     try:
@@ -93,7 +71,7 @@ def presence_set(
 def presence_statuses(*, tenant_id: int) -> dict[int, str]:
     """The tenant's agents seen within ``PRESENCE_FRESH_SECONDS``: {user id: status}."""
     cutoff = time.time() - PRESENCE_FRESH_SECONDS
-    client = _client()
+    client = redis_blocking_client()
     if client is not None:
         try:
             return _redis_statuses(client, tenant_id, cutoff)
@@ -137,7 +115,7 @@ def presence_local_reset() -> None:
 def presence_clear_all() -> None:
     """Forgets every tenant's presence, here and in Redis (tests: databases reuse ids)."""
     presence_local_reset()
-    client = _client()
+    client = redis_blocking_client()
     if client is None:
         return
     try:

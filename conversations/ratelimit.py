@@ -38,12 +38,13 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from redis.exceptions import RedisError
 
-from helpdesk_site.redis import redis_client, redis_failure_log
+from helpdesk_site.redis import redis_blocking_client, redis_client, redis_failure_log
 
 logger = logging.getLogger(__name__)
 
@@ -145,24 +146,53 @@ async def _checks_hit(*, checks: Sequence[_Check], now: float | None) -> RateDec
     client = redis_client()
     if client is None:
         return _local.hit(checks=checks, now=time.monotonic() if now is None else now)
+    keys, args = _script_arguments(checks=checks, now=now)
+    try:
+        result = await client.register_script(_HIT_SCRIPT)(keys=keys, args=args)
+    except (RedisError, OSError) as exc:
+        return _degraded(checks=checks, now=now, error=exc)
+    return _decision(result)
+
+
+def rate_limit_hit_blocking(*, bucket: str, rule: RateLimit) -> RateDecision:
+    """``rate_limit_hit`` for sync code in a worker thread (the REST API's per-key throttle):
+    Redis is asked from the thread itself, not through the event loop."""
+    checks = (_Check(bucket=bucket, rule=rule),)
+    client = redis_blocking_client()
+    if client is None:
+        return _local.hit(checks=checks, now=time.monotonic())
+    keys, args = _script_arguments(checks=checks, now=None)
+    try:
+        result = client.register_script(_HIT_SCRIPT)(keys=keys, args=args)
+    except (RedisError, OSError) as exc:
+        return _degraded(checks=checks, now=None, error=exc)
+    return _decision(result)
+
+
+def _script_arguments(
+    *, checks: Sequence[_Check], now: float | None
+) -> tuple[list[str], list[str | int]]:
     keys = [RATE_LIMIT_KEY_PREFIX + check.bucket for check in checks]
     args: list[str | int] = ["" if now is None else repr(now), secrets.token_hex(8)]
     for check in checks:
         args += [check.rule.limit, repr(check.rule.window_seconds)]
-    try:
-        allowed, remaining, retry_after = await client.register_script(_HIT_SCRIPT)(
-            keys=keys, args=args
-        )
-    except (RedisError, OSError) as exc:
-        redis_failure_log(logger=logger, operation="rate limit check", error=exc)
-        # Limits stay on while Redis is down, counted per process: a visitor spread over
-        # several processes gets up to that many times the limit, never an unlimited one.
-        return _local.hit(checks=checks, now=time.monotonic() if now is None else now)
+    return keys, args
+
+
+def _decision(result: Any) -> RateDecision:
+    allowed, remaining, retry_after = result
     return RateDecision(
         allowed=bool(allowed),
         remaining=int(remaining),
         retry_after_seconds=float(retry_after),
     )
+
+
+def _degraded(*, checks: Sequence[_Check], now: float | None, error: BaseException) -> RateDecision:
+    redis_failure_log(logger=logger, operation="rate limit check", error=error)
+    # Limits stay on while Redis is down, counted per process: a visitor spread over
+    # several processes gets up to that many times the limit, never an unlimited one.
+    return _local.hit(checks=checks, now=time.monotonic() if now is None else now)
 
 
 # KEYS: one sorted set of event times per bucket. ARGV[1]: now in seconds, or "" for the server

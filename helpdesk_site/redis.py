@@ -19,11 +19,13 @@ import threading
 import time
 import weakref
 
+import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.retry import Retry as SyncRetry
 
 REDIS_CONNECT_TIMEOUT_SECONDS = 1.0
 REDIS_SOCKET_TIMEOUT_SECONDS = 1.0
@@ -36,6 +38,7 @@ _clients: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, aiored
     weakref.WeakKeyDictionary()
 )
 _clients_lock = threading.Lock()
+_blocking_clients: dict[str, redis.Redis] = {}
 
 _failures_lock = threading.Lock()
 _failures_last_logged: dict[str, float] = {}
@@ -60,6 +63,25 @@ def redis_client() -> aioredis.Redis | None:
         client = per_loop.get(url)
         if client is None:
             client = per_loop[url] = _client_create(url=url)
+    return client
+
+
+def redis_blocking_client() -> redis.Redis | None:
+    """A blocking client for ``settings.REDIS_URL``, for sync code on worker threads (one per
+    URL and process: its pool is thread-safe, and as large as the threads using it); None when
+    Redis is not configured."""
+    url: str = settings.REDIS_URL
+    if not url:
+        return None
+    with _clients_lock:
+        client = _blocking_clients.get(url)
+        if client is None:
+            client = _blocking_clients[url] = redis.Redis.from_url(
+                url,
+                socket_connect_timeout=REDIS_CONNECT_TIMEOUT_SECONDS,
+                socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+                retry=SyncRetry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
+            )
     return client
 
 

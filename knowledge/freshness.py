@@ -19,6 +19,7 @@ from typing import Any
 import redis
 from django.conf import settings
 
+from helpdesk_site.redis import redis_blocking_client
 from tenants.scoping import tenant_or_all_tenants
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,6 @@ SUBSCRIBER_POLL_SECONDS = 5.0
 _listeners: "list[weakref.WeakMethod[Listener]]" = []
 _listeners_lock = threading.Lock()
 _subscriber: threading.Thread | None = None
-_publishers: dict[str, redis.Redis] = {}
 
 
 def channel_name(url: str) -> str:
@@ -53,18 +53,11 @@ def knowledge_change_listen(listener: Listener) -> None:
 def knowledge_change_announce(*, tenant_id: int) -> None:
     """Tells every process that ``tenant_id``'s knowledge changed. Call after commit."""
     _dispatch(tenant_id)
-    url: str = settings.REDIS_URL
-    if not url:
+    publisher = redis_blocking_client()
+    if publisher is None:
         return
     try:
-        publisher = _publishers.get(url)
-        if publisher is None:
-            publisher = _publishers[url] = redis.Redis.from_url(
-                url,
-                socket_connect_timeout=PUBLISH_TIMEOUT_SECONDS,
-                socket_timeout=PUBLISH_TIMEOUT_SECONDS,
-            )
-        publisher.publish(channel_name(url), str(tenant_id))
+        publisher.publish(channel_name(settings.REDIS_URL), str(tenant_id))
     except redis.RedisError:
         # The other processes notice at their next periodic check.
         logger.warning("knowledge change not published tenant=%s", tenant_id, exc_info=True)

@@ -16,6 +16,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from tenants.api_key_cache import api_key_cache
 from tenants.models import ApiKey, IdempotencyRecord, Membership, Role, Tenant
 from tenants.scoping import all_tenants, tenant_scope
 
@@ -56,24 +57,31 @@ def api_key_issue(
 
 
 def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
-    """The live key matching ``raw_key``, its use recorded; None for unknown or revoked keys."""
+    """The live key matching ``raw_key``, its use recorded; None for unknown or revoked keys.
+
+    Live keys are remembered by the process (``tenants.api_key_cache``): a revocation is seen at
+    once here and within a second in every other process."""
     if not raw_key.startswith(API_KEY_PREFIX):
         return None
-    with all_tenants("an API key names its tenant: the lookup precedes any scope"):
-        api_key = (
-            ApiKey.objects.select_related("tenant")
-            .filter(
-                key_hash=api_key_digest(raw_key), revoked_at__isnull=True, tenant__is_active=True
-            )
-            .first()
-        )
+    digest = api_key_digest(raw_key)
+    api_key = api_key_cache.get(digest)
     if api_key is None:
-        return None
+        version = api_key_cache.version()  # before the read: a change after it is noticed
+        with all_tenants("an API key names its tenant: the lookup precedes any scope"):
+            api_key = (
+                ApiKey.objects.select_related("tenant")
+                .filter(key_hash=digest, revoked_at__isnull=True, tenant__is_active=True)
+                .first()
+            )
+        if api_key is None:
+            return None
+        api_key_cache.put(digest, api_key, version)
     now = timezone.now()
     if api_key.last_used_at is None or now - api_key.last_used_at > API_KEY_TOUCH_INTERVAL:
         with tenant_scope(api_key.tenant_id):
             ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
         api_key.last_used_at = now
+        api_key_cache.touched(digest, api_key)
     return api_key
 
 

@@ -19,6 +19,7 @@ from conversations.ratelimit import (
     RateDecision,
     RateLimit,
     rate_limit_hit,
+    rate_limit_hit_blocking,
     rate_limit_local_reset,
     rate_limit_parse,
     rate_limits_check,
@@ -250,6 +251,37 @@ async def test_an_unreachable_redis_limits_within_the_process(
     assert names.token not in caplog.text
     assert str(names.tenant_id) not in caplog.text
     await redis_close()
+
+
+async def test_the_blocking_check_shares_the_count_of_the_async_one(
+    backend: str, names: Names
+) -> None:
+    rule = RateLimit(limit=3, window_seconds=60)
+    bucket = names.bucket()
+
+    first = await rate_limit_hit(bucket=bucket, rule=rule)
+    blocking = [
+        await asyncio.to_thread(rate_limit_hit_blocking, bucket=bucket, rule=rule) for _ in range(3)
+    ]
+
+    assert first == allowed(2)
+    assert blocking[:2] == [allowed(1), allowed(0)]
+    assert not blocking[2].allowed
+    assert 59 < blocking[2].retry_after_seconds <= 60
+
+
+def test_the_blocking_check_limits_within_the_process_without_redis(
+    settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.REDIS_URL = CLOSED_PORT_URL
+    names = Names()  # not the fixture: there is no Redis to clean up
+    rule = RateLimit(limit=1, window_seconds=60)
+
+    with caplog.at_level(logging.WARNING, logger="conversations.ratelimit"):
+        decisions = [rate_limit_hit_blocking(bucket=names.bucket(), rule=rule) for _ in range(2)]
+
+    assert [decision.allowed for decision in decisions] == [True, False]
+    assert names.token not in caplog.text
 
 
 def test_the_local_backend_drops_idle_buckets() -> None:

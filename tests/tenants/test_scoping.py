@@ -17,7 +17,7 @@ from django.core.management import call_command
 from django.db import connection, models
 from django.db.migrations.loader import MigrationLoader
 from django.http import HttpRequest, JsonResponse
-from django.test import Client
+from django.test import AsyncClient, Client
 from django.urls import path
 from django.utils import timezone
 from django_scopes import get_scope
@@ -243,8 +243,13 @@ class ScopeProbeApi(APIView):
         return Response(_probe())
 
 
+async def scope_probe_async_view(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(await database_sync_to_async(_probe)())
+
+
 urlpatterns = [
     path("probe/", scope_probe_view),
+    path("async-probe/", scope_probe_async_view),
     path("api/probe/", ScopeProbeApi.as_view()),
 ]
 
@@ -276,6 +281,42 @@ def test_a_superusers_request_covers_every_tenant(entries, superuser_client) -> 
         "tenant": None,
         "questions": ["A?", "B?"],
     }
+
+
+@pytest.mark.urls(__name__)
+@pytest.mark.parametrize("url", ["/async-probe/", "/probe/"])
+async def test_requests_served_asynchronously_get_the_same_scopes(
+    entries, tenant_a, url: str
+) -> None:
+    """Under ASGI the middleware stays on the event loop; an async view and a sync one (run in
+    a thread by Django) see the scope a sync request would."""
+    user, superuser = await database_sync_to_async(_member_and_superuser)(tenant_a)
+    member, admin = AsyncClient(), AsyncClient()
+    await member.aforce_login(user)
+    await admin.aforce_login(superuser)
+
+    assert (await AsyncClient().get(url)).json() == {
+        "enabled": True,
+        "tenant": None,
+        "questions": None,
+    }
+    assert (await member.get(url)).json() == {
+        "enabled": True,
+        "tenant": tenant_a.pk,
+        "questions": ["A?"],
+    }
+    assert (await admin.get(url)).json() == {
+        "enabled": False,
+        "tenant": None,
+        "questions": ["A?", "B?"],
+    }
+    _unscoped_in_test_body()
+
+
+def _member_and_superuser(tenant: Tenant) -> tuple[Any, Any]:
+    user = factories.UserFactory()
+    factories.MembershipFactory(user=user, tenant=tenant, role=Role.AGENT)
+    return user, factories.UserFactory(is_superuser=True, is_staff=True)
 
 
 @pytest.mark.urls(__name__)
