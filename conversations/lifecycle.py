@@ -223,14 +223,15 @@ def conversation_reopen(*, tenant_id: int, conversation_id: int) -> str | None:
     (and no longer counts as resolved by it, or as abandoned). Returns the status it had, or
     None when it was not ended by the sweep (a person's resolution stays)."""
     with transaction.atomic():
-        previous = (
+        ended = (
             Conversation.objects.select_for_update()
             .filter(AUTO_ENDED, pk=conversation_id, tenant_id=tenant_id)
-            .values_list("status", flat=True)
+            .values_list("status", "resolution_kind")
             .first()
         )
-        if previous is None:
+        if ended is None:
             return None
+        previous, resolution_kind = ended
         Conversation.objects.filter(pk=conversation_id, tenant_id=tenant_id).update(
             status=Conversation.Status.BOT,
             resolution_kind="",
@@ -238,6 +239,12 @@ def conversation_reopen(*, tenant_id: int, conversation_id: int) -> str | None:
             closed_at=None,
             updated_at=Now(),
         )
+        payload = events.conversation_reopened(
+            conversation_id=conversation_id,
+            status=Conversation.Status.BOT,
+            resolution_kind=resolution_kind,
+        )
+        events.publish(events.Event.CONVERSATION_REOPENED, payload, tenant_id=tenant_id)
     return previous
 
 
