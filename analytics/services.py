@@ -46,10 +46,20 @@ def report_rows_record(published: Sequence[Published]) -> None:
         with tenant_scope(tenant_id):
             rows = _Rows(tenant_id, timezone.now()).build(items)
             if rows:
-                # A savepoint when run inside a transaction (tests that run the commit hooks
-                # at once): a refused row must not spoil the caller's transaction.
-                with transaction.atomic():
-                    ReportRow.objects.bulk_create(rows)
+                _rows_insert(rows)
+
+
+def _rows_insert(rows: list[ReportRow]) -> None:
+    """One INSERT, with no transaction of its own in autocommit (where subscribers run, after
+    the commit); inside a transaction (code that runs the commit hooks at once), in a
+    savepoint, so that a refused row does not spoil the caller's transaction."""
+    if transaction.get_connection().in_atomic_block:
+        with transaction.atomic():
+            ReportRow.objects.bulk_create(rows)
+    elif len(rows) == 1:
+        rows[0].save(force_insert=True)  # bulk_create would add BEGIN and COMMIT
+    else:
+        ReportRow.objects.bulk_create(rows)
 
 
 def _ms(start: datetime | None, end: datetime) -> int | None:
@@ -93,7 +103,10 @@ class _Rows:
         needed = {
             item.payload.conversation_id
             for item in items
-            if isinstance(item.payload, events.ConversationChange | events.ConversationRated)
+            if isinstance(
+                item.payload,
+                events.ConversationChange | events.ConversationRated | events.MessageFeedback,
+            )
             or (
                 isinstance(item.payload, events.MessageCreated)
                 and item.payload.role != Message.Role.ASSISTANT
