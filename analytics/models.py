@@ -33,6 +33,7 @@ class ReportRow(TenantOwnedModel):
         FEEDBACK = "feedback", _("Answer feedback")
         TICKET_OPENED = "ticket_opened", _("Ticket opened")
         TICKET_SOLVED = "ticket_solved", _("Ticket solved")
+        TICKET_SLA_BREACHED = "ticket_sla_breached", _("Ticket past its SLA")
 
     kind = models.CharField(_("kind"), max_length=24, choices=Kind.choices)
     occurred_at = models.DateTimeField(_("occurred at"))

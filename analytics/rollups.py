@@ -241,6 +241,8 @@ def _row_add(buckets: _Buckets, row: _Row) -> None:
         buckets.add(at, "feedback", "value", row.reason)
     elif row.kind == Kind.TICKET_OPENED:
         buckets.add(at, "tickets_opened")
+    elif row.kind == Kind.TICKET_SLA_BREACHED:
+        buckets.add(at, "tickets_sla_breached")
     elif row.kind == Kind.TICKET_SOLVED:
         sla = "none" if row.value is None else ("met" if row.value else "breached")
         buckets.add(at, "tickets_solved", "sla", sla)

@@ -374,7 +374,9 @@ class PeopleMetrics:
       (resolutions in the range; a reopened conversation's later resolution is another
       sample, from the same start).
     - ``tickets_opened`` / ``tickets_solved`` in the range, ``sla_met_rate``: solved within
-      their due time ÷ solved with a due time; ``tickets_open`` / ``tickets_pending``: now.
+      their due time ÷ solved with a due time; ``tickets_sla_breached``: tickets that went
+      past their due time unsolved in the range (each once); ``tickets_open`` /
+      ``tickets_pending``: now.
     - ``agents``: the same per agent (``AgentMetrics``), by agent id.
 
     Percentiles come from fixed histogram buckets (their upper bounds); business hours are
@@ -386,6 +388,7 @@ class PeopleMetrics:
     resolution_time: Durations
     tickets_opened: int
     tickets_solved: int
+    tickets_sla_breached: int
     sla_met_rate: float | None
     tickets_open: int
     tickets_pending: int
@@ -418,6 +421,7 @@ def people_metrics(*, tenant: Tenant, since: date, until: date) -> PeopleMetrics
             "ratings",
             "tickets_opened",
             "tickets_solved",
+            "tickets_sla_breached",
         ],
     )
     human = _agent_histograms(sums, "human_response_ms")
@@ -456,6 +460,7 @@ def people_metrics(*, tenant: Tenant, since: date, until: date) -> PeopleMetrics
         resolution_time=_metric_durations(sums, "resolution_ms"),
         tickets_opened=_count(sums, "tickets_opened"),
         tickets_solved=sum(sla.values()),
+        tickets_sla_breached=_count(sums, "tickets_sla_breached"),
         sla_met_rate=_ratio(sla.get("met", 0), sla.get("met", 0) + sla.get("breached", 0)),
         tickets_open=open_now.get(Ticket.Status.OPEN, 0),
         tickets_pending=open_now.get(Ticket.Status.PENDING, 0),

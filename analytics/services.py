@@ -297,7 +297,7 @@ class _Rows:
             self.row(Kind.REOPENED, reason=payload.resolution_kind, **fields)
 
     def _ticket(self, event: Event, payload: events.TicketChange) -> None:
-        if event not in (Event.TICKET_CREATED, Event.TICKET_SOLVED):
+        if event not in (Event.TICKET_CREATED, Event.TICKET_SOLVED, Event.TICKET_SLA_BREACHED):
             return
         ticket = (
             Ticket.objects.filter(tenant_id=self.tenant_id, pk=payload.ticket_id)
@@ -310,10 +310,18 @@ class _Rows:
             "ticket_id": payload.ticket_id,
             "customer_id": ticket["customer_id"],
         }
+        due = ticket["sla_due_at"]
         if event == Event.TICKET_CREATED:
             self.row(Kind.TICKET_OPENED, **fields)
             return
-        due = ticket["sla_due_at"]
+        if event == Event.TICKET_SLA_BREACHED:
+            self.row(
+                Kind.TICKET_SLA_BREACHED,
+                agent_id=ticket["assignee_id"],
+                duration_ms=_ms(ticket["created_at"], due) if due else None,
+                **fields,
+            )
+            return
         self.row(
             Kind.TICKET_SOLVED,
             agent_id=ticket["assignee_id"],

@@ -50,6 +50,7 @@ class Event(StrEnum):
     TICKET_UPDATED = "ticket.updated"
     TICKET_REPLIED = "ticket.replied"
     TICKET_SOLVED = "ticket.solved"
+    TICKET_SLA_BREACHED = "ticket.sla_breached"
 
 
 # Channel-layer groups ---------------------------------------------------------------------------
@@ -348,6 +349,13 @@ def ticket_replied(
 def ticket_solved(*, ticket_id: int, conversation_id: int | None) -> TicketChange:
     """The ticket's status became *solved* (published with ``ticket.updated``)."""
     return TicketChange(ticket_id=ticket_id, status="solved", conversation_id=conversation_id)
+
+
+def ticket_sla_breached(
+    *, ticket_id: int, status: str, conversation_id: int | None
+) -> TicketChange:
+    """The ticket went past its SLA due time unsolved (told once per ticket, by the sweep)."""
+    return TicketChange(ticket_id=ticket_id, status=status, conversation_id=conversation_id)
 
 
 # Publishing -------------------------------------------------------------------------------------

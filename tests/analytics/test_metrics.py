@@ -249,6 +249,7 @@ def test_open_and_solved_tickets_and_the_sla(shanghai) -> None:
     row(shanghai, Kind.TICKET_OPENED, day)
     row(shanghai, Kind.TICKET_SOLVED, day, value=1, duration_ms=3_600_000)
     row(shanghai, Kind.TICKET_SOLVED, day, value=0, duration_ms=90_000_000)
+    row(shanghai, Kind.TICKET_SLA_BREACHED, day)
     factories.TicketFactory(tenant=shanghai, status="open")
     factories.TicketFactory(tenant=shanghai, status="pending")
     factories.TicketFactory(tenant=shanghai, status="solved")
@@ -257,6 +258,7 @@ def test_open_and_solved_tickets_and_the_sla(shanghai) -> None:
     people = selectors.people_metrics(tenant=shanghai, since=DAY1, until=DAY1)
 
     assert (people.tickets_opened, people.tickets_solved, people.sla_met_rate) == (1, 2, 0.5)
+    assert people.tickets_sla_breached == 1
     assert (people.tickets_open, people.tickets_pending) == (1, 1)
 
 

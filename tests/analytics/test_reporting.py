@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from analytics.models import ReportRow
 from conversations import agents, handoff, selectors, services, tickets
-from conversations.lifecycle import conversation_reopen, conversations_sweep
+from conversations.lifecycle import conversation_reopen, conversations_sweep, tickets_sla_sweep
 from conversations.models import Conversation, Message, Ticket
 from conversations.pipeline import draft_reply
 from knowledge.models import KnowledgeEntry
@@ -183,6 +183,32 @@ def test_a_ticket_opened_and_solved_within_its_sla(shop) -> None:
     solved = ReportRow.objects.get(tenant=shop, kind=Kind.TICKET_SOLVED)
     assert [kind for kind, *_rest in _rows(shop)] == [Kind.TICKET_OPENED, Kind.TICKET_SOLVED]
     assert (solved.ticket_id, solved.customer_id, solved.value) == (ticket.pk, customer.pk, 1)
+
+
+def test_a_ticket_past_its_sla_is_recorded_once(shop) -> None:
+    customer = factories.CustomerFactory(tenant=shop)
+    late = tickets.ticket_create(
+        tenant=shop,
+        customer_id=customer.pk,
+        subject="Late",
+        sla_due_at=timezone.now() - timedelta(minutes=1),
+    )
+    tickets.ticket_create(tenant=shop, customer_id=customer.pk, subject="In time")
+    solved_late = tickets.ticket_create(
+        tenant=shop,
+        customer_id=customer.pk,
+        subject="Solved",
+        sla_due_at=timezone.now() - timedelta(minutes=1),
+    )
+    tickets.ticket_update(ticket=solved_late, status=Ticket.Status.SOLVED)
+
+    assert tickets_sla_sweep() == {shop.pk: 1}
+    assert tickets_sla_sweep() == {}  # each ticket once
+
+    breached = ReportRow.objects.get(tenant=shop, kind=Kind.TICKET_SLA_BREACHED)
+    assert (breached.ticket_id, breached.customer_id) == (late.pk, customer.pk)
+    assert ReportRow.objects.get(tenant=shop, kind=Kind.TICKET_SOLVED).value == 0  # past due
+    assert Ticket.objects.get(pk=late.pk).sla_breached_at is not None
 
 
 def test_a_failing_reporting_row_never_breaks_the_change(shop, monkeypatch, caplog) -> None:

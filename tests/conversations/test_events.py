@@ -86,6 +86,10 @@ ONE_OF_EACH = [
         events.ticket_replied(ticket_id=3, status="pending", conversation_id=1, reply_id=4),
     ),
     (Event.TICKET_SOLVED, events.ticket_solved(ticket_id=3, conversation_id=1)),
+    (
+        Event.TICKET_SLA_BREACHED,
+        events.ticket_sla_breached(ticket_id=3, status="open", conversation_id=None),
+    ),
 ]
 
 
