@@ -10,7 +10,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from analytics.models import ReportRow
-from conversations import agents, handoff, selectors, services, tickets
+from analytics.services import report_rows_record
+from conversations import agents, events, handoff, selectors, services, tickets
 from conversations.lifecycle import conversation_reopen, conversations_sweep, tickets_sla_sweep
 from conversations.models import Conversation, Message, Ticket
 from conversations.pipeline import draft_reply
@@ -223,3 +224,42 @@ def test_a_failing_reporting_row_never_breaks_the_change(shop, monkeypatch, capl
     assert Conversation.objects.filter(pk=started.conversation_id).exists()
     assert ReportRow.objects.filter(tenant=shop).count() == 0
     assert "event subscriber report_rows_record failed" in caplog.text
+
+
+def test_an_answers_rows_cost_one_read_and_one_insert(shop, django_assert_max_num_queries) -> None:
+    started = services.widget_conversation_start(tenant=shop, external_id="v1", language="en")
+    answer = [
+        events.Published(
+            events.Event.MESSAGE_CREATED,
+            events.message_created(
+                conversation_id=started.conversation_id,
+                message_id=41,
+                role=Message.Role.ASSISTANT,
+                internal=False,
+                text="3–5 working days.",
+            ),
+            shop.pk,
+        ),
+        events.Published(
+            events.Event.ANSWER_RECORDED,
+            events.answer_recorded(
+                conversation_id=started.conversation_id,
+                message_id=41,
+                source=Message.Source.FAQ,
+                faq_entry_id=7,
+            ),
+            shop.pk,
+        ),
+    ]
+
+    # The conversation's start and first answer, read; the rows, inserted at once (with the
+    # BEGIN and COMMIT of bulk_create).
+    with django_assert_max_num_queries(4):
+        report_rows_record(answer)
+
+    assert [kind for kind, *_rest in _rows(shop)] == [
+        Kind.CONVERSATION_CREATED,
+        Kind.ANSWER,
+        Kind.FAQ_HIT,
+        Kind.FIRST_ANSWER,
+    ]
