@@ -41,6 +41,7 @@ HISTOGRAM_BOUNDS_MS: tuple[int, ...] = (
 OVERFLOW = "inf"
 HIST = "hist"
 AGENT_HIST = "agent_hist"
+WEEKDAY_HOUR = "weekday_hour"  # key "<weekday 0 = Monday>:<hour>", local time
 LLM_SOURCES = frozenset({Message.Source.RAG, Message.Source.LLM})
 
 
@@ -90,9 +91,9 @@ class _Buckets:
         self.sums: dict[tuple[str, datetime, str, str, str], _Sum] = defaultdict(_Sum)
         self.distinct: dict[tuple[str, datetime, str, str, str], set[int]] = defaultdict(set)
 
-    def _starts(self, occurred_at: datetime) -> list[tuple[str, datetime]]:
+    def _starts(self, occurred_at: datetime, *, daily: bool = False) -> list[tuple[str, datetime]]:
         starts = [(Granularity.DAY.value, self.day_start)]
-        if self.hourly:
+        if self.hourly and not daily:
             local = occurred_at.astimezone(self.zone).replace(minute=0, second=0, microsecond=0)
             starts.append((Granularity.HOUR.value, local.astimezone(UTC)))
         return starts
@@ -104,8 +105,10 @@ class _Buckets:
         dimension: str = "",
         key: object = "",
         total: Decimal | int = 0,
+        *,
+        daily: bool = False,
     ) -> None:
-        for granularity, start in self._starts(occurred_at):
+        for granularity, start in self._starts(occurred_at, daily=daily):
             found = self.sums[(granularity, start, metric, dimension, str(key))]
             found.count += 1
             found.total += Decimal(total)
@@ -202,6 +205,10 @@ def _row_add(buckets: _Buckets, row: _Row) -> None:
         buckets.add(at, "conversations", "channel", row.channel)
     elif row.kind == Kind.CUSTOMER_MESSAGE:
         buckets.add(at, "customer_messages", "channel", row.channel)
+        # The weekday × hour heat map, from the daily rollups (kept for ever).
+        local = at.astimezone(buckets.zone)
+        weekday_hour = f"{local.weekday()}:{local.hour}"
+        buckets.add(at, "customer_messages", WEEKDAY_HOUR, weekday_hour, daily=True)
         if row.customer_id is not None:
             buckets.add_distinct(at, "active_customers", "channel", row.channel, row.customer_id)
     elif row.kind == Kind.ANSWER:

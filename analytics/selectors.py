@@ -15,6 +15,7 @@ from analytics.rollups import (
     HIST,
     HISTOGRAM_BOUNDS_MS,
     OVERFLOW,
+    WEEKDAY_HOUR,
     local_day_bounds,
     tenant_zone,
 )
@@ -251,6 +252,17 @@ def volume_metrics(*, tenant: Tenant, since: date, until: date) -> VolumeMetrics
         active_customer_days_by_channel=active,
         messages_per_conversation=_ratio(said, conversations),
     )
+
+
+def volume_heatmap(*, tenant: Tenant, since: date, until: date) -> dict[tuple[int, int], int]:
+    """When customers write: customer messages of the range by local weekday (0 = Monday) and
+    hour (0–23), ``{(weekday, hour): messages}``; every cell present, 0 when nothing."""
+    sums = _sums(tenant=tenant, since=since, until=until, metrics=["customer_messages"])
+    cells = {(day, hour): 0 for day in range(7) for hour in range(24)}
+    for key, count in _by(sums, "customer_messages", WEEKDAY_HOUR).items():
+        day, hour = key.split(":")
+        cells[(int(day), int(hour))] = count
+    return cells
 
 
 # The assistant --------------------------------------------------------------------------------

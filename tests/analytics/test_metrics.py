@@ -80,6 +80,19 @@ def test_an_event_at_23_30_local_time_counts_on_its_local_day(shanghai) -> None:
     assert [p.bucket_start for p in days] == [at("2026-02-28 16:00"), at("2026-03-01 16:00")]
 
 
+def test_the_heat_map_counts_messages_by_local_weekday_and_hour(shanghai) -> None:
+    row(shanghai, Kind.CUSTOMER_MESSAGE, at("2026-03-01 15:30"))  # Sunday 23:30 in Shanghai
+    row(shanghai, Kind.CUSTOMER_MESSAGE, at("2026-03-01 15:59"))
+    row(shanghai, Kind.CUSTOMER_MESSAGE, at("2026-03-01 16:30"))  # Monday 00:30
+    rebuild(shanghai)
+
+    cells = selectors.volume_heatmap(tenant=shanghai, since=DAY1, until=DAY2)
+
+    assert (cells[(6, 23)], cells[(0, 0)]) == (2, 1)
+    assert (len(cells), sum(cells.values())) == (168, 3)
+    assert selectors.volume_metrics(tenant=shanghai, since=DAY1, until=DAY2).customer_messages == 3
+
+
 def test_a_conversation_spanning_midnight(shanghai) -> None:
     conversation = {"conversation_id": 1, "customer_id": 9}
     row(shanghai, Kind.CONVERSATION_CREATED, at("2026-03-01 15:50"), **conversation)
@@ -320,6 +333,7 @@ def test_the_command_and_the_beat_task_rebuild(shanghai, tenant_b) -> None:
 
 METRIC_SELECTORS = [
     selectors.volume_metrics,
+    selectors.volume_heatmap,
     selectors.ai_metrics,
     selectors.people_metrics,
     selectors.satisfaction_metrics,
