@@ -21,7 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from conversations import chat_stream, headless, selectors
-from conversations.models import Message
+from conversations.models import Channel, Message
 from conversations.pipeline import ChatContext, handoff_text
 from conversations.protocol import MAX_MESSAGE_CHARS, WidgetErrorCode
 from helpdesk_site.api import ApiError, ApiErrorCode
@@ -253,6 +253,7 @@ class ChatMessageApi(PooledApiView):
             conversation_key=chat.started.conversation_key,
             language=chat.language,
             new_conversation=chat.started.new_conversation,
+            channel=Channel.API,
         )
         client_message_id = headless.api_client_message_id(
             idempotency_key=request.headers.get(IDEMPOTENCY_HEADER)

@@ -18,6 +18,7 @@ import logging
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 from functools import partial
 from typing import Any
@@ -39,10 +40,17 @@ class Event(StrEnum):
     CONVERSATION_HANDED_BACK = "conversation.handed_back"
     CONVERSATION_RESOLVED = "conversation.resolved"
     CONVERSATION_ABANDONED = "conversation.abandoned"
+    CONVERSATION_CREATED = "conversation.created"
+    CONVERSATION_REOPENED = "conversation.reopened"
+    CONVERSATION_RATED = "conversation.rated"
     MESSAGE_CREATED = "message.created"
+    MESSAGE_FEEDBACK = "message.feedback"
+    ANSWER_RECORDED = "answer.recorded"
     TICKET_CREATED = "ticket.created"
     TICKET_UPDATED = "ticket.updated"
     TICKET_REPLIED = "ticket.replied"
+    TICKET_SOLVED = "ticket.solved"
+    TICKET_SLA_BREACHED = "ticket.sla_breached"
 
 
 # Channel-layer groups ---------------------------------------------------------------------------
@@ -93,6 +101,51 @@ class MessageCreated:
     author_id: int | None = None
     author_name: str = ""
     conversation_status: str = ""
+    customer_id: int | None = None  # a customer's message: who wrote it, and through which
+    channel: str = ""  # channel (reporting rows need no lookup for them on the answer path)
+
+
+@dataclass(frozen=True)
+class ConversationCreated:
+    """A conversation was started (the customer's first message, handoff request or contact)."""
+
+    conversation_id: int
+    customer_id: int
+    channel: str
+
+
+@dataclass(frozen=True)
+class ConversationRated:
+    """The customer rated a conversation a person resolved (CSAT, 1–5)."""
+
+    conversation_id: int
+    rating: int
+
+
+@dataclass(frozen=True)
+class MessageFeedback:
+    """The customer gave a thumbs up or down (``value``) to one of the assistant's answers."""
+
+    conversation_id: int
+    message_id: int
+    value: str
+
+
+@dataclass(frozen=True)
+class AnswerRecorded:
+    """The assistant's answer was stored, with where it came from and what it cost.
+    ``faq_entry_id``: the FAQ entry it came straight from (source *faq*)."""
+
+    conversation_id: int
+    message_id: int
+    source: str
+    provider: str = ""
+    model: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost: Decimal = Decimal("0")
+    latency_ms: int | None = None
+    faq_entry_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +156,15 @@ class TicketChange:
     reply_id: int | None = None
 
 
-Payload = ConversationChange | MessageCreated | TicketChange
+Payload = (
+    ConversationChange
+    | MessageCreated
+    | TicketChange
+    | ConversationCreated
+    | ConversationRated
+    | MessageFeedback
+    | AnswerRecorded
+)
 
 
 def conversation_queued(*, conversation_id: int, status: str, reason: str) -> ConversationChange:
@@ -180,6 +241,30 @@ def conversation_abandoned(*, conversation_id: int, status: str) -> Conversation
     )
 
 
+def conversation_created(
+    *, conversation_id: int, customer_id: int, channel: str
+) -> ConversationCreated:
+    """A new conversation, with its customer and channel."""
+    return ConversationCreated(
+        conversation_id=conversation_id, customer_id=customer_id, channel=channel
+    )
+
+
+def conversation_reopened(
+    *, conversation_id: int, status: str, resolution_kind: str
+) -> ConversationChange:
+    """The customer wrote again in a conversation the sweep ended; ``resolution_kind`` is how
+    it had ended (resolved by the assistant, or abandoned), ``status`` what it is now."""
+    return ConversationChange(
+        conversation_id=conversation_id, status=status, resolution_kind=resolution_kind
+    )
+
+
+def conversation_rated(*, conversation_id: int, rating: int) -> ConversationRated:
+    """The customer's 1–5 rating."""
+    return ConversationRated(conversation_id=conversation_id, rating=rating)
+
+
 def message_created(
     *,
     conversation_id: int,
@@ -190,6 +275,8 @@ def message_created(
     author_id: int | None = None,
     author_name: str = "",
     conversation_status: str = "",
+    customer_id: int | None = None,
+    channel: str = "",
 ) -> MessageCreated:
     """A message was stored: the customer's, the assistant's answer, or an agent's reply or
     internal note."""
@@ -202,6 +289,41 @@ def message_created(
         author_id=author_id,
         author_name=author_name,
         conversation_status=conversation_status,
+        customer_id=customer_id,
+        channel=channel,
+    )
+
+
+def message_feedback(*, conversation_id: int, message_id: int, value: str) -> MessageFeedback:
+    """A thumbs up (``up``) or down (``down``) on an answer."""
+    return MessageFeedback(conversation_id=conversation_id, message_id=message_id, value=value)
+
+
+def answer_recorded(
+    *,
+    conversation_id: int,
+    message_id: int,
+    source: str,
+    provider: str = "",
+    model: str = "",
+    tokens_in: int = 0,
+    tokens_out: int = 0,
+    cost: Decimal = Decimal("0"),
+    latency_ms: int | None = None,
+    faq_entry_id: int | None = None,
+) -> AnswerRecorded:
+    """An answer of the assistant, with its source, usage and cost."""
+    return AnswerRecorded(
+        conversation_id=conversation_id,
+        message_id=message_id,
+        source=source,
+        provider=provider,
+        model=model,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        cost=cost,
+        latency_ms=latency_ms,
+        faq_entry_id=faq_entry_id,
     )
 
 
@@ -224,6 +346,18 @@ def ticket_replied(
     )
 
 
+def ticket_solved(*, ticket_id: int, conversation_id: int | None) -> TicketChange:
+    """The ticket's status became *solved* (published with ``ticket.updated``)."""
+    return TicketChange(ticket_id=ticket_id, status="solved", conversation_id=conversation_id)
+
+
+def ticket_sla_breached(
+    *, ticket_id: int, status: str, conversation_id: int | None
+) -> TicketChange:
+    """The ticket went past its SLA due time unsolved (told once per ticket, by the sweep)."""
+    return TicketChange(ticket_id=ticket_id, status=status, conversation_id=conversation_id)
+
+
 # Publishing -------------------------------------------------------------------------------------
 
 
@@ -235,8 +369,10 @@ class Published:
 
 
 Subscriber = Callable[[Published], None]
+BatchSubscriber = Callable[[Sequence[Published]], None]
 
 _subscribers: list[Subscriber] = []
+_batch_subscribers: list[BatchSubscriber] = []
 
 
 def subscribe(handler: Subscriber) -> None:
@@ -249,6 +385,18 @@ def subscribe(handler: Subscriber) -> None:
 def unsubscribe(handler: Subscriber) -> None:
     if handler in _subscribers:
         _subscribers.remove(handler)
+
+
+def subscribe_batch(handler: BatchSubscriber) -> None:
+    """Like ``subscribe``, but ``handler`` gets each published batch whole, in order: one call
+    (one bulk insert of reporting rows, say) per batch instead of one per event."""
+    if handler not in _batch_subscribers:
+        _batch_subscribers.append(handler)
+
+
+def unsubscribe_batch(handler: BatchSubscriber) -> None:
+    if handler in _batch_subscribers:
+        _batch_subscribers.remove(handler)
 
 
 def publish(event: Event, payload: Payload, *, tenant_id: int) -> None:
@@ -268,10 +416,15 @@ async def apublish_stored(event: Event, payload: Payload, *, tenant_id: int) -> 
     path's messages, stored by the group-commit writer (conversations/writer.py) before the
     pipeline goes on. Live updates go out on the caller's event loop; other subscribers (sync
     code) run on a worker thread, only when there are any."""
-    published = Published(event, payload, tenant_id)
-    await _live_updates_send(channel_messages(published))
-    if _subscribers:
-        await sync_to_async(_subscribers_call, thread_sensitive=False)((published,))
+    await apublish_stored_batch([Published(event, payload, tenant_id)])
+
+
+async def apublish_stored_batch(events: Sequence[Published]) -> None:
+    """``apublish_stored`` for several events at once (an answer and its usage): one worker
+    thread hop, and one call of each batch subscriber, for all of them."""
+    await _live_updates_send(channel_batch_messages(events))
+    if _subscribers or _batch_subscribers:
+        await sync_to_async(_subscribers_call, thread_sensitive=False)(tuple(events))
 
 
 def _deliver(events: tuple[Published, ...]) -> None:
@@ -283,6 +436,10 @@ def _subscribers_call(events: tuple[Published, ...]) -> None:
     for handler in list(_subscribers):
         for published in events:
             _subscriber_call(handler, published, name=getattr(handler, "__name__", "subscriber"))
+    for batch_handler in list(_batch_subscribers):
+        _subscriber_call(
+            batch_handler, events, name=getattr(batch_handler, "__name__", "subscriber")
+        )
 
 
 def _subscriber_call(handler: Callable[[Any], None], argument: Any, *, name: str) -> None:
@@ -331,6 +488,8 @@ def channel_messages(published: Published) -> list[tuple[str, dict[str, Any]]]:
         status = {"type": "conversation.status", "status": payload.status}
         if event in (Event.CONVERSATION_QUEUED, Event.CONVERSATION_ASSIGNED):
             return [(agents, QUEUE_CHANGED)]
+        if event == Event.CONVERSATION_REOPENED:
+            return []  # the answer path tells the customer's widget itself
         if event == Event.CONVERSATION_ABANDONED:
             return [(widget, status), (agents, QUEUE_CHANGED)]
         if (

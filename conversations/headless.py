@@ -20,7 +20,11 @@ from django.utils import timezone
 from conversations.handoff import HandoffOutcome, conversation_handoff
 from conversations.models import ANSWER_CUT_OFF, Channel, Conversation, Customer, Message
 from conversations.selectors import agents_reachable
-from conversations.services import ConversationStarted, message_feedback_record
+from conversations.services import (
+    ConversationStarted,
+    conversation_created_publish,
+    message_feedback_record,
+)
 from helpdesk_site.asyncdb import async_twin
 from tenants.models import Tenant
 
@@ -134,6 +138,7 @@ def _api_chat_write(
     conversation = Conversation.objects.create(
         tenant=tenant, customer=customer, channel=Channel.API, language=language
     )
+    conversation_created_publish(conversation)
     return ApiChat(
         ConversationStarted(customer.pk, conversation.pk, conversation.cache_key, True), language
     )

@@ -1,6 +1,7 @@
 """How conversations end when nobody ends them: resolved by the assistant, or abandoned in the
 queue. A periodic sweep (``conversations_sweep``) records both; a customer who writes again
-reopens what the sweep ended (``conversation_reopen``).
+reopens what the sweep ended (``conversation_reopen``). The same beat task records the tickets
+that went past their SLA due time unsolved (``tickets_sla_sweep``).
 
 The rules (the idle times are settings, in minutes):
 
@@ -223,14 +224,15 @@ def conversation_reopen(*, tenant_id: int, conversation_id: int) -> str | None:
     (and no longer counts as resolved by it, or as abandoned). Returns the status it had, or
     None when it was not ended by the sweep (a person's resolution stays)."""
     with transaction.atomic():
-        previous = (
+        ended = (
             Conversation.objects.select_for_update()
             .filter(AUTO_ENDED, pk=conversation_id, tenant_id=tenant_id)
-            .values_list("status", flat=True)
+            .values_list("status", "resolution_kind")
             .first()
         )
-        if previous is None:
+        if ended is None:
             return None
+        previous, resolution_kind = ended
         Conversation.objects.filter(pk=conversation_id, tenant_id=tenant_id).update(
             status=Conversation.Status.BOT,
             resolution_kind="",
@@ -238,7 +240,52 @@ def conversation_reopen(*, tenant_id: int, conversation_id: int) -> str | None:
             closed_at=None,
             updated_at=Now(),
         )
+        payload = events.conversation_reopened(
+            conversation_id=conversation_id,
+            status=Conversation.Status.BOT,
+            resolution_kind=resolution_kind,
+        )
+        events.publish(events.Event.CONVERSATION_REOPENED, payload, tenant_id=tenant_id)
     return previous
+
+
+def tickets_sla_sweep(*, tenant_id: int | None = None, batch_size: int = 500) -> dict[int, int]:
+    """Records the tickets that went past their SLA due time unsolved: each once
+    (``sla_breached_at``), with a ``ticket.sla_breached`` event after commit. ``tenant_id``'s
+    tickets alone or every tenant's, at most ``batch_size`` per call (the rest wait for the
+    next). Idempotent; two sweeps at once take different tickets (SKIP LOCKED). Returns the
+    tickets recorded, by tenant."""
+    overdue = Q(sla_due_at__lt=Now(), sla_breached_at__isnull=True) & ~Q(
+        status=Ticket.Status.SOLVED
+    )
+    scope = Q() if tenant_id is None else Q(tenant_id=tenant_id)
+    with transaction.atomic():
+        picked = list(
+            Ticket.objects.filter(scope, overdue)
+            .select_for_update(skip_locked=True)
+            .order_by("sla_due_at", "id")
+            .values_list("tenant_id", "id", "status", "conversation_id")[:batch_size]
+        )
+        by_tenant: dict[int, list[tuple[int, str, int | None]]] = defaultdict(list)
+        for tenant, ticket_id, status, conversation_id in picked:
+            by_tenant[tenant].append((ticket_id, status, conversation_id))
+        for tenant, tickets in by_tenant.items():
+            Ticket.objects.filter(
+                overdue, tenant_id=tenant, pk__in=[ticket_id for ticket_id, _s, _c in tickets]
+            ).update(sla_breached_at=Now())
+            events.publish_batch(
+                [
+                    events.Published(
+                        events.Event.TICKET_SLA_BREACHED,
+                        events.ticket_sla_breached(
+                            ticket_id=ticket_id, status=status, conversation_id=conversation_id
+                        ),
+                        tenant,
+                    )
+                    for ticket_id, status, conversation_id in tickets
+                ]
+            )
+    return {tenant: len(tickets) for tenant, tickets in by_tenant.items()}
 
 
 # Async twins, for consumers (helpdesk_site/asyncdb.py) ----------------------------------------

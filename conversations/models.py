@@ -285,6 +285,10 @@ class Ticket(TenantOwnedModel):
         verbose_name=_("assignee"),
     )
     sla_due_at = models.DateTimeField(_("SLA due at"), null=True, blank=True)
+    # When the ticket was first seen past its due time unsolved (recorded once, by the sweep).
+    sla_breached_at = models.DateTimeField(
+        _("SLA breached at"), null=True, blank=True, editable=False
+    )
     solved_at = models.DateTimeField(_("solved at"), null=True, blank=True)
     agents_emailed_at = models.DateTimeField(_("agents e-mailed at"), null=True, blank=True)
 

@@ -43,7 +43,7 @@ from conversations.handoff import (
 )
 from conversations.lifecycle import AUTO_ENDED_STATUSES, aconversation_reopen
 from conversations.memory import Turn, memory_append, memory_recent
-from conversations.models import ANSWER_CUT_OFF, Conversation, Message
+from conversations.models import ANSWER_CUT_OFF, Channel, Conversation, Message
 from conversations.moderation import (
     StreamModerator,
     aword_filter_for_tenant,
@@ -97,6 +97,7 @@ class ChatContext:
     conversation_id: int
     conversation_key: str  # Conversation.cache_key: what its memory is named by, with its id
     language: str  # "zh-hans" or "en": the widget's language until a message says otherwise
+    channel: str = Channel.WIDGET
     # The conversation has no earlier messages (this is its first): nothing to repeat, no
     # history to read.
     new_conversation: bool = False
@@ -256,6 +257,8 @@ async def answer_customer_message(
                 internal=False,
                 text=question,
                 conversation_status=written.conversation_status,
+                customer_id=ctx.customer_id,
+                channel=ctx.channel,
             ),
             tenant_id=tenant.pk,
         )
@@ -391,17 +394,7 @@ class Answerer:
             turns=turns,
         )
         if message_id:
-            await events.apublish_stored(
-                events.Event.MESSAGE_CREATED,
-                events.message_created(
-                    conversation_id=self.ctx.conversation_id,
-                    message_id=message_id,
-                    role=Message.Role.ASSISTANT,
-                    internal=False,
-                    text=record.content,
-                ),
-                tenant_id=self.ctx.tenant.pk,
-            )
+            await events.apublish_stored_batch(self._stored_events(record, message_id))
         await self.replies.answer_stored(record, message_id)
         await self.replies.done(
             Done(
@@ -414,6 +407,44 @@ class Answerer:
                 offer_handoff=offer_handoff,
             )
         )
+
+    def _stored_events(
+        self, record: services.AnswerRecord, message_id: int
+    ) -> list[events.Published]:
+        """The answer's message, and its source and usage (for the reporting rows)."""
+        conversation_id, tenant_id = self.ctx.conversation_id, self.ctx.tenant.pk
+        faq_entry_id = None
+        if record.source == Message.Source.FAQ and record.knowledge_refs:
+            faq_entry_id = int(record.knowledge_refs[0].removeprefix("faq-"))
+        return [
+            events.Published(
+                events.Event.MESSAGE_CREATED,
+                events.message_created(
+                    conversation_id=conversation_id,
+                    message_id=message_id,
+                    role=Message.Role.ASSISTANT,
+                    internal=False,
+                    text=record.content,
+                ),
+                tenant_id,
+            ),
+            events.Published(
+                events.Event.ANSWER_RECORDED,
+                events.answer_recorded(
+                    conversation_id=conversation_id,
+                    message_id=message_id,
+                    source=record.source,
+                    provider=record.provider,
+                    model=record.model,
+                    tokens_in=record.tokens_in,
+                    tokens_out=record.tokens_out,
+                    cost=record.cost,
+                    latency_ms=record.latency_ms,
+                    faq_entry_id=faq_entry_id,
+                ),
+                tenant_id,
+            ),
+        ]
 
     async def stored(
         self, record: services.AnswerRecord, *, answer_id: int, question: Turn

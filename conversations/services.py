@@ -16,7 +16,7 @@ from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from conversations import agents, lifecycle
+from conversations import agents, events, lifecycle
 from conversations.events import PEOPLE_OWN
 from conversations.models import Channel, Conversation, Customer, Message
 from conversations.selectors import Agent, agents_available, unanswered_streak
@@ -219,9 +219,20 @@ def widget_conversation_start(
     conversation = Conversation.objects.create(
         tenant=tenant, customer=customer, channel=Channel.WIDGET, language=language
     )
+    conversation_created_publish(conversation)
     return ConversationStarted(
         customer.pk, conversation.pk, conversation.cache_key, new_conversation=True
     )
+
+
+def conversation_created_publish(conversation: Conversation) -> None:
+    """Tells the subscribers (reporting) of a conversation just created, after commit."""
+    payload = events.conversation_created(
+        conversation_id=conversation.pk,
+        customer_id=conversation.customer_id,
+        channel=conversation.channel,
+    )
+    events.publish(events.Event.CONVERSATION_CREATED, payload, tenant_id=conversation.tenant_id)
 
 
 @dataclass(frozen=True)
@@ -450,7 +461,7 @@ def message_feedback_record(
     conversation; False when there is no such answer."""
     if value not in Message.Feedback.values:
         return False
-    return bool(
+    recorded = bool(
         Message.objects.filter(
             pk=message_id,
             tenant_id=tenant_id,
@@ -458,17 +469,27 @@ def message_feedback_record(
             role=Message.Role.ASSISTANT,
         ).update(feedback=value)
     )
+    if recorded:
+        payload = events.message_feedback(
+            conversation_id=conversation_id, message_id=message_id, value=value
+        )
+        events.publish(events.Event.MESSAGE_FEEDBACK, payload, tenant_id=tenant_id)
+    return recorded
 
 
 def conversation_rate(*, tenant_id: int, conversation_id: int, rating: int, comment: str) -> bool:
     """The customer's 1–5 rating of a conversation a person resolved."""
     if not 1 <= rating <= 5:
         return False
-    return bool(
+    rated = bool(
         Conversation.objects.filter(
             pk=conversation_id, tenant_id=tenant_id, status=Conversation.Status.RESOLVED
         ).update(csat_rating=rating, csat_comment=comment)
     )
+    if rated:
+        payload = events.conversation_rated(conversation_id=conversation_id, rating=rating)
+        events.publish(events.Event.CONVERSATION_RATED, payload, tenant_id=tenant_id)
+    return rated
 
 
 @dataclass(frozen=True)

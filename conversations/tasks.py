@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import override
 
-from conversations.lifecycle import conversations_sweep
+from conversations.lifecycle import conversations_sweep, tickets_sla_sweep
 from conversations.models import Ticket, TicketReply
 from conversations.selectors import ticket_agent_emails
 from tenants.scoping import tenant_or_all_tenants, tenant_scoped_task
@@ -24,10 +24,14 @@ logger = logging.getLogger(__name__)
 
 @shared_task(**SCHEDULED_TASK_OPTIONS)
 def conversations_sweep_task(tenant_id: int | None = None) -> dict[int, dict[str, int]]:
-    """Records resolved-by-the-assistant and abandoned conversations (``conversations_sweep``);
-    run every ``CONVERSATION_SWEEP_SECONDS`` by Celery beat."""
+    """Records resolved-by-the-assistant and abandoned conversations (``conversations_sweep``)
+    and tickets past their SLA (``tickets_sla_sweep``); run every
+    ``CONVERSATION_SWEEP_SECONDS`` by Celery beat."""
     with tenant_or_all_tenants(tenant_id, "the scheduled sweep covers every tenant"):
         counts = conversations_sweep(tenant_id=tenant_id)
+        breached = tickets_sla_sweep(tenant_id=tenant_id)
+    for tenant, tickets in breached.items():
+        logger.info("tickets past their SLA tenant=%s tickets=%s", tenant, tickets)
     for tenant, changed in counts.items():
         logger.info(
             "conversations sweep tenant=%s resolved_by_ai=%s abandoned=%s",

@@ -246,6 +246,9 @@ def ticket_status_set(*, ticket: Ticket, status: str) -> Ticket:
         ticket_id=ticket.pk, status=status, conversation_id=ticket.conversation_id
     )
     events.publish(events.Event.TICKET_UPDATED, payload, tenant_id=ticket.tenant_id)
+    if status == Ticket.Status.SOLVED:
+        solved = events.ticket_solved(ticket_id=ticket.pk, conversation_id=ticket.conversation_id)
+        events.publish(events.Event.TICKET_SOLVED, solved, tenant_id=ticket.tenant_id)
     return ticket
 
 

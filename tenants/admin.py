@@ -53,6 +53,7 @@ class TenantForm(forms.ModelForm):
             "slug",
             "is_active",
             "default_language",
+            "time_zone",
             "faq_threshold",
             "persona",
             "allowed_origins",
@@ -124,7 +125,19 @@ class TenantAdmin(RoleGate, MissingObjectIs404, admin.ModelAdmin):
     readonly_fields = ["public_key", "created_at"]
     prepopulated_fields = {"slug": ["name"]}
     fieldsets = [
-        (None, {"fields": ["name", "slug", "is_active", "public_key", "default_language"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "name",
+                    "slug",
+                    "is_active",
+                    "public_key",
+                    "default_language",
+                    "time_zone",
+                ]
+            },
+        ),
         (gettext_lazy("Answering"), {"fields": ["faq_threshold", "persona"]}),
         (
             gettext_lazy("People"),

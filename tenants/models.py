@@ -1,7 +1,9 @@
 import secrets
+import zoneinfo
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
@@ -48,6 +50,21 @@ def default_faq_threshold() -> float:
 
 def default_handoff_phrases() -> list[str]:
     return ["人工", "转人工", "人工客服", "找客服", "真人", "human", "agent", "real person"]
+
+
+def default_time_zone() -> str:
+    return settings.TIME_ZONE
+
+
+def validate_time_zone(value: str) -> None:
+    """An IANA time zone name that this system knows (``Asia/Shanghai``, ``UTC``)."""
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as error:
+        raise ValidationError(
+            _("%(value)s is not a known time zone (for example Asia/Shanghai)."),
+            params={"value": value},
+        ) from error
 
 
 class Tenant(TimeStampedModel):
@@ -137,6 +154,13 @@ class Tenant(TimeStampedModel):
         ),
     )
     ticket_sla_hours = models.PositiveSmallIntegerField(_("ticket SLA (hours)"), default=24)
+    time_zone = models.CharField(
+        _("time zone"),
+        max_length=64,
+        default=default_time_zone,
+        validators=[validate_time_zone],
+        help_text=_("Reports count days and hours in this time zone (IANA name)."),
+    )
     api_rate_limit = models.CharField(
         _("API rate limit"),
         max_length=20,

@@ -199,7 +199,17 @@ CONVERSATION_AI_RESOLVED_AFTER_MINUTES = env.int(
 CONVERSATION_ABANDONED_AFTER_MINUTES = env.int("CONVERSATION_ABANDONED_AFTER_MINUTES", default=60)
 CONVERSATION_SWEEP_SECONDS = env.int("CONVERSATION_SWEEP_SECONDS", default=60)
 CONVERSATION_SWEEP_BATCH = env.int("CONVERSATION_SWEEP_BATCH", default=500)
+# Analytics (analytics/rollups.py): the reporting rows are summed into daily rollups (kept for
+# ever) and hourly ones (kept ANALYTICS_HOURLY_DAYS days), yesterday and today rebuilt every
+# ANALYTICS_ROLLUP_SECONDS by Celery beat; `manage.py analytics_rollup` rebuilds any range.
+ANALYTICS_HOURLY_DAYS = env.int("ANALYTICS_HOURLY_DAYS", default=14)
+ANALYTICS_ROLLUP_SECONDS = env.int("ANALYTICS_ROLLUP_SECONDS", default=600)
 CELERY_BEAT_SCHEDULE = {
+    "analytics-rollup": {
+        "task": "analytics.tasks.analytics_rollup_task",
+        "schedule": ANALYTICS_ROLLUP_SECONDS,
+        "options": {"expires": ANALYTICS_ROLLUP_SECONDS},
+    },
     "conversations-sweep": {
         "task": "conversations.tasks.conversations_sweep_task",
         "schedule": CONVERSATION_SWEEP_SECONDS,

@@ -57,16 +57,38 @@ ONE_OF_EACH = [
         events.conversation_abandoned(conversation_id=1, status="closed"),
     ),
     (
+        Event.CONVERSATION_CREATED,
+        events.conversation_created(conversation_id=1, customer_id=6, channel="widget"),
+    ),
+    (
+        Event.CONVERSATION_REOPENED,
+        events.conversation_reopened(conversation_id=1, status="bot", resolution_kind="ai"),
+    ),
+    (Event.CONVERSATION_RATED, events.conversation_rated(conversation_id=1, rating=4)),
+    (
         Event.MESSAGE_CREATED,
         events.message_created(
             conversation_id=1, message_id=2, role="agent", internal=True, text="Note", author_id=7
         ),
+    ),
+    (
+        Event.MESSAGE_FEEDBACK,
+        events.message_feedback(conversation_id=1, message_id=2, value="up"),
+    ),
+    (
+        Event.ANSWER_RECORDED,
+        events.answer_recorded(conversation_id=1, message_id=2, source="faq", faq_entry_id=8),
     ),
     (Event.TICKET_CREATED, events.ticket_created(ticket_id=3, status="open", conversation_id=1)),
     (Event.TICKET_UPDATED, events.ticket_updated(ticket_id=3, status="solved", conversation_id=1)),
     (
         Event.TICKET_REPLIED,
         events.ticket_replied(ticket_id=3, status="pending", conversation_id=1, reply_id=4),
+    ),
+    (Event.TICKET_SOLVED, events.ticket_solved(ticket_id=3, conversation_id=1)),
+    (
+        Event.TICKET_SLA_BREACHED,
+        events.ticket_sla_breached(ticket_id=3, status="open", conversation_id=None),
     ),
 ]
 

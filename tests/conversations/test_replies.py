@@ -148,11 +148,25 @@ async def test_the_customers_message_and_the_answer_are_published_as_events(
 
     done = replies.told[-1][1]
     assert isinstance(done, Done)
-    assert [(p.event, p.tenant_id, p.payload.role, p.payload.text) for p in heard] == [
-        (Event.MESSAGE_CREATED, shop.pk, "customer", "How long does delivery take?"),
-        (Event.MESSAGE_CREATED, shop.pk, "assistant", "Delivery takes 3–5 working days."),
+    assert [p.event for p in heard] == [
+        Event.CONVERSATION_CREATED,
+        Event.MESSAGE_CREATED,
+        Event.MESSAGE_CREATED,
+        Event.ANSWER_RECORDED,  # its source and usage, for the reports
     ]
-    assert heard[1].payload.message_id == done.message_id
+    _created, customer, answer, recorded = (p.payload for p in heard)
+    assert isinstance(customer, events.MessageCreated)
+    assert isinstance(answer, events.MessageCreated)
+    assert isinstance(recorded, events.AnswerRecorded)
+    assert (customer.role, customer.text, customer.channel) == (
+        "customer",
+        "How long does delivery take?",
+        "widget",
+    )
+    assert (answer.role, answer.text) == ("assistant", "Delivery takes 3–5 working days.")
+    assert answer.message_id == recorded.message_id == done.message_id
+    assert (recorded.source, recorded.tokens_in) == ("faq", 0)
+    assert {p.tenant_id for p in heard} == {shop.pk}
     assert {p.payload.conversation_id for p in heard} == {chat.conversation_id}
 
 

@@ -468,6 +468,7 @@ def test_the_ticket_workflow_publishes_its_events(
         (events.Event.TICKET_UPDATED, ticket_id, "open"),
         (events.Event.TICKET_REPLIED, ticket_id, "pending"),
         (events.Event.TICKET_UPDATED, ticket_id, "solved"),
+        (events.Event.TICKET_SOLVED, ticket_id, "solved"),
     ]
     assert {p.tenant_id for p in heard} == {tenant_a.pk}
 

@@ -20,6 +20,7 @@ def _tenant_form(**changes: str) -> dict[str, str]:
         "faq_threshold": "0.8",
         "handoff_after_unanswered": "2",
         "ticket_sla_hours": "24",
+        "time_zone": "UTC",
         "widget_color": "#111111",
         "widget_position": "left",
         "api_rate_limit": "",

@@ -137,6 +137,7 @@ def test_tenant_admins_edit_settings_but_not_identity(admin_client_a, tenant_a) 
                 }
             ),
             "ticket_sla_hours": "8",
+            "time_zone": "Asia/Shanghai",
             # Not editable by members: ignored.
             "slug": "hijacked",
             "is_active": "",
@@ -150,6 +151,7 @@ def test_tenant_admins_edit_settings_but_not_identity(admin_client_a, tenant_a) 
     assert tenant_a.handoff_phrases == ["转人工", "human"]
     assert (tenant_a.handoff_after_unanswered, tenant_a.ticket_sla_hours) == (3, 8)
     assert tenant_a.business_hours["open"] == "09:00"
+    assert tenant_a.time_zone == "Asia/Shanghai"
     assert tenant_a.slug == "tenant-a"
     assert tenant_a.is_active is True
 
@@ -164,6 +166,7 @@ def test_invalid_origins_are_refused(admin_client_a, tenant_a) -> None:
             "allowed_origins": "shop.example.com/path",
             "handoff_after_unanswered": "2",
             "ticket_sla_hours": "24",
+            "time_zone": "Mars/Olympus",
             "business_hours": '{"timezone": "Mars/Olympus", "open": "18:00", "close": "09:00"}',
             "widget_color": "#111111",
             "widget_position": "left",
@@ -172,6 +175,7 @@ def test_invalid_origins_are_refused(admin_client_a, tenant_a) -> None:
     assert response.status_code == 200
     errors = response.context["adminform"].form.errors
     assert "allowed_origins" in errors and "business_hours" in errors
+    assert "time_zone" in errors
 
 
 def test_members_of_two_tenants_switch_between_them(tenant_a, tenant_b) -> None:

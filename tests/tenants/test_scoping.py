@@ -25,6 +25,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from analytics.models import ReportRow, Rollup
 from conversations import writer
 from conversations.agent_consumer import AgentConsumer
 from conversations.consumers import WidgetConsumer
@@ -100,6 +101,15 @@ ROW_OF: dict[str, Callable[[Tenant], Any]] = {
     ),
     "knowledge.SensitiveWordList": lambda t: factories.SensitiveWordListFactory(tenant=t),
     "knowledge.EmbeddingVector": _vector,
+    "analytics.ReportRow": lambda t: ReportRow.objects.create(
+        tenant=t, kind=ReportRow.Kind.CONVERSATION_CREATED, occurred_at=timezone.now()
+    ),
+    "analytics.Rollup": lambda t: Rollup.objects.create(
+        tenant=t,
+        granularity=Rollup.Granularity.DAY,
+        bucket_start=timezone.now(),
+        metric="conversations",
+    ),
 }
 
 
