@@ -124,6 +124,14 @@ class ApiKeyCache:
             self._local += 1
             self._entries.clear()
 
+    def reset(self) -> None:
+        """Forgets everything, the shared version read and when too. For tests: one that puts
+        the cache on a clock of its own must not inherit a read time from the real one."""
+        with self._lock:
+            self._local += 1
+            self._entries.clear()
+            self._shared = self._shared_read_at = None
+
 
 def _copy(api_key: ApiKey) -> ApiKey:
     copied = copy.copy(api_key)  # with a copy of its related-object cache

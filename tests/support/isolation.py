@@ -19,6 +19,7 @@ def _process_state_reset() -> None:
     from conversations.throttle import typing_throttle_local_reset
     from llm.gateway import gateway_local_reset
     from llm.selectors import llm_providers_forget
+    from tenants.api_key_cache import api_key_cache
 
     gateway_local_reset()
     memory_local_reset()
@@ -26,6 +27,7 @@ def _process_state_reset() -> None:
     llm_providers_forget()
     typing_throttle_local_reset()
     presence_clear_all()
+    api_key_cache.reset()  # test databases reuse ids, and tests may move the cache's clock
 
 
 @pytest.fixture(autouse=True)

@@ -32,9 +32,9 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
     """This process's cache on a clock of the test's own."""
     fake = Clock()
     monkeypatch.setattr(api_key_cache, "_clock", fake)
-    api_key_cache.forget()
+    api_key_cache.reset()
     yield fake
-    api_key_cache.forget()
+    api_key_cache.reset()
 
 
 def _another_process_bumps() -> None:
