@@ -620,6 +620,35 @@ def knowledge_metrics(*, tenant: Tenant, since: date, until: date) -> KnowledgeM
     )
 
 
+# A period -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PeriodMetrics:
+    since: date
+    until: date
+    volume: VolumeMetrics
+    ai: AiMetrics
+    people: PeopleMetrics
+    satisfaction: SatisfactionMetrics
+    cost: CostMetrics
+    knowledge: KnowledgeMetrics
+
+
+def period_metrics(*, tenant: Tenant, since: date, until: date) -> PeriodMetrics:
+    """Every summary metric of the tenant's local days ``since`` to ``until``."""
+    return PeriodMetrics(
+        since=since,
+        until=until,
+        volume=volume_metrics(tenant=tenant, since=since, until=until),
+        ai=ai_metrics(tenant=tenant, since=since, until=until),
+        people=people_metrics(tenant=tenant, since=since, until=until),
+        satisfaction=satisfaction_metrics(tenant=tenant, since=since, until=until),
+        cost=cost_metrics(tenant=tenant, since=since, until=until),
+        knowledge=knowledge_metrics(tenant=tenant, since=since, until=until),
+    )
+
+
 # Time series ----------------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ from django.utils.translation import gettext
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from analytics.apis import ReportSummaryApi, ReportTimeseriesApi
 from conversations.apis import (
     ConversationDetailApi,
     ConversationHandoffApi,
@@ -101,6 +102,8 @@ api_v1 = [
     path("tickets/<int:ticket_id>", TicketDetailApi.as_view(), name="ticket"),
     path("tickets/<int:ticket_id>/replies", TicketReplyListApi.as_view(), name="ticket-replies"),
     path("tenant", TenantCurrentApi.as_view(), name="tenant-current"),
+    path("reports/summary", ReportSummaryApi.as_view(), name="reports-summary"),
+    path("reports/timeseries", ReportTimeseriesApi.as_view(), name="reports-timeseries"),
     path("conversations", ConversationListApi.as_view(), name="conversations"),
     path(
         "conversations/<int:conversation_id>",
