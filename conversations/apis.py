@@ -463,6 +463,7 @@ class ConversationHandoffApi(ApiView):
             # The integration asks for a person on the customer's behalf, as the widget does.
             by_customer=True,
             agents_reachable=selectors.agents_reachable(tenant_id=tenant.pk),
+            announce=True,  # the customer's widget, if any, shows it
         )
         return Response(self.OutputSerializer(outcome).data)
 

@@ -21,8 +21,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from conversations import chat_stream, headless, selectors
+from conversations.handoff import handoff_text
 from conversations.models import Channel, Message
-from conversations.pipeline import ChatContext, handoff_text
+from conversations.pipeline import ChatContext
 from conversations.protocol import MAX_MESSAGE_CHARS, WidgetErrorCode
 from helpdesk_site.api import ApiError, ApiErrorCode
 from helpdesk_site.api_view import IDEMPOTENCY_HEADER, IDEMPOTENCY_PARAMETER, ApiView

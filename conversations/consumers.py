@@ -44,6 +44,7 @@ from conversations.protocol import (
     Feedback,
     FeedbackAck,
     Handoff,
+    HandoffStatus,
     Hello,
     HistoryEntry,
     Identity,
@@ -456,6 +457,17 @@ class WidgetConsumer(AsyncWebsocketConsumer):
     # Events from the channel layer (agents, handoff) ------------------------------------------
 
     async def conversation_status(self, event: dict[str, Any]) -> None:
+        if "agents_available" in event:  # handed to the people by an integration or an agent
+            await self.send_frame(
+                HandoffStatus(
+                    status=event["status"],
+                    position=event["position"],
+                    agents_available=event["agents_available"],
+                    collect_contact=not event["agents_available"],
+                    text=event["text"],
+                )
+            )
+            return
         with translation.override(self.language):
             await self.send_frame(Status(status=event["status"], text=str(event.get("text", ""))))
 

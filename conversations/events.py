@@ -86,6 +86,10 @@ class ConversationChange:
     reason: str = ""
     resolution_kind: str = ""
     customer_text: str = ""
+    # A handoff the widget is told of by the event (``customer_text`` set): its place in the
+    # queue, and whether anybody is available (if not, the widget offers the contact form).
+    position: int | None = None
+    agents_available: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -167,17 +171,46 @@ Payload = (
 )
 
 
-def conversation_queued(*, conversation_id: int, status: str, reason: str) -> ConversationChange:
-    """Handed to the people and waiting in the queue."""
-    return ConversationChange(conversation_id=conversation_id, status=status, reason=reason)
+def conversation_queued(
+    *,
+    conversation_id: int,
+    status: str,
+    reason: str,
+    customer_text: str = "",
+    position: int | None = None,
+    agents_available: bool | None = None,
+) -> ConversationChange:
+    """Handed to the people and waiting in the queue (``customer_text``: the widget is told
+    here, not by the answer pipeline)."""
+    return ConversationChange(
+        conversation_id=conversation_id,
+        status=status,
+        reason=reason,
+        customer_text=customer_text,
+        position=position,
+        agents_available=agents_available,
+    )
 
 
 def conversation_assigned(
-    *, conversation_id: int, status: str, reason: str, assignee_id: int
+    *,
+    conversation_id: int,
+    status: str,
+    reason: str,
+    assignee_id: int,
+    customer_text: str = "",
+    position: int | None = None,
+    agents_available: bool | None = None,
 ) -> ConversationChange:
     """Handed to the people and given at once to the least-busy online agent."""
     return ConversationChange(
-        conversation_id=conversation_id, status=status, reason=reason, assignee_id=assignee_id
+        conversation_id=conversation_id,
+        status=status,
+        reason=reason,
+        assignee_id=assignee_id,
+        customer_text=customer_text,
+        position=position,
+        agents_available=agents_available,
     )
 
 
@@ -487,7 +520,15 @@ def channel_messages(published: Published) -> list[tuple[str, dict[str, Any]]]:
         widget = conversation_group(tenant, payload.conversation_id)
         status = {"type": "conversation.status", "status": payload.status}
         if event in (Event.CONVERSATION_QUEUED, Event.CONVERSATION_ASSIGNED):
-            return [(agents, QUEUE_CHANGED)]
+            if not payload.customer_text:  # the answer pipeline told the customer itself
+                return [(agents, QUEUE_CHANGED)]
+            handed = {
+                **status,
+                "text": payload.customer_text,
+                "position": payload.position,
+                "agents_available": bool(payload.agents_available),
+            }
+            return [(widget, handed), (agents, QUEUE_CHANGED)]
         if event == Event.CONVERSATION_REOPENED:
             return []  # the answer path tells the customer's widget itself
         if event == Event.CONVERSATION_ABANDONED:

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
 
 from conversations import events
 from conversations.models import Conversation
@@ -54,6 +55,22 @@ class HandoffOutcome:
     assignee_name: str = ""
 
 
+def handoff_text(outcome: HandoffOutcome, language: str) -> str:
+    with translation.override(language):
+        if outcome.status == Conversation.Status.HUMAN:
+            return _("%(name)s has joined the conversation.") % {"name": outcome.assignee_name}
+        if not outcome.agents_available:
+            return _(
+                "Nobody is available right now. Leave your contact details and we will get "
+                "back to you."
+            )
+        if outcome.position:
+            return _(
+                "A person will be with you shortly. You are number %(position)d in the queue."
+            ) % {"position": outcome.position}
+        return _("A person will be with you shortly.")
+
+
 @transaction.atomic
 def conversation_handoff(
     *,
@@ -62,6 +79,7 @@ def conversation_handoff(
     reason: str,
     by_customer: bool,
     agents_reachable: bool = True,
+    announce: bool = False,
 ) -> HandoffOutcome:
     """Moves a conversation from the assistant to the people.
 
@@ -70,7 +88,9 @@ def conversation_handoff(
     also reopens one a person resolved, or one closed as abandoned in the queue. A conversation
     already queued or with an agent is left as it is, so handoff never loops.
     ``agents_reachable`` False (agents cannot be told live) queues it without assigning anyone,
-    and the customer is offered the contact form.
+    and the customer is offered the contact form. ``announce``: the customer's widget is told
+    through the event (a handoff made by an integration or an agent); the answer pipeline tells
+    the customer itself.
     """
     conversation = (
         # of=("self",): PostgreSQL cannot lock the nullable side of the assignee join.
@@ -122,9 +142,26 @@ def conversation_handoff(
         fields += ["assignee", "assigned_at"]
     conversation.save(update_fields=[*fields, "assignee", "updated_at"])
     conversation.refresh_from_db(fields=["assignee"])
+    outcome = HandoffOutcome(
+        status=conversation.status,
+        moved=True,
+        position=queue_position(tenant_id=tenant.pk, conversation=conversation),
+        agents_available=available,
+        assignee_name=str(conversation.assignee or ""),
+    )
+    language = conversation.language or tenant.default_language
+    # Without ``announce`` the answer pipeline tells the customer itself.
+    customer_text = handoff_text(outcome, language) if announce else ""
+    position = outcome.position if announce else None
+    agents = outcome.agents_available if announce else None
     if assignee_id is None:
         payload = events.conversation_queued(
-            conversation_id=conversation.pk, status=conversation.status, reason=reason
+            conversation_id=conversation.pk,
+            status=conversation.status,
+            reason=reason,
+            customer_text=customer_text,
+            position=position,
+            agents_available=agents,
         )
         events.publish(events.Event.CONVERSATION_QUEUED, payload, tenant_id=tenant.pk)
     else:
@@ -133,15 +170,12 @@ def conversation_handoff(
             status=conversation.status,
             reason=reason,
             assignee_id=assignee_id,
+            customer_text=customer_text,
+            position=position,
+            agents_available=agents,
         )
         events.publish(events.Event.CONVERSATION_ASSIGNED, payload, tenant_id=tenant.pk)
-    return HandoffOutcome(
-        status=conversation.status,
-        moved=True,
-        position=queue_position(tenant_id=tenant.pk, conversation=conversation),
-        agents_available=available,
-        assignee_name=str(conversation.assignee or ""),
-    )
+    return outcome
 
 
 # Async twins, for consumers (helpdesk_site/asyncdb.py) ----------------------------------------

@@ -39,6 +39,7 @@ from conversations.handoff import (
     HandoffOutcome,
     aconversation_handoff,
     asks_for_person,
+    handoff_text,
     repeated_question,
 )
 from conversations.lifecycle import AUTO_ENDED_STATUSES, aconversation_reopen
@@ -101,22 +102,6 @@ class ChatContext:
     # The conversation has no earlier messages (this is its first): nothing to repeat, no
     # history to read.
     new_conversation: bool = False
-
-
-def handoff_text(outcome: HandoffOutcome, language: str) -> str:
-    with translation.override(language):
-        if outcome.status == Conversation.Status.HUMAN:
-            return _("%(name)s has joined the conversation.") % {"name": outcome.assignee_name}
-        if not outcome.agents_available:
-            return _(
-                "Nobody is available right now. Leave your contact details and we will get "
-                "back to you."
-            )
-        if outcome.position:
-            return _(
-                "A person will be with you shortly. You are number %(position)d in the queue."
-            ) % {"position": outcome.position}
-        return _("A person will be with you shortly.")
 
 
 async def hand_off(

@@ -662,3 +662,34 @@ def test_times_are_utc(tenant_a) -> None:
     )
 
     assert body["created_at"] == "2026-11-05T15:00:00Z"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_handoff_through_the_api_is_shown_in_the_customers_widget(shop) -> None:
+    client = await database_sync_to_async(api_client)(shop, *WRITE_AND_READ)
+    widget = Widget(shop)
+    try:
+        await widget.open()
+        await widget.ask("How long does delivery take?", "m1")  # answered by the assistant
+        conversation_id = widget.welcome["conversation_id"]
+
+        handed = await sync_to_async(client.post)(
+            f"/api/v1/conversations/{conversation_id}/handoff", {}, format="json"
+        )
+
+        assert handed.status_code == 200, handed.json()
+        shown = await frame_of(widget, "status")
+        # Nobody is online: the widget offers the contact form, as for a handoff it asked for.
+        assert shown == {
+            "v": 1,
+            "type": "status",
+            "status": "queued",
+            "position": handed.json()["queue_position"],
+            "agents_available": False,
+            "collect_contact": True,
+            "text": "Nobody is available right now. Leave your contact details and we will "
+            "get back to you.",
+        }
+        assert await widget.communicator.receive_nothing(timeout=0.3) is True  # once
+    finally:
+        await widget.close()
