@@ -3,7 +3,7 @@ customers, streamed as server-sent events or answered in one response
 (conversations/headless.py, conversations/chat_stream.py)."""
 
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
@@ -25,7 +25,7 @@ from conversations.handoff import handoff_text
 from conversations.models import Channel, Message
 from conversations.pipeline import ChatContext
 from conversations.protocol import MAX_MESSAGE_CHARS, WidgetErrorCode
-from helpdesk_site.api import ApiError, ApiErrorCode
+from helpdesk_site.api import ApiError, ApiErrorCode, api_tenant
 from helpdesk_site.api_view import IDEMPOTENCY_HEADER, IDEMPOTENCY_PARAMETER, ApiView
 from helpdesk_site.asyncdb import db_parallel
 from tenants.models import ApiKey
@@ -234,7 +234,7 @@ class ChatMessageApi(PooledApiView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        tenant = cast(ApiKey, request.auth).tenant
+        tenant = api_tenant(request)
         try:
             chat = headless.api_chat_start(
                 tenant=tenant,
@@ -384,7 +384,7 @@ class ChatStopApi(PooledApiView):
         responses=OutputSerializer,
     )
     def post(self, request: Request, message_id: int) -> Response:
-        tenant_id = cast(ApiKey, request.auth).tenant_id
+        tenant_id = api_tenant(request).pk
         _message_found(tenant_id, message_id, Message.Role.CUSTOMER)
         stopped = async_to_sync(chat_stream.chat_stream_stop)(
             tenant_id=tenant_id, message_id=message_id
@@ -426,7 +426,7 @@ class MessageFeedbackApi(PooledApiView):
         ],
     )
     def post(self, request: Request, message_id: int) -> Response:
-        tenant = cast(ApiKey, request.auth).tenant
+        tenant = api_tenant(request)
         _message_found(tenant.pk, message_id, Message.Role.ASSISTANT)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
