@@ -138,7 +138,8 @@ class MessageFeedback:
 @dataclass(frozen=True)
 class AnswerRecorded:
     """The assistant's answer was stored, with where it came from and what it cost.
-    ``faq_entry_id``: the FAQ entry it came straight from (source *faq*)."""
+    ``faq_entry_id``: the FAQ entry it came straight from (source *faq*); ``chunk_ids``: the
+    document chunks it was given or showed."""
 
     conversation_id: int
     message_id: int
@@ -150,6 +151,7 @@ class AnswerRecorded:
     cost: Decimal = Decimal("0")
     latency_ms: int | None = None
     faq_entry_id: int | None = None
+    chunk_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -344,6 +346,7 @@ def answer_recorded(
     cost: Decimal = Decimal("0"),
     latency_ms: int | None = None,
     faq_entry_id: int | None = None,
+    chunk_ids: tuple[int, ...] = (),
 ) -> AnswerRecorded:
     """An answer of the assistant, with its source, usage and cost."""
     return AnswerRecorded(
@@ -357,6 +360,7 @@ def answer_recorded(
         cost=cost,
         latency_ms=latency_ms,
         faq_entry_id=faq_entry_id,
+        chunk_ids=chunk_ids,
     )
 
 
