@@ -22,7 +22,7 @@ from analytics import selectors
 from analytics.dashboards import pages
 from analytics.dashboards.figures import Page, Period, Table
 from analytics.exports import csv_response
-from analytics.rollups import local_today
+from analytics.rollups import local_today, rollups_refresh_on_view
 from tenants.models import Membership, Tenant
 from tenants.request import active_membership
 from tenants.roles import Action, Area, role_allows
@@ -191,9 +191,12 @@ def _chart_strings() -> dict[str, Any]:
     }
 
 
-def _table_csv(page_name: str, table: Table, period: Period, tenant: Tenant) -> HttpResponseBase:
+def _table_csv(
+    request: HttpRequest, page_name: str, table: Table, period: Period, tenant: Tenant
+) -> HttpResponseBase:
     rows: Iterator[list[object]] = ([cell.value for cell in row] for row in table.rows)
     return csv_response(
+        request=request,
         filename=f"{page_name}-{table.key}-{period.since}-{period.until}.csv",
         header=table.columns,
         rows=rows,
@@ -221,6 +224,7 @@ def dashboard_view(request: HttpRequest, admin_site: Any, page_name: str) -> Htt
     }
     if form.is_bound and not form.is_valid():
         return TemplateResponse(request, "admin/analytics/dashboard.html", context, status=400)
+    rollups_refresh_on_view(tenant=tenant)
     period = (
         dashboard_period(tenant=tenant, form=form)
         if form.is_bound
@@ -231,7 +235,7 @@ def dashboard_view(request: HttpRequest, admin_site: Any, page_name: str) -> Htt
         table = next((t for t in page.tables if t.key == request.GET.get("table")), None)
         if table is None:
             raise Http404(_("This page has no such table."))
-        return _table_csv(page_name, table, period, tenant)
+        return _table_csv(request, page_name, table, period, tenant)
     context.update(
         {
             "form": PeriodForm(
@@ -269,6 +273,7 @@ def conversations_csv_view(request: HttpRequest, admin_site: Any) -> HttpRespons
         return HttpResponse(errors, status=400, content_type="text/plain; charset=utf-8")
     period = dashboard_period(tenant=tenant, form=form)
     return csv_response(
+        request=request,
         filename=f"conversations-{period.since}-{period.until}.csv",
         header=selectors.CONVERSATION_EXPORT_COLUMNS,
         rows=selectors.conversation_export_rows(

@@ -17,6 +17,7 @@ from django.views.decorators.http import require_POST
 
 from analytics import views as analytics_views
 from analytics.dashboards.pages import overview_kpis
+from analytics.rollups import rollups_refresh_on_view
 from conversations.lifecycle import conversations_sweep
 from conversations.models import Conversation
 from conversations.selectors import AGENT_ROLES
@@ -112,6 +113,7 @@ class ConsoleAdminSite(admin.AdminSite):
             # idle conversations ended; with it, this only brings the figures up to the minute.
             conversations_sweep(tenant_id=tenant.pk, max_batches=1)
             if analytics_views.sees_tenant_reports(membership):
+                rollups_refresh_on_view(tenant=tenant)
                 period = analytics_views.default_period(tenant=tenant)
                 extra["kefu_overview"] = overview_kpis(tenant=tenant, period=period)
                 extra["kefu_overview_period"] = period

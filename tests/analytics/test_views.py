@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from analytics.exports import csv_cell
 from analytics.models import ReportRow
@@ -617,3 +618,16 @@ def test_no_page_or_export_shows_another_tenants_data(owner, history) -> None:
     export = owner.get(reverse("admin:analytics_conversations_csv"), PERIOD)
     ids = [row[0] for row in csv_rows(export)[1:]]
     assert str(history["theirs"].pk) not in ids
+
+
+@pytest.mark.parametrize("on_view", [True, False])
+def test_without_beat_the_pages_rebuild_todays_rollups(owner, shop, settings, on_view) -> None:
+    # The embedded defaults have no Celery beat: the report pages and the home page rebuild
+    # the tenant's yesterday and today before reading them.
+    settings.ANALYTICS_ROLLUP_ON_VIEW = on_view
+    row(shop, Kind.CONVERSATION_CREATED, timezone.now())
+
+    overview = kpis(page(owner, "overview"))["conversations"].value
+    home = {k.key: k for k in owner.get(reverse("admin:index")).context["kefu_overview"]}
+
+    assert (overview, home["conversations"].value) == ((1, 1) if on_view else (0, 0))
