@@ -32,8 +32,8 @@ HELP = {
         "conversations started."
     ),
     "resolution_confirmed": gettext_lazy(
-        "Conversations the assistant resolved in which the customer had given a 👍 before the "
-        "resolution ÷ conversations started."
+        "Conversations the assistant resolved in which the customer had rated an answer "
+        "helpful before the resolution ÷ conversations started."
     ),
     "resolution_assumed": gettext_lazy(
         "The assistant's other resolutions (the customer left answered, without asking for a "
@@ -48,8 +48,8 @@ HELP = {
         "contact details left ÷ handoffs."
     ),
     "thumbs_up_rate": gettext_lazy(
-        "👍 ÷ (👍 + 👎) of the feedback given on answers in the period; a customer who changes "
-        "their mind counts once each way."
+        "Answers rated helpful ÷ answers rated helpful or not helpful in the period; a "
+        "customer who changes their mind counts once each way."
     ),
     "sources": gettext_lazy(
         "The assistant's answers by source: FAQ, knowledge + LLM, LLM, offline responder, "
@@ -336,27 +336,32 @@ def daily_series(
     dimension: str = "",
     key: str | None = None,
     measure: str = "count",
-) -> list[float]:
-    """A rollup metric per local day of the range, 0 on days without any: its count, the
-    total of its measure (``total``) or the mean (``mean``)."""
+) -> list[float | None]:
+    """A rollup metric per local day of the range: its count, the total of its measure
+    (``total``) or the mean (``mean``); 0 on days without any, but no mean (None, a gap in
+    the line) for a day without samples."""
     zone = tenant_zone(tenant)
     points = selectors.metric_series(
         tenant=tenant, metric=metric, since=since, until=until, dimension=dimension, key=key
     )
-    by_day: dict[date, float] = {}
+    by_day: dict[date, float | None] = {}
     for point in points:
         if measure == "total":
-            value = float(point.total)
+            value: float | None = float(point.total)
         elif measure == "mean":
-            value = float(point.total / point.count) if point.count else 0.0
+            value = float(point.total / point.count) if point.count else None
         else:
             value = float(point.count)
         by_day[point.bucket_start.astimezone(zone).date()] = value
-    return [by_day.get(day, 0.0) for day in days_of(since, until)]
+    missing = None if measure == "mean" else 0.0
+    return [by_day.get(day, missing) for day in days_of(since, until)]
 
 
-def rates(parts: list[float], wholes: list[float]) -> list[float | None]:
-    return [part / whole if whole else None for part, whole in zip(parts, wholes, strict=True)]
+def rates(parts: list[float | None], wholes: list[float | None]) -> list[float | None]:
+    """Each day's share, None on a day with nothing to divide by."""
+    return [
+        (part or 0) / whole if whole else None for part, whole in zip(parts, wholes, strict=True)
+    ]
 
 
 SeriesFn = Callable[[date, date], list[Any]]

@@ -167,7 +167,7 @@ def overview_page(tenant: Tenant, period: Period) -> Page:
     )
     return Page(
         kpis,
-        [volume_chart, heatmap_chart(tenant, period)],
+        [volume_chart | {"wide": True}, heatmap_chart(tenant, period)],
         [kpi_table("kpis", _("Key figures"), kpis), channels],
     )
 
@@ -176,10 +176,10 @@ def ai_page(tenant: Tenant, period: Period) -> Page:
     links = Links(period)
     ai = Compared.read(selectors.ai_metrics, tenant=tenant, period=period)
 
-    def resolved(since: date, until: date) -> list[float]:
+    def resolved(since: date, until: date) -> list[float | None]:
         return daily_series(tenant, since, until, "ai_resolved", "confirmation")
 
-    def started(since: date, until: date) -> list[float]:
+    def started(since: date, until: date) -> list[float | None]:
         return daily_series(tenant, since, until, "conversations", "channel")
 
     def resolution(since: date, until: date) -> list[float | None]:
@@ -187,7 +187,8 @@ def ai_page(tenant: Tenant, period: Period) -> Page:
 
     def automation(since: date, until: date) -> list[float | None]:
         reopened = daily_series(tenant, since, until, "reopened", "kind", AI)
-        kept = [max(r - o, 0) for r, o in zip(resolved(since, until), reopened, strict=True)]
+        pairs = zip(resolved(since, until), reopened, strict=True)
+        kept: list[float | None] = [max((r or 0) - (o or 0), 0) for r, o in pairs]
         return rates(kept, started(since, until))
 
     def handoff(since: date, until: date) -> list[float | None]:
@@ -222,7 +223,13 @@ def ai_page(tenant: Tenant, period: Period) -> Page:
             abandoned,
             lower_is_better=True,
         ),
-        ai.kpi("thumbs_up_rate", _("👍 rate"), "thumbs_up_rate", "percent", links.conversations()),
+        ai.kpi(
+            "thumbs_up_rate",
+            _("Helpful answers"),
+            "thumbs_up_rate",
+            "percent",
+            links.conversations(),
+        ),
     ]
     tables = [
         _counts_table(
@@ -244,8 +251,14 @@ def ai_page(tenant: Tenant, period: Period) -> Page:
             _("Feedback and abandonment"),
             [_("Metric"), _("Count")],
             [
-                [Cell("👍", "thumbs_up"), count_cell(now.thumbs_up, links.conversations())],
-                [Cell("👎", "thumbs_down"), count_cell(now.thumbs_down, links.conversations())],
+                [
+                    Cell(_("Rated helpful"), "thumbs_up"),
+                    count_cell(now.thumbs_up, links.conversations()),
+                ],
+                [
+                    Cell(_("Rated not helpful"), "thumbs_down"),
+                    count_cell(now.thumbs_down, links.conversations()),
+                ],
                 [
                     Cell(_("Abandoned in the queue"), "abandoned"),
                     count_cell(now.abandoned, abandoned),

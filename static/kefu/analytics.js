@@ -64,9 +64,9 @@
       legend: { orient: "vertical", left: 0, top: "middle", type: "scroll" },
       series: [{
         type: "pie",
-        radius: ["40%", "70%"],
+        radius: ["38%", "72%"],
         center: ["62%", "52%"],
-        label: { formatter: "{d}%" },
+        label: { position: "inside", formatter: "{d}%", color: "#fff", fontWeight: "bold" },
         data: chart.x.map(function (name, i) { return { name: name, value: chart.series[0].data[i] }; }),
       }],
     };
@@ -81,12 +81,12 @@
           return chart.y[p.value[1]] + " " + chart.x[p.value[0]] + ":00 — " + p.value[2].toLocaleString();
         },
       },
-      grid: { left: 8, right: 16, top: 10, bottom: 48, containLabel: true },
+      grid: { left: 8, right: 16, top: 10, bottom: 64, containLabel: true },
       xAxis: { type: "category", data: chart.x, splitArea: { show: true } },
       yAxis: { type: "category", data: chart.y, inverse: true, splitArea: { show: true } },
       visualMap: {
         min: 0, max: max, calculable: true, orient: "horizontal", left: "center", bottom: 0,
-        itemHeight: 160, inRange: { color: ["#f0f6fa", "#79aec8", "#264b5d"] },
+        itemHeight: 200, itemWidth: 12, inRange: { color: ["#f0f6fa", "#79aec8", "#264b5d"] },
       },
       series: [{ type: "heatmap", data: chart.cells, emphasis: { itemStyle: { borderColor: "#333", borderWidth: 1 } } }],
     };

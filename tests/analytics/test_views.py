@@ -4,18 +4,20 @@ to the conversation list, CSV exports, roles and tenant isolation."""
 import csv
 import io
 import json
+import os
 import re
 import zoneinfo
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from html import unescape
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
+from playwright.sync_api import expect
 
 from analytics.exports import csv_cell
 from analytics.models import ReportRow
@@ -24,6 +26,7 @@ from analytics.views import PAGES
 from conversations.models import Conversation
 from tenants.models import Role
 from tests.support import factories
+from tests.support.browser import console_login
 
 pytestmark = pytest.mark.django_db
 
@@ -631,3 +634,49 @@ def test_without_beat_the_pages_rebuild_todays_rollups(owner, shop, settings, on
     home = {k.key: k for k in owner.get(reverse("admin:index")).context["kefu_overview"]}
 
     assert (overview, home["conversations"].value) == ((1, 1) if on_view else (0, 0))
+
+
+# In a browser -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("locale", ["en-US", "zh-CN"])
+def test_the_pages_draw_their_charts_in_a_browser(
+    browser, live_server, owner, history, locale
+) -> None:
+    context = browser.new_context(locale=locale, viewport={"width": 1360, "height": 900})
+    page_ = context.new_page()
+    errors: list[str] = []
+
+    def console_error(message: Any) -> None:
+        if message.type == "error":
+            errors.append(message.text)
+
+    page_.on("console", console_error)
+    page_.on("pageerror", lambda error: errors.append(str(error)))
+    shots = os.environ.get("KEFU_SCREENSHOTS")
+    try:
+        console_login(page_, live_server.url, "olivia", "pass-word-123")
+        for name in [*TENANT_WIDE, "mine"]:
+            page_.goto(f"{live_server.url}{reverse(f'admin:analytics_{name}')}?{urlencode(PERIOD)}")
+            # ECharts draws each chart on a <canvas> inside its container.
+            drawn = page_.locator(".kefu-chart:has(canvas)")
+            expect(drawn).to_have_count(page_.locator(".kefu-chart").count())
+            if shots:  # for a person to look at: KEFU_SCREENSHOTS=/some/dir pytest …
+                page_.screenshot(path=f"{shots}/{name}-{locale}.png", full_page=True)
+        assert errors == []
+
+        page_.goto(f"{live_server.url}{reverse('admin:analytics_overview')}?{urlencode(PERIOD)}")
+        page_.click("#kpi-conversations .kefu-kpi-value a")
+        page_.wait_for_url(f"{live_server.url}{CHANGELIST}?*")
+        expect(page_.locator("#result_list tbody tr")).to_have_count(4)
+
+        compare = {**PERIOD, "compare": "1"}
+        page_.goto(f"{live_server.url}{reverse('admin:analytics_ai')}?{urlencode(compare)}")
+        expect(page_.locator(".kefu-chart:has(canvas)")).to_have_count(3)
+        page_.goto(f"{live_server.url}{reverse('admin:index')}")
+        expect(page_.locator("#kefu-overview .kefu-kpi")).to_have_count(8)
+        if shots:
+            page_.screenshot(path=f"{shots}/home-{locale}.png", full_page=True)
+        assert errors == []
+    finally:
+        context.close()
