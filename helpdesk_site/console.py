@@ -62,6 +62,11 @@ class ConsoleAdminSite(admin.AdminSite):
             context["kefu_memberships"] = list(membership_list_for_user(user=request.user))
             if membership is not None:
                 context["site_url"] = tenant_website(tenant=membership.tenant)
+                context["kefu_reports_url"] = reverse(
+                    "admin:analytics_overview"
+                    if analytics_views.sees_tenant_reports(membership)
+                    else "admin:analytics_mine"
+                )
         return context
 
     def get_urls(self) -> list[URLResolver | URLPattern]:

@@ -286,6 +286,16 @@ def test_the_agents_tab_bar_does_not_link_tenant_wide_pages(agent) -> None:
     assert reverse("admin:analytics_overview") not in html
 
 
+def test_every_console_page_links_the_reports(owner, agent) -> None:
+    tickets = reverse("admin:conversations_ticket_changelist")
+    assert f'href="{reverse("admin:analytics_overview")}" id="kefu-reports-link"' in (
+        owner.get(tickets).content.decode()
+    )
+    assert f'href="{reverse("admin:analytics_mine")}" id="kefu-reports-link"' in (
+        agent.get(tickets).content.decode()
+    )
+
+
 def test_the_home_page_links_the_reports(owner, agent) -> None:
     home = owner.get(reverse("admin:index")).content.decode()
     assert f'href="{reverse("admin:analytics_overview")}"' in home
@@ -328,8 +338,14 @@ def test_a_custom_period_is_its_days(owner) -> None:
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"since": "2026-03-05", "until": "2026-03-01"}, "Give a day on or after the first day."),
-        ({"since": "2025-01-01", "until": "2026-03-01"}, "A period covers at most 366 days."),
+        (
+            {"since": "2026-03-05", "until": "2026-03-01"},
+            "Until: Give a day on or after the first day.",
+        ),
+        (
+            {"since": "2025-01-01", "until": "2026-03-01"},
+            "Since: A period covers at most 366 days.",
+        ),
         ({"since": "2026-13-01"}, "Enter a valid date."),
         ({"until": "yesterday"}, "Enter a valid date."),
         ({"since": "1999-12-31", "until": "2000-01-02"}, "Give a day from 2000-01-01"),
