@@ -7,19 +7,22 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.http import StreamingHttpResponse
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
+    OpenApiResponse,
     extend_schema,
     extend_schema_field,
 )
-from rest_framework import exceptions, serializers
+from rest_framework import exceptions, renderers, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from analytics import selectors
+from analytics.exports import csv_response
 from analytics.models import Rollup
 from analytics.rollups import local_today
 from helpdesk_site.api import api_tenant, query_filters
@@ -540,3 +543,54 @@ class ReportTimeseriesApi(ApiView):
             "points": [{"start": p.bucket_start, "value": _value(series, p)} for p in points],
         }
         return Response(self.OutputSerializer(output).data)
+
+
+# One row per conversation -----------------------------------------------------------------------
+
+
+class CsvRenderer(renderers.JSONRenderer):
+    """Lets a client ask for ``Accept: text/csv``: the export itself streams past the renderers;
+    only an error is rendered, as JSON."""
+
+    media_type = "text/csv"
+    format = "csv"
+
+
+class ReportConversationsCsvApi(ApiView):
+    """Every conversation started in a period, one CSV row each."""
+
+    required_scope = ApiKey.Scope.REPORTS_READ
+    renderer_classes = [renderers.JSONRenderer, CsvRenderer]
+
+    @extend_schema(
+        operation_id="reports_conversations_csv",
+        tags=TAGS,
+        description=(
+            "The conversations started on the tenant's local days `since` to `until` (both "
+            "included), oldest first, as CSV (streamed): "
+            f"`{','.join(selectors.CONVERSATION_EXPORT_COLUMNS)}`. `started_at` is UTC "
+            "(ISO 8601), `agent` the assignee's username, `messages` what the customer, the "
+            "assistant and agents said (internal notes excluded), `first_response_ms` the "
+            "first answer's delay, `tokens` input + output, `cost` a decimal. Text cells that "
+            "would start a spreadsheet formula (=, +, -, @) begin with an apostrophe."
+        ),
+        parameters=_PERIOD_PARAMETERS,
+        responses={
+            (200, "text/csv"): OpenApiResponse(
+                OpenApiTypes.STR, description="A header line, then one line per conversation."
+            )
+        },
+    )
+    def get(self, request: Request) -> StreamingHttpResponse:
+        tenant = api_tenant(request)
+        values = query_filters(PeriodSerializer, request)
+        since, until = report_period(
+            tenant=tenant, since=values.get("since"), until=values.get("until")
+        )
+        return csv_response(
+            request=request._request,
+            filename=f"conversations-{since}-{until}.csv",
+            header=selectors.CONVERSATION_EXPORT_COLUMNS,
+            rows=selectors.conversation_export_rows(tenant=tenant, since=since, until=until),
+            tenant_id=tenant.pk,
+        )

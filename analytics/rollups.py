@@ -319,6 +319,14 @@ def hourly_rollups_purge(*, tenant: Tenant) -> int:
     return deleted
 
 
+def rollups_refresh_on_view(*, tenant: Tenant) -> None:
+    """Without Celery beat (``ANALYTICS_ROLLUP_ON_VIEW``, the embedded defaults) nothing else
+    rebuilds the rollups: the pages that read them rebuild the tenant's yesterday and today."""
+    if settings.ANALYTICS_ROLLUP_ON_VIEW:
+        today = local_today(tenant)
+        rollups_rebuild(tenant=tenant, since=today - timedelta(days=1), until=today)
+
+
 def rollups_refresh(*, tenant_slug: str | None = None) -> Counter[str]:
     """What the beat task does: every active tenant's (or one's) yesterday and today rebuilt,
     and hourly rollups past their keeping purged. Returns rollup rows written by tenant slug."""

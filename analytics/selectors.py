@@ -1,15 +1,15 @@
 """Reads that summarise a tenant's activity for the console and dashboards."""
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Count, Exists, OuterRef, Q, Sum
+from django.db.models import Count, Exists, F, OuterRef, Q, Subquery, Sum
 from django.utils import timezone
 
-from analytics.models import Rollup
+from analytics.models import ReportRow, Rollup
 from analytics.rollups import (
     AGENT_HIST,
     HIST,
@@ -718,3 +718,73 @@ def metric_series(
         .order_by("bucket_start")
     )
     return [SeriesPoint(at, n or 0, t or Decimal("0")) for at, n, t in points]
+
+
+# One row per conversation (CSV exports) ---------------------------------------------------------
+
+CONVERSATION_EXPORT_COLUMNS = (
+    "id",
+    "started_at",
+    "channel",
+    "customer_id",
+    "status",
+    "resolution_kind",
+    "handoff_reason",
+    "agent",
+    "messages",
+    "first_response_ms",
+    "csat",
+    "tokens",
+    "cost",
+)
+
+
+def conversation_export_rows(
+    *, tenant: Tenant, since: date, until: date
+) -> Iterator[tuple[object, ...]]:
+    """The conversations started on the tenant's local days ``since`` to ``until``, oldest
+    first, one tuple per conversation in ``CONVERSATION_EXPORT_COLUMNS`` order: its start in
+    UTC (ISO 8601), the agent's username, its messages (internal notes excluded), the first
+    answer's delay, its tokens (in + out) and cost. Read from the live tables in chunks, for a
+    stream: one query per thousand conversations."""
+    start, end = _range(tenant, since, until)
+    messages = Message.objects.filter(conversation=OuterRef("pk")).order_by().values("conversation")
+    first_answer = ReportRow.objects.filter(
+        tenant=tenant, conversation_id=OuterRef("pk"), kind=ReportRow.Kind.FIRST_ANSWER
+    ).order_by("occurred_at", "id")
+    rows = (
+        Conversation.objects.filter(tenant=tenant, created_at__gte=start, created_at__lt=end)
+        .annotate(
+            said=Subquery(messages.filter(internal=False).annotate(n=Count("id")).values("n")),
+            tokens=Subquery(messages.annotate(n=Sum(F("tokens_in") + F("tokens_out"))).values("n")),
+            spent=Subquery(messages.annotate(n=Sum("cost")).values("n")),
+            first_response_ms=Subquery(first_answer.values("duration_ms")[:1]),
+        )
+        .order_by("created_at", "id")
+        .values_list(
+            "id",
+            "created_at",
+            "channel",
+            "customer_id",
+            "status",
+            "resolution_kind",
+            "handoff_reason",
+            "assignee__username",
+            "said",
+            "first_response_ms",
+            "csat_rating",
+            "tokens",
+            "spent",
+        )
+    )
+    for pk, created, *middle, said, first_ms, csat, tokens, spent in rows.iterator(1000):
+        yield (
+            pk,
+            created.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            *middle,
+            said or 0,
+            first_ms,
+            csat,
+            tokens or 0,
+            Decimal(spent or 0).quantize(Decimal("0.000001")),
+        )

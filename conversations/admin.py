@@ -1,6 +1,10 @@
+import zoneinfo
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy
 
@@ -14,6 +18,7 @@ from conversations.models import (
 )
 from conversations.tickets import ticket_reply_send, ticket_status_set
 from tenants.console import TenantScopedAdmin, TenantScopedInline
+from tenants.request import active_tenant
 from tenants.roles import Action, Area
 
 
@@ -61,6 +66,121 @@ class MessageInline(TenantScopedInline):
         return False
 
 
+class LocalDaysFilter(admin.ListFilter):
+    """Rows whose ``field`` falls on the tenant's local days ``<prefix>_since`` to
+    ``<prefix>_until`` (YYYY-MM-DD, both included; either may be left out): the analytics
+    pages' drill-downs name their period this way."""
+
+    field: str
+    prefix: str
+    template = "admin/filter.html"
+
+    def __init__(self, request: HttpRequest, params: Any, model: Any, model_admin: Any) -> None:
+        super().__init__(request, params, model, model_admin)
+        tenant = active_tenant(request)
+        self.zone = zoneinfo.ZoneInfo(tenant.time_zone) if tenant else UTC
+        self.days: dict[str, date] = {}
+        for name in (f"{self.prefix}_since", f"{self.prefix}_until"):
+            if name not in params:
+                continue
+            value = params.pop(name)
+            value = value[-1] if isinstance(value, list) else value
+            self.used_parameters[name] = value
+            try:
+                self.days[name] = date.fromisoformat(value)
+            except ValueError as error:
+                raise IncorrectLookupParameters(error) from error
+
+    def expected_parameters(self) -> list[str | None]:
+        return [f"{self.prefix}_since", f"{self.prefix}_until"]
+
+    def has_output(self) -> bool:
+        return True
+
+    def _start(self, day: date) -> datetime:
+        return datetime.combine(day, time.min, tzinfo=self.zone)
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        since = self.days.get(f"{self.prefix}_since")
+        until = self.days.get(f"{self.prefix}_until")
+        if since is not None:
+            queryset = queryset.filter(**{f"{self.field}__gte": self._start(since)})
+        if until is not None:
+            queryset = queryset.filter(**{f"{self.field}__lt": self._start(until + timedelta(1))})
+        return queryset
+
+    def choices(self, changelist: Any) -> Any:
+        since, until = (f"{self.prefix}_since", f"{self.prefix}_until")
+        yield {
+            "selected": not self.days,
+            "query_string": changelist.get_query_string(remove=[since, until]),
+            "display": gettext_lazy("Any date"),
+        }
+        if self.days:
+            shown = " – ".join(str(self.used_parameters.get(name, "…")) for name in (since, until))
+            yield {
+                "selected": True,
+                "query_string": changelist.get_query_string(),
+                "display": shown,
+            }
+
+
+class StartedFilter(LocalDaysFilter):
+    title = gettext_lazy("started (local days)")
+    field = "created_at"
+    prefix = "started"
+
+
+class ResolvedFilter(LocalDaysFilter):
+    title = gettext_lazy("resolved (local days)")
+    field = "resolved_at"
+    prefix = "resolved"
+
+
+class HandedOffFilter(admin.SimpleListFilter):
+    title = gettext_lazy("handed to a person")
+    parameter_name = "handed_off"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [("yes", gettext_lazy("Yes")), ("no", gettext_lazy("No"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "yes":
+            return queryset.exclude(handoff_reason="")
+        if self.value() == "no":
+            return queryset.filter(handoff_reason="")
+        return queryset
+
+
+class AnswerSourceFilter(admin.SimpleListFilter):
+    """Conversations with at least one answer from a source (the FAQ, an LLM…)."""
+
+    title = gettext_lazy("answer source")
+    parameter_name = "answer_source"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [(value, label) for value, label in Message.Source.choices]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() is None:
+            return queryset
+        answers = Message.objects.filter(conversation=OuterRef("pk"), source=self.value())
+        return queryset.filter(Exists(answers))
+
+
+class CommentFilter(admin.SimpleListFilter):
+    title = gettext_lazy("satisfaction comment")
+    parameter_name = "comment"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [("yes", gettext_lazy("With a comment"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "yes":
+            return queryset.filter(~Q(csat_comment=""))
+        return queryset
+
+
 @admin.register(Conversation)
 class ConversationAdmin(TenantScopedAdmin):
     area = Area.CONVERSATIONS
@@ -74,10 +194,16 @@ class ConversationAdmin(TenantScopedAdmin):
         "last_message_at",
     ]
     list_filter = [
+        StartedFilter,
+        ResolvedFilter,
         "status",
         "channel",
+        HandedOffFilter,
         "handoff_reason",
         "resolution_kind",
+        AnswerSourceFilter,
+        "csat_rating",
+        CommentFilter,
         ("assignee", admin.RelatedOnlyFieldListFilter),
     ]
     search_fields = ["customer__display_name", "customer__email", "messages__content"]

@@ -15,12 +15,14 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
 
-from analytics.selectors import tenant_overview
+from analytics import views as analytics_views
+from analytics.dashboards.pages import overview_kpis
+from analytics.rollups import rollups_refresh_on_view
 from conversations.lifecycle import conversations_sweep
 from conversations.models import Conversation
 from conversations.selectors import AGENT_ROLES
 from knowledge.views import hit_test_view
-from tenants.request import active_membership, active_tenant, set_active_tenant
+from tenants.request import active_membership, set_active_tenant
 from tenants.selectors import membership_list_for_user, tenant_website
 
 
@@ -60,6 +62,11 @@ class ConsoleAdminSite(admin.AdminSite):
             context["kefu_memberships"] = list(membership_list_for_user(user=request.user))
             if membership is not None:
                 context["site_url"] = tenant_website(tenant=membership.tenant)
+                context["kefu_reports_url"] = reverse(
+                    "admin:analytics_overview"
+                    if analytics_views.sees_tenant_reports(membership)
+                    else "admin:analytics_mine"
+                )
         return context
 
     def get_urls(self) -> list[URLResolver | URLPattern]:
@@ -69,6 +76,7 @@ class ConsoleAdminSite(admin.AdminSite):
                 self.admin_view(partial(hit_test_view, admin_site=self)),
                 name="knowledge_hit_test",
             ),
+            *self._analytics_urls(),
             path("agent/", self.admin_view(self.agent_console_view), name="agent_console"),
             path(
                 "switch-tenant/",
@@ -78,16 +86,42 @@ class ConsoleAdminSite(admin.AdminSite):
         ]
         return custom + super().get_urls()
 
+    def _analytics_urls(self) -> list[URLPattern]:
+        pages = [
+            path(
+                f"analytics/{name}/",
+                self.admin_view(
+                    partial(analytics_views.dashboard_view, admin_site=self, page_name=name)
+                ),
+                name=f"analytics_{name}",
+            )
+            for name in analytics_views.PAGES
+        ]
+        export = partial(analytics_views.conversations_csv_view, admin_site=self)
+        return [
+            *pages,
+            path(
+                "analytics/conversations.csv",
+                self.admin_view(export),
+                name="analytics_conversations_csv",
+            ),
+        ]
+
     def index(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> TemplateResponse:
-        tenant = active_tenant(request)
+        membership = active_membership(request)
         extra = dict(extra_context or {})
-        if tenant is not None:
+        if membership is not None:
+            tenant = membership.tenant
             # Without Celery beat (the embedded defaults) nothing else records how the tenant's
             # idle conversations ended; with it, this only brings the figures up to the minute.
             conversations_sweep(tenant_id=tenant.pk, max_batches=1)
-            extra["kefu_overview"] = tenant_overview(tenant=tenant)
+            if analytics_views.sees_tenant_reports(membership):
+                rollups_refresh_on_view(tenant=tenant)
+                period = analytics_views.default_period(tenant=tenant)
+                extra["kefu_overview"] = overview_kpis(tenant=tenant, period=period)
+                extra["kefu_overview_period"] = period
         return super().index(request, extra)
 
     def agent_console_view(self, request: HttpRequest) -> HttpResponse:

@@ -7,7 +7,7 @@ from django.utils.translation import gettext
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from analytics.apis import ReportSummaryApi, ReportTimeseriesApi
+from analytics.apis import ReportConversationsCsvApi, ReportSummaryApi, ReportTimeseriesApi
 from conversations.apis import (
     ConversationDetailApi,
     ConversationHandoffApi,
@@ -104,6 +104,11 @@ api_v1 = [
     path("tenant", TenantCurrentApi.as_view(), name="tenant-current"),
     path("reports/summary", ReportSummaryApi.as_view(), name="reports-summary"),
     path("reports/timeseries", ReportTimeseriesApi.as_view(), name="reports-timeseries"),
+    path(
+        "reports/conversations.csv",
+        ReportConversationsCsvApi.as_view(),
+        name="reports-conversations-csv",
+    ),
     path("conversations", ConversationListApi.as_view(), name="conversations"),
     path(
         "conversations/<int:conversation_id>",

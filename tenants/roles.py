@@ -15,6 +15,8 @@ class Area(StrEnum):
     CONVERSATIONS = "conversations"
     CUSTOMERS = "customers"
     TICKETS = "tickets"
+    # The tenant-wide analytics pages and exports (agents see their own numbers only).
+    REPORTS = "reports"
 
 
 class Action(StrEnum):
@@ -42,6 +44,7 @@ ROLE_PERMISSIONS: dict[str, dict[Area, frozenset[Action]]] = {
         Area.CONVERSATIONS: _READ,
         Area.CUSTOMERS: _READ,
         Area.TICKETS: _READ,
+        Area.REPORTS: _READ,
     },
 }
 

@@ -204,6 +204,9 @@ CONVERSATION_SWEEP_BATCH = env.int("CONVERSATION_SWEEP_BATCH", default=500)
 # ANALYTICS_ROLLUP_SECONDS by Celery beat; `manage.py analytics_rollup` rebuilds any range.
 ANALYTICS_HOURLY_DAYS = env.int("ANALYTICS_HOURLY_DAYS", default=14)
 ANALYTICS_ROLLUP_SECONDS = env.int("ANALYTICS_ROLLUP_SECONDS", default=600)
+# The embedded defaults have no beat: there the console's home and report pages rebuild the
+# signed-in tenant's rollups of yesterday and today before reading them.
+ANALYTICS_ROLLUP_ON_VIEW = env.bool("ANALYTICS_ROLLUP_ON_VIEW", default=not REDIS_URL)
 CELERY_BEAT_SCHEDULE = {
     "analytics-rollup": {
         "task": "analytics.tasks.analytics_rollup_task",

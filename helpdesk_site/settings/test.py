@@ -17,3 +17,5 @@ LOGGING["root"]["level"] = "WARNING"
 KNOWLEDGE_INDEX_CHECK_SECONDS = 0.0
 KNOWLEDGE_INDEX_BACKGROUND_REBUILD = False
 MODERATION_CHECK_SECONDS = 0.0
+# The same figures (and queries) in both configurations; the tests that want it turn it on.
+ANALYTICS_ROLLUP_ON_VIEW = False

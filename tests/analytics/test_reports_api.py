@@ -5,10 +5,13 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
+from django.test import AsyncClient
 
 from analytics import selectors
 from analytics.models import ReportRow
 from analytics.rollups import local_today, rollups_rebuild
+from conversations.models import Conversation
+from tenants import services
 from tenants.models import ApiKey
 from tests.support import factories
 from tests.support.api import api_client
@@ -26,8 +29,8 @@ def shop(db):
     return factories.TenantFactory(time_zone="Asia/Shanghai")
 
 
-def local(day: date, hour: int) -> datetime:
-    return datetime.combine(day, time(hour), tzinfo=SHANGHAI).astimezone(UTC)
+def local(day: date, hour: int, minute: int = 0) -> datetime:
+    return datetime.combine(day, time(hour, minute), tzinfo=SHANGHAI).astimezone(UTC)
 
 
 def row(tenant, kind: str, when: datetime, **fields) -> ReportRow:
@@ -266,3 +269,112 @@ def test_a_key_without_reports_read_is_refused(shop) -> None:
         assert response.status_code == 403
         assert response.json()["error"]["code"] == "missing_scope"
         assert "reports:read" in response.json()["error"]["message"]
+
+
+# One row per conversation -----------------------------------------------------------------------
+
+CONVERSATIONS_CSV = "/api/v1/reports/conversations.csv"
+HEADER = (
+    "id,started_at,channel,customer_id,status,resolution_kind,handoff_reason,agent,messages,"
+    "first_response_ms,csat,tokens,cost"
+)
+
+
+def started(tenant, when: datetime, **fields):
+    made = factories.ConversationFactory(tenant=tenant, **fields)
+    Conversation.objects.filter(pk=made.pk).update(created_at=when)
+    return made
+
+
+def streamed(response) -> str:
+    assert response.streaming
+    return b"".join(response.streaming_content).decode()
+
+
+def test_the_conversations_export_streams_a_row_per_conversation(shop, tenant_b) -> None:
+    day = date(2026, 3, 1)
+    agent = factories.UserFactory(username="=agent")
+    first = started(
+        shop,
+        local(day, 0),
+        assignee=agent,
+        status="resolved",
+        resolution_kind="agent",
+        handoff_reason="customer_request",
+        csat_rating=4,
+    )
+    factories.MessageFactory(conversation=first, role="customer")
+    factories.MessageFactory(
+        conversation=first, role="assistant", source="llm", tokens_in=7, tokens_out=3,
+        cost=Decimal("0.25"),
+    )  # fmt: skip
+    row(shop, Kind.FIRST_ANSWER, local(day, 0), conversation_id=first.pk, duration_ms=800)
+    last = started(shop, local(day, 23, 59), channel="api")
+    started(shop, local(day - timedelta(days=1), 23, 59))  # the day before, local time
+    started(tenant_b, local(day, 12))
+    client = api_client(shop, ApiKey.Scope.REPORTS_READ)
+
+    response = client.get(CONVERSATIONS_CSV, {"since": "2026-03-01", "until": "2026-03-01"})
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert streamed(response).splitlines() == [
+        HEADER,
+        f"{first.pk},2026-02-28T16:00:00Z,widget,{first.customer_id},resolved,agent,"
+        "customer_request,'=agent,2,800,4,10,0.250000",
+        f"{last.pk},2026-03-01T15:59:00Z,api,{last.customer_id},bot,,,,0,,,0,0.000000",
+    ]
+
+
+def test_the_conversations_export_needs_the_reports_scope(shop) -> None:
+    client = api_client(shop, ApiKey.Scope.CONVERSATIONS_READ)
+
+    response = client.get(CONVERSATIONS_CSV)
+
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "missing_scope"
+
+
+def test_the_conversations_export_refuses_a_bad_period(shop) -> None:
+    client = api_client(shop, ApiKey.Scope.REPORTS_READ)
+
+    response = client.get(CONVERSATIONS_CSV, {"since": "2026-03-02", "until": "2026-03-01"})
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"until": ["Give a day on or after since."]}
+
+
+def test_the_conversations_export_answers_a_client_that_asks_for_csv(shop) -> None:
+    client = api_client(shop, ApiKey.Scope.REPORTS_READ)
+
+    response = client.get(CONVERSATIONS_CSV, HTTP_ACCEPT="text/csv")
+
+    assert response.status_code == 200
+    assert streamed(response) == HEADER + "\r\n"
+
+
+@pytest.fixture
+def three_conversations_key(shop) -> str:
+    for _ in range(3):
+        factories.ConversationFactory(tenant=shop)
+    return services.api_key_issue(
+        tenant=shop, name="Export", scopes=[ApiKey.Scope.REPORTS_READ]
+    ).raw_key
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_under_asgi_the_export_streams_in_chunks(
+    monkeypatch, three_conversations_key
+) -> None:
+    # Under ASGI a sync iterator would be read whole before the first byte: the export is
+    # an async iterator, read a chunk of lines at a time.
+    monkeypatch.setattr("analytics.exports.LINES_PER_CHUNK", 2)
+    authorization = f"Bearer {three_conversations_key}"
+
+    response = await AsyncClient().get(CONVERSATIONS_CSV, headers={"Authorization": authorization})
+
+    assert response.status_code == 200
+    assert response.is_async
+    chunks = [chunk async for chunk in response.streaming_content]
+    assert [chunk.count(b"\r\n") for chunk in chunks] == [2, 2]  # the header and 3 rows
+    assert b"".join(chunks).decode().startswith(HEADER)
