@@ -65,6 +65,16 @@ HELP = {
         "From a handoff to the first reply of a person after it (or from an agent taking the "
         "conversation from the assistant); one sample per handoff that got a reply."
     ),
+    "human_response_business": gettext_lazy(
+        "The reply time after handoff counting only the time within the tenant's business "
+        "hours: a question handed over at 17:50 and answered at 09:10 the next working day, "
+        "with hours 09:00–18:00, took 20 minutes. Equal to the plain reply time when no "
+        "business hours are set."
+    ),
+    "first_response_business": gettext_lazy(
+        "The first response time counting only the time within the tenant's business hours. "
+        "Equal to the plain first response time when no business hours are set."
+    ),
     "resolution_time": gettext_lazy(
         "From a conversation's start to its resolution, by the assistant, an agent or a ticket."
     ),

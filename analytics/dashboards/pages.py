@@ -292,6 +292,7 @@ def _agents_table(people: selectors.PeopleMetrics, links: Links) -> Table:
                 count_cell(agent.replies, links.conversations(**mine)),
                 ms_cell(agent.human_response.p50_ms),
                 ms_cell(agent.human_response.p90_ms),
+                ms_cell(agent.human_response_business.p50_ms),
                 count_cell(
                     agent.resolved,
                     links.conversations("resolved", resolution_kind__exact=AGENT, **mine),
@@ -309,6 +310,7 @@ def _agents_table(people: selectors.PeopleMetrics, links: Links) -> Table:
         _("Replies"),
         _("Reply time p50"),
         _("Reply time p90"),
+        _("Reply time p50, business hours"),
         _("Resolved"),
         _("Resolution time p50"),
         _("Ratings"),
@@ -349,6 +351,22 @@ def people_page(tenant: Tenant, period: Period) -> Page:
             _("Reply after handoff"),
             "human_response",
             links.conversations(handed_off="yes"),
+        ),
+        *_duration_kpis(
+            people,
+            "human_response_business",
+            _("Reply after handoff, business hours"),
+            "human_response_business",
+            links.conversations(handed_off="yes"),
+        ),
+        people.kpi(
+            "first_response_business_p50",
+            _("First response in business hours, p50"),
+            "first_response_business.p50_ms",
+            "ms",
+            links.conversations(),
+            help_key="first_response_business",
+            lower_is_better=True,
         ),
         people.kpi(
             "resolution_time_p50",
@@ -506,7 +524,7 @@ def mine_page(tenant: Tenant, period: Period, user_id: int) -> Page:
     links = Links(period)
     people = Compared.read(selectors.people_metrics, tenant=tenant, period=period)
     empty = selectors.Durations(0, None, None, None, None)
-    blank = selectors.AgentMetrics(user_id, 0, empty, 0, empty, 0, None)
+    blank = selectors.AgentMetrics(user_id, 0, empty, 0, empty, 0, None, empty)
     mine = Compared(people.now.agents.get(user_id, blank), people.before.agents.get(user_id, blank))
     assigned = links.conversations(assignee__id__exact=user_id)
     kpis = [

@@ -458,7 +458,7 @@ def test_the_people_page(owner, agent, history) -> None:
 
     agents = next(t for t in response.context["page"].tables if t.key == "agents")
     assert [[c.text for c in r] for r in agents.rows] == [
-        ["@agent", "1", "300 ms", "300 ms", "1", "1 min", "1", "5.00"]
+        ["@agent", "1", "300 ms", "300 ms", "300 ms", "1", "1 min", "1", "5.00"]
     ]
     assert kpis(response)["first_response_p90"].value == 300_000
 
