@@ -16,6 +16,7 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
 
 from analytics.selectors import tenant_overview
+from analytics.views_topics import gaps_view, topics_view
 from conversations.lifecycle import conversations_sweep
 from conversations.models import Conversation
 from conversations.selectors import AGENT_ROLES
@@ -70,6 +71,17 @@ class ConsoleAdminSite(admin.AdminSite):
                 name="knowledge_hit_test",
             ),
             path("agent/", self.admin_view(self.agent_console_view), name="agent_console"),
+            # Hot topics and knowledge gaps (analytics/views_topics.py).
+            path(
+                "analytics/topics/",
+                self.admin_view(partial(topics_view, admin_site=self)),
+                name="analytics_topics",
+            ),
+            path(
+                "analytics/gaps/",
+                self.admin_view(partial(gaps_view, admin_site=self)),
+                name="analytics_gaps",
+            ),
             path(
                 "switch-tenant/",
                 self.admin_view(require_POST(self.switch_tenant_view)),

@@ -15,6 +15,7 @@ class Area(StrEnum):
     CONVERSATIONS = "conversations"
     CUSTOMERS = "customers"
     TICKETS = "tickets"
+    ANALYTICS = "analytics"  # hot topics and knowledge gaps
 
 
 class Action(StrEnum):
@@ -42,6 +43,7 @@ ROLE_PERMISSIONS: dict[str, dict[Area, frozenset[Action]]] = {
         Area.CONVERSATIONS: _READ,
         Area.CUSTOMERS: _READ,
         Area.TICKETS: _READ,
+        Area.ANALYTICS: _READ,
     },
 }
 

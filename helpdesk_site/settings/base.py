@@ -204,11 +204,19 @@ CONVERSATION_SWEEP_BATCH = env.int("CONVERSATION_SWEEP_BATCH", default=500)
 # ANALYTICS_ROLLUP_SECONDS by Celery beat; `manage.py analytics_rollup` rebuilds any range.
 ANALYTICS_HOURLY_DAYS = env.int("ANALYTICS_HOURLY_DAYS", default=14)
 ANALYTICS_ROLLUP_SECONDS = env.int("ANALYTICS_ROLLUP_SECONDS", default=600)
+# Hot topics and knowledge gaps (analytics/topics.py, analytics/gaps.py) of each tenant's last 7
+# days, recomputed every ANALYTICS_TOPICS_SECONDS (daily); `manage.py analytics_topics` any range.
+ANALYTICS_TOPICS_SECONDS = env.int("ANALYTICS_TOPICS_SECONDS", default=86400)
 CELERY_BEAT_SCHEDULE = {
     "analytics-rollup": {
         "task": "analytics.tasks.analytics_rollup_task",
         "schedule": ANALYTICS_ROLLUP_SECONDS,
         "options": {"expires": ANALYTICS_ROLLUP_SECONDS},
+    },
+    "analytics-topics": {
+        "task": "analytics.tasks.analytics_topics_task",
+        "schedule": ANALYTICS_TOPICS_SECONDS,
+        "options": {"expires": ANALYTICS_TOPICS_SECONDS},
     },
     "conversations-sweep": {
         "task": "conversations.tasks.conversations_sweep_task",
