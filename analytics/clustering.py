@@ -157,6 +157,12 @@ def _hdbscan_labels(vectors: np.ndarray, weights: np.ndarray) -> np.ndarray:
     for row_owner, label in zip(owner, point_labels, strict=True):
         if label >= 0:
             labels[row_owner] = label
+    if (labels < 0).all():
+        # HDBSCAN never calls the whole data one cluster; a few questions all on one subject
+        # (a small tenant's knowledge gaps) are one when they lie close around their centroid.
+        close = vectors @ _centroid(vectors) >= ASSIGN_FLOOR
+        if close.sum() >= size:
+            labels[close] = 0
     return labels
 
 
