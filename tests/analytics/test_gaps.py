@@ -112,7 +112,7 @@ def test_create_faq_entry_covers_the_gap_and_answers_its_questions(
     form = admin_client_a.get(FAQ_ADD, {"gap": gap.pk})
     assert form.context["adminform"].form.initial["question"] == gap.question
     assert form.context["adminform"].form.initial["answer"] == "在订单详情页点击“申请发票”。"
-    alternates = initial["alternate_questions"]
+    alternates = list(initial["alternate_questions"])  # type: ignore[call-overload]
     assert gap.question not in alternates and len(alternates) == len(set(alternates)) > 0
 
     saved = admin_client_a.post(
@@ -180,7 +180,8 @@ def test_the_gaps_page_roles_dismiss_csv_and_isolation(
 
     admin_client_a.post(GAPS, {"gap": theirs.pk, "action": "dismiss"})
     admin_client_a.post(GAPS, {"gap": mine.pk, "action": "dismiss"})
-    theirs.refresh_from_db(), mine.refresh_from_db()
+    theirs.refresh_from_db()
+    mine.refresh_from_db()
     assert theirs.status == KnowledgeGap.Status.OPEN
     assert mine.status == KnowledgeGap.Status.DISMISSED
     assert mine not in admin_client_a.get(GAPS).context["gaps"]

@@ -24,7 +24,7 @@ from analytics.topics import (
 )
 from conversations.models import Conversation, Message
 from tests.support import factories
-from tests.support.questions import NOISE, SUBJECTS, ask, at, plant
+from tests.support.questions import NOISE, SUBJECTS, ask, plant
 
 TOPICS = reverse("admin:analytics_topics")
 
@@ -272,8 +272,8 @@ def test_admins_rename_merge_hide_and_refresh(
     refused = admin_client_a.post(TOPICS, {"action": "hide", "topic": foreign.pk}, follow=True)
 
     assert renamed.status_code == 302 and renamed["Location"] == TOPICS
-    refund.refresh_from_db(), package.refresh_from_db(), invoice.refresh_from_db()
-    foreign.refresh_from_db()
+    for topic in (refund, package, invoice, foreign):
+        topic.refresh_from_db()
     assert refund.custom_name == "Refunds <b>"
     assert package.merged_into == invoice and invoice.hidden
     assert not foreign.hidden
