@@ -42,8 +42,7 @@ def _topic_of(message: Message) -> Topic | None:
 
 def _subject_topic(messages: list[Message]) -> tuple[Topic, int]:
     """The topic most of ``messages`` landed in, and how many did."""
-    counts = Counter(_topic_of(m) for m in messages)
-    counts.pop(None, None)
+    counts = Counter(topic for m in messages if (topic := _topic_of(m)) is not None)
     topic, count = counts.most_common(1)[0]
     return topic, count
 

@@ -83,10 +83,11 @@ def ask(
     feedback)."""
     when = when or timezone.now() - timedelta(minutes=5)
     if conversation is None:
-        customer = customer or CustomerFactory(tenant=tenant)
-        conversation = ConversationFactory(tenant=tenant, customer=customer)
+        customer = customer or CustomerFactory.create(tenant=tenant)
+        conversation = ConversationFactory.create(tenant=tenant, customer=customer)
     question = at(
-        MessageFactory(conversation=conversation, role=Message.Role.CUSTOMER, content=text), when
+        MessageFactory.create(conversation=conversation, role=Message.Role.CUSTOMER, content=text),
+        when,
     )
     if answer is not None:
         at(
