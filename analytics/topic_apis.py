@@ -8,7 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from analytics import topic_selectors as selectors
-from analytics.apis import TAGS, PeriodSerializer, report_period
+from analytics.apis import TAGS, PeriodSerializer, _ratio, report_period
 from analytics.models import KnowledgeGap, TopicPeriod
 from analytics.topics import default_period
 from helpdesk_site.api import api_tenant, paginated_response, query_filters
@@ -16,12 +16,6 @@ from helpdesk_site.api_view import ApiView
 from tenants.models import ApiKey
 
 _DAY = "A day of the tenant's time zone, YYYY-MM-DD (included)."
-
-
-def _ratio() -> serializers.FloatField:
-    return serializers.FloatField(
-        allow_null=True, help_text="A share from 0 to 1; null when there is nothing to divide by."
-    )
 
 
 class TopicSerializer(serializers.Serializer):

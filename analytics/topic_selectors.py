@@ -11,6 +11,7 @@ from django.db.models import QuerySet
 from django.utils.translation import gettext as _
 
 from analytics.models import KnowledgeGap, Topic, TopicPeriod
+from knowledge.csv_format import spreadsheet_safe
 from tenants.models import Tenant
 
 
@@ -126,10 +127,7 @@ def _csv(header: list[str], rows: Iterable[list[object]]) -> Iterator[str]:
     writer = csv.writer(buffer)
     yield "\ufeff"
     for row in [list[object](header), *rows]:
-        writer.writerow(
-            "'" + cell if isinstance(cell, str) and cell[:1] in ("=", "+", "-", "@") else cell
-            for cell in row
-        )
+        writer.writerow(spreadsheet_safe(cell) if isinstance(cell, str) else cell for cell in row)
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()
