@@ -12,8 +12,9 @@ call :func:`questions_cluster` and store what it found.
 - Clusters: ``sklearn.cluster.HDBSCAN`` (density based: no number of clusters chosen by hand,
   questions in no dense region stay unclustered), with ``min_cluster_size`` growing with the
   square root of the data. Past ``SAMPLE_SIZE`` distinct questions, HDBSCAN runs on a sample
-  (the most frequent questions first) and every other question joins the cluster whose
-  centroid is nearest, when it is as close as the cluster's own members typically are.
+  (the most frequent questions first). Every question HDBSCAN left out (or did not see) joins
+  the cluster whose centroid is nearest, when it is as close as the cluster's own members
+  typically are.
 """
 
 import math
@@ -197,7 +198,7 @@ def questions_cluster(questions: Sequence[str], *, embed: Embed | None = None) -
     centroids = np.array(
         [_centroid(vectors[labels == c]) for c in cluster_ids], dtype=np.float32
     ).reshape(len(cluster_ids), vectors.shape[1])
-    if cluster_ids and len(sample) < len(texts):
+    if cluster_ids:
         thresholds = np.array(
             [
                 max(
