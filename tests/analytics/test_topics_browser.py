@@ -1,6 +1,7 @@
 """The hot topics and knowledge gaps pages in a real browser: rename a topic, make a FAQ entry
 from a gap, and no console errors on the way."""
 
+import os
 from pathlib import Path
 
 from analytics.gaps import gaps_refresh
@@ -13,10 +14,15 @@ from tests.support import factories
 from tests.support.browser import console_login
 from tests.support.questions import SUBJECTS, ask, plant
 
-SHOTS = Path("/tmp/shots-topics")
+
+def _shot(page, tmp_path: Path, name: str) -> None:
+    """For a person to look at: KEFU_SCREENSHOTS=/some/dir pytest …"""
+    folder = Path(os.environ.get("KEFU_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / name), full_page=True)
 
 
-def test_topics_and_gaps_pages_in_a_browser(browser, live_server, tenant_a) -> None:
+def test_topics_and_gaps_pages_in_a_browser(browser, live_server, tenant_a, tmp_path) -> None:
     plant(tenant_a)
     for text in SUBJECTS["invoice"]:
         ask(tenant_a, f"{text}?", answer="Sorry, I don't know.", source=Message.Source.OFFLINE)
@@ -40,15 +46,14 @@ def test_topics_and_gaps_pages_in_a_browser(browser, live_server, tenant_a) -> N
     page.wait_for_selector("text=Topic renamed.")
     assert page.locator(f"tr[data-topic='{topic_id}'] .topic-name").inner_text() == "Most asked"
     assert Topic.objects.get(pk=topic_id).custom_name == "Most asked"
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "topics.png"), full_page=True)
+    _shot(page, tmp_path, "topics.png")
 
     # Gaps: make a FAQ entry from the first one.
     page.goto(f"{live_server.url}/console/")
     page.click("text=Knowledge gaps")
     row = page.locator("#gaps-table tbody tr").first
     gap = KnowledgeGap.objects.get(pk=int(row.get_attribute("data-gap")))
-    page.screenshot(path=str(SHOTS / "gaps.png"), full_page=True)
+    _shot(page, tmp_path, "gaps.png")
     row.locator("text=Create FAQ entry").click()
     assert page.input_value("#id_question") == gap.question
     page.fill("#id_answer", "在订单详情页点击“申请发票”。")
