@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from analytics.models import ReportRow, Topic, TopicMember, TopicPeriod
 from analytics.questions import questions
+from analytics.tasks import analytics_topics_task
 from analytics.topics import (
     default_period,
     previous_period,
@@ -345,3 +346,16 @@ def test_the_benchmark_clusters_synthetic_questions() -> None:
     assert result["distinct"] > 2000
     assert result["clusters"] >= 6
     assert result["clustered"] > 1500
+
+
+def test_the_daily_task_refreshes_every_active_tenant(tenant_a, tenant_b) -> None:
+    plant(tenant_a, noise=False)
+    plant(tenant_b, noise=False)
+    tenant_b.is_active = False
+    tenant_b.save(update_fields=["is_active"])
+
+    assert analytics_topics_task() == 1  # eager in tests: each tenant's job runs at once
+
+    since, until = default_period(tenant_a)
+    assert TopicPeriod.objects.filter(tenant=tenant_a, since=since, until=until).count() >= 4
+    assert not TopicPeriod.objects.filter(tenant=tenant_b).exists()
