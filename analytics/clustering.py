@@ -34,6 +34,7 @@ from knowledge.text import normalize, tokenize
 # topics_benchmark in analytics/topics.py).
 SAMPLE_SIZE = 6000
 SVD_COMPONENTS = 64
+SVD_MIN_QUESTIONS = 500
 # A frequent question is repeated (up to this many times) among HDBSCAN's points, so that a
 # question many customers ask in the same words makes a dense region of its own.
 MAX_REPEATS = 8
@@ -93,7 +94,12 @@ def min_cluster_size(distinct: int) -> int:
     return max(3, min(40, round(math.sqrt(distinct) / 2)))
 
 
-def _tfidf_space(texts: Sequence[str]) -> tuple[np.ndarray, QuestionSpace]:
+def _tfidf_space(
+    texts: Sequence[str], background: Sequence[str] = ()
+) -> tuple[np.ndarray, QuestionSpace]:
+    """TF-IDF, reduced; the weights and the reduction are fitted on ``texts`` and
+    ``background`` together, so that a word all of ``texts`` share still weighs what it weighs
+    among all the tenant's questions."""
     vectorizer = TfidfVectorizer(
         tokenizer=tokenize,
         lowercase=False,
@@ -102,11 +108,15 @@ def _tfidf_space(texts: Sequence[str]) -> tuple[np.ndarray, QuestionSpace]:
         min_df=1,
         dtype=np.float32,
     )
-    matrix = vectorizer.fit_transform(texts)
-    components = min(SVD_COMPONENTS, matrix.shape[1] - 1, matrix.shape[0] - 1)
-    if components >= 2:
+    corpus = list(dict.fromkeys([*texts, *background]))
+    fitted = vectorizer.fit_transform(corpus)
+    matrix = fitted[: len(texts)]
+    # A small corpus is clustered on its full TF-IDF: a reduction to a few dimensions would
+    # make unrelated questions look alike.
+    components = min(SVD_COMPONENTS, fitted.shape[1] - 1)
+    if fitted.shape[0] > SVD_MIN_QUESTIONS and components >= 2:
         svd = TruncatedSVD(n_components=components, algorithm="randomized", random_state=0)
-        reduced = svd.fit_transform(matrix)
+        reduced = svd.fit_transform(fitted)[: len(texts)]
 
         def transform(more: Sequence[str]) -> np.ndarray:
             return l2_normalize(svd.transform(vectorizer.transform(more))).astype(np.float32)
@@ -121,15 +131,18 @@ def _tfidf_space(texts: Sequence[str]) -> tuple[np.ndarray, QuestionSpace]:
     )
 
 
-def question_space(texts: Sequence[str], embed: Embed | None) -> tuple[np.ndarray, QuestionSpace]:
-    """Unit vectors of ``texts``: ``embed``'s (dense) when given, else reduced TF-IDF."""
+def question_space(
+    texts: Sequence[str], embed: Embed | None, background: Sequence[str] = ()
+) -> tuple[np.ndarray, QuestionSpace]:
+    """Unit vectors of ``texts``: ``embed``'s (dense) when given, else reduced TF-IDF (fitted
+    with ``background`` too)."""
     if embed is not None:
 
         def transform(more: Sequence[str]) -> np.ndarray:
             return l2_normalize(np.asarray(embed(more), dtype=np.float32))
 
         return transform(texts), QuestionSpace(transform=transform, dense=True)
-    return _tfidf_space(texts)
+    return _tfidf_space(texts, background)
 
 
 def _centroid(vectors: np.ndarray) -> np.ndarray:
@@ -167,8 +180,12 @@ def _hdbscan_labels(vectors: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return labels
 
 
-def questions_cluster(questions: Sequence[str], *, embed: Embed | None = None) -> Clustering:
-    """Clusters ``questions`` (raw customer texts; repeats welcome). See the module docstring."""
+def questions_cluster(
+    questions: Sequence[str], *, embed: Embed | None = None, background: Sequence[str] = ()
+) -> Clustering:
+    """Clusters ``questions`` (raw customer texts; repeats welcome). See the module docstring.
+    ``background``: other questions of the tenant that weigh the words (TF-IDF only), for a
+    subset such as the knowledge gaps' questions."""
     counts: dict[str, int] = {}
     for question in questions:
         text = normalize(question)
@@ -182,7 +199,9 @@ def questions_cluster(questions: Sequence[str], *, embed: Embed | None = None) -
     if len(texts) < 3:
         vectors = np.eye(len(texts), dtype=np.float32)
         return Clustering(texts, weights, vectors, [], QuestionSpace(transform=lambda _t: vectors))
-    vectors, space = question_space(texts, embed)
+    vectors, space = question_space(
+        texts, embed, [t for t in dict.fromkeys(normalize(b) for b in background) if t]
+    )
 
     if len(texts) > SAMPLE_SIZE:
         # The most frequent questions, then a random draw of the rest: a stable sample.

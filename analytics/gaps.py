@@ -90,13 +90,18 @@ class _Flagged:
     signals: list[str]
 
 
-def signalled(*, tenant: Tenant, start: datetime, end: datetime) -> list[_Flagged]:
-    """The customer messages of ``[start, end)`` with at least one gap signal."""
+def signalled(
+    *, tenant: Tenant, start: datetime, end: datetime, all_texts: list[str] | None = None
+) -> list[_Flagged]:
+    """The customer messages of ``[start, end)`` with at least one gap signal (``all_texts``:
+    a list that receives the text of every customer message of the period)."""
     handoffs = _handoffs(tenant=tenant, start=start, end=end)
     threshold = tenant.faq_threshold
     by_conversation: dict[int, list[Exchange]] = defaultdict(list)
     for exchange in exchanges(tenant=tenant, start=start, end=end):
         by_conversation[exchange.question.conversation_id].append(exchange)
+        if all_texts is not None:
+            all_texts.append(exchange.question.text)
     flagged = []
     for conversation_id, conversation in by_conversation.items():
         for i, exchange in enumerate(conversation):
@@ -162,14 +167,17 @@ def gaps_refresh(*, tenant: Tenant, since: date, until: date) -> GapsRun:
     started = time.perf_counter()
     with tenant_scope(tenant.pk):
         start, end = period_bounds(tenant=tenant, since=since, until=until)
-        flagged = signalled(tenant=tenant, start=start, end=end)
+        every_text: list[str] = []
+        flagged = signalled(tenant=tenant, start=start, end=end, all_texts=every_text)
         original: dict[str, str] = {}
         by_text: dict[str, list[_Flagged]] = defaultdict(list)
         for item in flagged:
             text = normalize(item.exchange.question.text)
             original.setdefault(text, " ".join(item.exchange.question.text.split()))
             by_text[text].append(item)
-        clustering = cluster_questions(tenant=tenant, texts=list(by_text))
+        # Words weigh what they weigh among all the period's questions: the gaps alone may be
+        # mostly one subject, whose shared word would weigh nothing among them.
+        clustering = cluster_questions(tenant=tenant, texts=list(by_text), background=every_text)
         found: list[_Found] = []
         clustered: set[str] = set()
         for cluster in clustering.clusters:

@@ -87,16 +87,18 @@ def question_embedder(tenant: Tenant, distinct: int) -> Embed | None:
     return embedder.embed
 
 
-def cluster_questions(*, tenant: Tenant, texts: Sequence[str]) -> Clustering:
-    """Clusters ``texts`` with the tenant's embeddings, or TF-IDF when it has none or they
-    fail."""
+def cluster_questions(
+    *, tenant: Tenant, texts: Sequence[str], background: Sequence[str] = ()
+) -> Clustering:
+    """Clusters ``texts`` with the tenant's embeddings, or TF-IDF (weighted with
+    ``background`` too) when it has none or they fail."""
     embed = question_embedder(tenant, len(set(texts)))
     if embed is not None:
         try:
             return questions_cluster(texts, embed=embed)
         except GatewayError:
             logger.warning("embeddings failed for tenant %s; clustering with TF-IDF", tenant.pk)
-    return questions_cluster(texts)
+    return questions_cluster(texts, background=background)
 
 
 @dataclass(frozen=True)
