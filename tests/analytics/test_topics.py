@@ -14,6 +14,7 @@ from analytics.models import ReportRow, Topic, TopicMember, TopicPeriod
 from analytics.questions import questions
 from analytics.tasks import analytics_topics_task
 from analytics.topics import (
+    cluster_questions,
     default_period,
     previous_period,
     topic_labels,
@@ -197,6 +198,23 @@ def test_a_topic_is_not_merged_into_itself_or_another_tenants(tenant_a, tenant_b
         topic_merge(topic=mine, into=theirs)
     with pytest.raises(ValueError, match="itself"):
         topic_merge(topic=mine, into=mine)
+
+
+def test_a_tenant_with_an_embedding_model_is_clustered_on_its_vectors(tenant_a, mock_llm) -> None:
+    factories.LLMProviderFactory(
+        tenant=tenant_a, base_url=mock_llm.base_url, embedding_model="mock-embed"
+    )
+    texts = [t for phrasings in SUBJECTS.values() for t in phrasings]
+
+    clustering = cluster_questions(tenant=tenant_a, texts=texts)
+
+    assert clustering.space.dense
+    assert any(r["path"].endswith("/embeddings") for r in mock_llm.requests())
+    assert clustering.vectors.shape[0] == len(set(texts))
+
+    # A failing embedding model: TF-IDF instead.
+    mock_llm.configure(fault="500", fault_count=None)
+    assert not cluster_questions(tenant=tenant_a, texts=texts).space.dense
 
 
 # LLM labels -------------------------------------------------------------------------------------
