@@ -117,3 +117,132 @@ class Rollup(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.metric} {self.dimension}={self.key} {self.bucket_start:%Y-%m-%d %H:%M}"
+
+
+class Topic(TenantOwnedModel):
+    """A subject customers ask about, found by clustering their questions (analytics/topics.py)
+    and recognised again in later runs by its ``signature``: the questions it was made of."""
+
+    label = models.CharField(_("label"), max_length=200)
+    custom_name = models.CharField(
+        _("name"), max_length=200, blank=True, help_text=_("Set by an admin; kept by later runs.")
+    )
+    hidden = models.BooleanField(_("hidden"), default=False)
+    merged_into = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="merged",
+        verbose_name=_("merged into"),
+    )
+    # The normalised questions that stand for the topic (the most asked first): placed in a
+    # later run's vector space, they tell which new cluster is this topic again.
+    signature = models.JSONField(_("signature"), default=list, blank=True)
+    last_seen_until = models.DateField(_("last seen"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("topic")
+        verbose_name_plural = _("topics")
+        ordering = ["id"]
+        indexes = [models.Index(fields=["tenant", "merged_into"], name="topic_tenant_merged")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def name(self) -> str:
+        return self.custom_name or self.label
+
+
+class TopicPeriod(TenantOwnedModel):
+    """A topic's figures over one run's period of the tenant's local days (both included)."""
+
+    topic = models.ForeignKey(
+        Topic, on_delete=models.CASCADE, related_name="periods", verbose_name=_("topic")
+    )
+    since = models.DateField(_("since"))
+    until = models.DateField(_("until"))
+    volume = models.PositiveIntegerField(_("questions"), default=0)
+    previous_volume = models.PositiveIntegerField(_("questions in the period before"), default=0)
+    conversations = models.PositiveIntegerField(_("conversations"), default=0)
+    ai_resolved = models.PositiveIntegerField(_("resolved by the assistant"), default=0)
+    handoffs = models.PositiveIntegerField(_("handed to a person"), default=0)
+    csat_count = models.PositiveIntegerField(_("ratings"), default=0)
+    csat_total = models.PositiveIntegerField(_("sum of ratings"), default=0)
+    sample_conversation_ids = models.JSONField(_("sample conversations"), default=list)
+
+    class Meta:
+        verbose_name = _("topic period")
+        verbose_name_plural = _("topic periods")
+        ordering = ["-volume", "id"]
+        indexes = [
+            models.Index(fields=["tenant", "since", "until"], name="topicperiod_tenant_period")
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["topic", "since", "until"], name="topicperiod_unique_period"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.topic} {self.since}–{self.until}"
+
+
+class TopicMember(TenantOwnedModel):
+    """One question of a topic's period: what a merge moves and the figures are counted from."""
+
+    period = models.ForeignKey(
+        TopicPeriod, on_delete=models.CASCADE, related_name="members", verbose_name=_("period")
+    )
+    message_id = models.BigIntegerField(_("message"))
+    conversation_id = models.BigIntegerField(_("conversation"))
+
+    class Meta:
+        verbose_name = _("topic question")
+        verbose_name_plural = _("topic questions")
+        indexes = [models.Index(fields=["period", "conversation_id"], name="topicmember_period")]
+
+    def __str__(self) -> str:
+        return f"{self.message_id}"
+
+
+class KnowledgeGap(TenantOwnedModel):
+    """Questions the assistant could not answer well, grouped by subject (analytics/gaps.py)."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", _("Open")
+        COVERED = "covered", _("Covered by a FAQ entry")
+        DISMISSED = "dismissed", _("Dismissed")
+
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default="open")
+    question = models.CharField(_("representative question"), max_length=500)
+    questions = models.JSONField(_("questions"), default=list)
+    customers = models.PositiveIntegerField(_("customers"), default=0)
+    occurrences = models.PositiveIntegerField(_("times asked"), default=0)
+    signals = models.JSONField(_("signals"), default=dict)
+    assistant_answer = models.TextField(_("the assistant said"), blank=True)
+    agent_answer = models.TextField(_("the agent answered"), blank=True)
+    sample_conversation_ids = models.JSONField(_("sample conversations"), default=list)
+    signature = models.JSONField(_("signature"), default=list, blank=True)
+    since = models.DateField(_("since"))
+    until = models.DateField(_("until"))
+    entry = models.ForeignKey(
+        "knowledge.KnowledgeEntry",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("FAQ entry"),
+    )
+
+    class Meta:
+        verbose_name = _("knowledge gap")
+        verbose_name_plural = _("knowledge gaps")
+        ordering = ["-customers", "-occurrences", "id"]
+        indexes = [
+            models.Index(fields=["tenant", "status", "-customers"], name="gap_tenant_status")
+        ]
+
+    def __str__(self) -> str:
+        return self.question

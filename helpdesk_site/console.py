@@ -18,6 +18,7 @@ from django.views.decorators.http import require_POST
 from analytics import views as analytics_views
 from analytics.dashboards.pages import overview_kpis
 from analytics.rollups import rollups_refresh_on_view
+from analytics.views_topics import gaps_view, topics_view
 from conversations.lifecycle import conversations_sweep
 from conversations.models import Conversation
 from conversations.selectors import AGENT_ROLES
@@ -78,6 +79,17 @@ class ConsoleAdminSite(admin.AdminSite):
             ),
             *self._analytics_urls(),
             path("agent/", self.admin_view(self.agent_console_view), name="agent_console"),
+            # Hot topics and knowledge gaps (analytics/views_topics.py).
+            path(
+                "analytics/topics/",
+                self.admin_view(partial(topics_view, admin_site=self)),
+                name="analytics_topics",
+            ),
+            path(
+                "analytics/gaps/",
+                self.admin_view(partial(gaps_view, admin_site=self)),
+                name="analytics_gaps",
+            ),
             path(
                 "switch-tenant/",
                 self.admin_view(require_POST(self.switch_tenant_view)),

@@ -8,6 +8,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from analytics.apis import ReportConversationsCsvApi, ReportSummaryApi, ReportTimeseriesApi
+from analytics.topic_apis import ReportKnowledgeGapsApi, ReportTopicsApi
 from conversations.apis import (
     ConversationDetailApi,
     ConversationHandoffApi,
@@ -109,6 +110,8 @@ api_v1 = [
         ReportConversationsCsvApi.as_view(),
         name="reports-conversations-csv",
     ),
+    path("reports/topics", ReportTopicsApi.as_view(), name="reports-topics"),
+    path("reports/knowledge-gaps", ReportKnowledgeGapsApi.as_view(), name="reports-knowledge-gaps"),
     path("conversations", ConversationListApi.as_view(), name="conversations"),
     path(
         "conversations/<int:conversation_id>",

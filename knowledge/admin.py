@@ -15,6 +15,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from knowledge import ingest, services
+from knowledge.entry_sources import entry_sources
 from knowledge.models import Chunk, Document, KnowledgeEntry, SensitiveWordList
 from knowledge.selectors import knowledge_entries_csv
 from tenants.console import (
@@ -99,6 +100,15 @@ class KnowledgeEntryAdmin(TenantScopedAdmin):
     def tag_list(self, obj: KnowledgeEntry) -> str:
         return ", ".join(obj.tags)
 
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        initial: dict[str, Any] = dict(super().get_changeform_initial_data(request))
+        tenant = active_tenant(request)
+        for source in entry_sources():
+            value = request.GET.get(source.parameter)
+            if value and tenant is not None:
+                initial.update(source.initial(tenant, value) or {})
+        return initial
+
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         if not change and not request.user.is_superuser:
             tenant = active_tenant(request)
@@ -106,6 +116,12 @@ class KnowledgeEntryAdmin(TenantScopedAdmin):
                 raise Http404(_("No active tenant."))
             obj.tenant = tenant
         services.knowledge_entry_save(entry=obj)
+        if not change:
+            # The page that opened the form pre-filled (a knowledge gap) hears of the entry.
+            for source in entry_sources():
+                value = request.GET.get(source.parameter)
+                if value:
+                    source.saved(obj.tenant, value, obj)
 
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
         services.knowledge_entries_delete(

@@ -207,11 +207,19 @@ ANALYTICS_ROLLUP_SECONDS = env.int("ANALYTICS_ROLLUP_SECONDS", default=600)
 # The embedded defaults have no beat: there the console's home and report pages rebuild the
 # signed-in tenant's rollups of yesterday and today before reading them.
 ANALYTICS_ROLLUP_ON_VIEW = env.bool("ANALYTICS_ROLLUP_ON_VIEW", default=not REDIS_URL)
+# Hot topics and knowledge gaps (analytics/topics.py, analytics/gaps.py) of each tenant's last 7
+# days, recomputed every ANALYTICS_TOPICS_SECONDS (daily); `manage.py analytics_topics` any range.
+ANALYTICS_TOPICS_SECONDS = env.int("ANALYTICS_TOPICS_SECONDS", default=86400)
 CELERY_BEAT_SCHEDULE = {
     "analytics-rollup": {
         "task": "analytics.tasks.analytics_rollup_task",
         "schedule": ANALYTICS_ROLLUP_SECONDS,
         "options": {"expires": ANALYTICS_ROLLUP_SECONDS},
+    },
+    "analytics-topics": {
+        "task": "analytics.tasks.analytics_topics_task",
+        "schedule": ANALYTICS_TOPICS_SECONDS,
+        "options": {"expires": ANALYTICS_TOPICS_SECONDS},
     },
     "conversations-sweep": {
         "task": "conversations.tasks.conversations_sweep_task",

@@ -6,6 +6,7 @@ import asyncio
 import csv
 import json
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from analytics.models import ReportRow, Rollup
+from analytics.models import KnowledgeGap, ReportRow, Rollup, Topic, TopicMember, TopicPeriod
 from conversations import writer
 from conversations.agent_consumer import AgentConsumer
 from conversations.consumers import WidgetConsumer
@@ -109,6 +110,27 @@ ROW_OF: dict[str, Callable[[Tenant], Any]] = {
         granularity=Rollup.Granularity.DAY,
         bucket_start=timezone.now(),
         metric="conversations",
+    ),
+    "analytics.Topic": lambda t: Topic.objects.create(tenant=t, label="Refunds"),
+    "analytics.TopicPeriod": lambda t: TopicPeriod.objects.create(
+        tenant=t,
+        topic=Topic.objects.create(tenant=t, label="Refunds"),
+        since=date(2026, 12, 1),
+        until=date(2026, 12, 7),
+    ),
+    "analytics.TopicMember": lambda t: TopicMember.objects.create(
+        tenant=t,
+        period=TopicPeriod.objects.create(
+            tenant=t,
+            topic=Topic.objects.create(tenant=t, label="Refunds"),
+            since=date(2026, 12, 1),
+            until=date(2026, 12, 7),
+        ),
+        message_id=1,
+        conversation_id=1,
+    ),
+    "analytics.KnowledgeGap": lambda t: KnowledgeGap.objects.create(
+        tenant=t, question="Gift cards?", since=date(2026, 12, 1), until=date(2026, 12, 7)
     ),
 }
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('analytics', '0001_reporting'),
+        ('analytics', '0002_topics_gaps'),
     ]
 
     operations = [
