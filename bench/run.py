@@ -622,7 +622,7 @@ async def run(bench: phases.Bench, results: dict[str, Any]) -> None:
     )
     await asyncio.to_thread(
         run_checked,
-        [PYTHON, "manage.py", "demo", "--setup-only"],
+        [PYTHON, "manage.py", "demo", "--setup-only", "--no-history"],
         env=dev_env,
         cores=bench.cores.server,
     )
