@@ -793,7 +793,9 @@ class _Timeline:
             at = self._at(rng.uniform(600, 36 * 3600))
             conv.status, conv.resolution_kind, conv.resolved_at = Status.BOT, "", None
             gen._report(Kind.REOPENED, at, conv, reason=Resolution.AI)
-            self._customer_message(at, self._text("follow_up"))
+            # Back with a new question (a new subject, as topics count them), or the same one.
+            self.topic = gen._topic() if rng.random() < 0.6 else self.topic
+            self._customer_message(at, self.conv_question())
             reason = self._answer()
             if reason is not None:
                 self._handoff(reason)

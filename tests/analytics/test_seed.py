@@ -300,3 +300,26 @@ def test_command_seeds_and_reports(faq_tenant, capsys) -> None:
 def test_command_refuses_an_unknown_tenant() -> None:
     with pytest.raises(CommandError, match="no tenant 'nope'"):
         call_command("analytics_seed", "--tenant", "nope", "--conversations", "5")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_postgresql_writes_on_a_second_connection(
+    postgres, faq_tenant, monkeypatch
+) -> None:
+    """The production path: days are written by a thread of their own while the next one is
+    generated, each day committed on its own."""
+    from analytics import seed
+
+    writers: list[seed._BackgroundWriter] = []
+    original = seed._BackgroundWriter
+
+    def spied(tenant_id: int) -> seed._BackgroundWriter:
+        writer = original(tenant_id)
+        writers.append(writer)
+        return writer
+
+    monkeypatch.setattr(seed, "_BackgroundWriter", spied)
+    result = _seed(faq_tenant, conversations=150)
+    assert len(writers) == 1
+    assert not writers[0].thread.is_alive()
+    _assert_consistent(faq_tenant, result)
