@@ -152,6 +152,9 @@ class AgentSerializer(serializers.Serializer):
     resolution_time = DurationsSerializer()
     ratings = serializers.IntegerField()
     rating_mean = serializers.FloatField(allow_null=True)
+    human_response_business = DurationsSerializer(
+        help_text="Reply time after handoff, counting only business hours."
+    )
 
     class Meta:
         ref_name = "ReportAgent"
@@ -160,6 +163,12 @@ class AgentSerializer(serializers.Serializer):
 class PeopleSerializer(serializers.Serializer):
     first_response = DurationsSerializer()
     human_response = DurationsSerializer()
+    first_response_business = DurationsSerializer(
+        help_text="First response time counting only the tenant's business hours."
+    )
+    human_response_business = DurationsSerializer(
+        help_text="Reply time after handoff counting only the tenant's business hours."
+    )
     resolution_time = DurationsSerializer()
     tickets_opened = serializers.IntegerField()
     tickets_solved = serializers.IntegerField()
@@ -223,9 +232,19 @@ class FaqHitsSerializer(serializers.Serializer):
         ref_name = "ReportFaqHits"
 
 
+class DocumentHitsSerializer(serializers.Serializer):
+    document_id = serializers.IntegerField()
+    answers = serializers.IntegerField()
+
+    class Meta:
+        ref_name = "ReportDocumentHits"
+
+
 class KnowledgeSerializer(serializers.Serializer):
     hits = serializers.SerializerMethodField()
     entries_never_hit = serializers.ListField(child=serializers.IntegerField())
+    document_hits = serializers.SerializerMethodField()
+    documents_never_hit = serializers.ListField(child=serializers.IntegerField())
 
     class Meta:
         ref_name = "ReportKnowledge"
@@ -236,6 +255,14 @@ class KnowledgeSerializer(serializers.Serializer):
         return [
             {"entry_id": entry, "answers": answers}
             for entry, answers in knowledge.hits_by_entry.items()
+        ]
+
+    @extend_schema_field(DocumentHitsSerializer(many=True))
+    def get_document_hits(self, knowledge: selectors.KnowledgeMetrics) -> list[dict[str, int]]:
+        """Answers that used each document (given to the LLM or shown), most first."""
+        return [
+            {"document_id": document, "answers": answers}
+            for document, answers in knowledge.hits_by_document.items()
         ]
 
 
@@ -371,6 +398,7 @@ SERIES: dict[str, Series] = {
     "feedback": Series("feedback", "value"),
     "ratings": Series("ratings", "score"),
     "faq_hits": Series("faq_hits", "entry"),
+    "document_hits": Series("document_hits", "document"),
     "tickets_opened": Series("tickets_opened"),
     "tickets_solved": Series("tickets_solved", "sla"),
     "tickets_sla_breached": Series("tickets_sla_breached"),
@@ -379,6 +407,8 @@ SERIES: dict[str, Series] = {
     "llm_cost": Series("llm_cost", "model", "money"),
     "first_response_ms": Series("first_response_ms", "", "mean"),
     "human_response_ms": Series("human_response_ms", "", "mean"),
+    "first_response_business_ms": Series("first_response_business_ms", "", "mean"),
+    "human_response_business_ms": Series("human_response_business_ms", "", "mean"),
     "resolution_ms": Series("resolution_ms", "", "mean"),
     "llm_latency_ms": Series("llm_latency_ms", "", "mean"),
 }

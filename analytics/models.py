@@ -23,6 +23,7 @@ class ReportRow(TenantOwnedModel):
         ANSWER = "answer", _("Assistant's answer")
         FIRST_ANSWER = "first_answer", _("First answer")
         FAQ_HIT = "faq_hit", _("FAQ entry answered")
+        DOCUMENT_HIT = "document_hit", _("Document used")
         HANDOFF = "handoff", _("Handed to a person")
         AGENT_REPLY = "agent_reply", _("Agent's reply")
         FIRST_HUMAN_RESPONSE = "first_human_response", _("First human response")
@@ -43,6 +44,7 @@ class ReportRow(TenantOwnedModel):
     agent_id = models.BigIntegerField(_("agent"), null=True, blank=True)
     message_id = models.BigIntegerField(_("message"), null=True, blank=True)
     ticket_id = models.BigIntegerField(_("ticket"), null=True, blank=True)
+    # The FAQ entry of a FAQ hit; the document of a document hit.
     entry_id = models.BigIntegerField(_("knowledge entry"), null=True, blank=True)
     # What kind of handoff, resolution, answer source or feedback; the resolution a reopened
     # conversation had.

@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from analytics.models import ReportRow, Rollup
 from conversations.models import Conversation, Message
+from tenants.business_hours import BusinessHours, business_hours
 from tenants.models import Tenant
 from tenants.scoping import tenant_scope
 
@@ -87,10 +88,18 @@ class _Sum:
 class _Buckets:
     """The sums of one local day: daily, and hourly when wanted."""
 
-    def __init__(self, day_start: datetime, zone: zoneinfo.ZoneInfo, *, hourly: bool) -> None:
+    def __init__(
+        self,
+        day_start: datetime,
+        zone: zoneinfo.ZoneInfo,
+        *,
+        hourly: bool,
+        hours: BusinessHours | None = None,
+    ) -> None:
         self.day_start = day_start
         self.zone = zone
         self.hourly = hourly
+        self.hours = hours
         self.sums: dict[tuple[str, datetime, str, str, str], _Sum] = defaultdict(_Sum)
         self.distinct: dict[tuple[str, datetime, str, str, str], set[int]] = defaultdict(set)
         self._daily = [(Granularity.DAY.value, day_start)]
@@ -138,6 +147,19 @@ class _Buckets:
         if agent_id is not None:
             self.add(occurred_at, metric, "agent", agent_id, total=duration_ms)
             self.add(occurred_at, metric, AGENT_HIST, f"{agent_id}:{bucket}", total=duration_ms)
+
+    def add_response(
+        self, occurred_at: datetime, metric: str, duration_ms: int | None, agent_id: int | None
+    ) -> None:
+        """A response time (``<metric>_ms``), and the part of it within business hours
+        (``<metric>_business_ms``: all of it when the tenant sets no hours)."""
+        self.add_duration(occurred_at, f"{metric}_ms", duration_ms, agent_id)
+        if duration_ms is None:
+            return
+        if self.hours is not None:
+            started = occurred_at - timedelta(milliseconds=duration_ms)
+            duration_ms = self.hours.open_ms_between(started, occurred_at)
+        self.add_duration(occurred_at, f"{metric}_business_ms", duration_ms, agent_id)
 
     def add_distinct(
         self, occurred_at: datetime, metric: str, dimension: str, key: str, member: int
@@ -236,15 +258,17 @@ def _row_add(buckets: _Buckets, row: _Row) -> None:
         if row.reason in LLM_SOURCES and row.latency_ms is not None:
             buckets.add_duration(at, "llm_latency_ms", row.latency_ms, None)
     elif row.kind == Kind.FIRST_ANSWER:
-        buckets.add_duration(at, "first_response_ms", row.duration_ms, None)
+        buckets.add_response(at, "first_response", row.duration_ms, None)
     elif row.kind == Kind.FAQ_HIT:
         buckets.add(at, "faq_hits", "entry", row.entry_id)
+    elif row.kind == Kind.DOCUMENT_HIT:
+        buckets.add(at, "document_hits", "document", row.entry_id)
     elif row.kind == Kind.HANDOFF:
         buckets.add(at, "handoffs", "reason", row.reason)
     elif row.kind == Kind.AGENT_REPLY:
         buckets.add(at, "agent_replies", "agent", row.agent_id or "")
     elif row.kind == Kind.FIRST_HUMAN_RESPONSE:
-        buckets.add_duration(at, "human_response_ms", row.duration_ms, row.agent_id)
+        buckets.add_response(at, "human_response", row.duration_ms, row.agent_id)
     elif row.kind == Kind.RESOLVED:
         buckets.add(at, "resolved", "kind", row.reason)
         if row.reason == Conversation.ResolutionKind.AI:
@@ -275,12 +299,13 @@ def rollups_rebuild(*, tenant: Tenant, since: date, until: date) -> int:
     """Deletes and recomputes the tenant's daily and hourly rollups of the local days ``since``
     to ``until`` (both included), one transaction per day. Returns the rollup rows written."""
     zone = tenant_zone(tenant)
+    hours = business_hours(tenant)
     hourly_from = local_today(tenant) - timedelta(days=settings.ANALYTICS_HOURLY_DAYS)
     written = 0
     with tenant_scope(tenant.pk):
         for day in _days(since, until):
             start, end = local_day_bounds(day, zone)
-            buckets = _Buckets(start, zone, hourly=day >= hourly_from)
+            buckets = _Buckets(start, zone, hourly=day >= hourly_from, hours=hours)
             rows = (
                 ReportRow.objects.filter(tenant=tenant, occurred_at__gte=start, occurred_at__lt=end)
                 .order_by()

@@ -20,7 +20,7 @@ from analytics.rollups import (
     tenant_zone,
 )
 from conversations.models import Conversation, Message, Ticket
-from knowledge.models import KnowledgeEntry
+from knowledge.models import Document, KnowledgeEntry
 from tenants.models import Tenant
 
 
@@ -371,6 +371,7 @@ class AgentMetrics:
     resolution_time: Durations
     ratings: int
     rating_mean: float | None
+    human_response_business: Durations
 
 
 @dataclass(frozen=True)
@@ -390,9 +391,12 @@ class PeopleMetrics:
       past their due time unsolved in the range (each once); ``tickets_open`` /
       ``tickets_pending``: now.
     - ``agents``: the same per agent (``AgentMetrics``), by agent id.
+    - ``first_response_business`` / ``human_response_business``: the same two response
+      times counting only the time within the tenant's business hours (a question asked at
+      17:55 and answered at 09:05 the next working day, with hours 09:00–18:00, took
+      10 minutes of business time). Without business hours set, equal to the plain ones.
 
-    Percentiles come from fixed histogram buckets (their upper bounds); business hours are
-    not taken into account yet.
+    Percentiles come from fixed histogram buckets (their upper bounds).
     """
 
     first_response: Durations
@@ -405,6 +409,8 @@ class PeopleMetrics:
     tickets_open: int
     tickets_pending: int
     agents: dict[int, AgentMetrics]
+    first_response_business: Durations
+    human_response_business: Durations
 
 
 def _agent_histograms(sums: Sums, metric: str) -> dict[str, dict[str, int]]:
@@ -427,7 +433,9 @@ def people_metrics(*, tenant: Tenant, since: date, until: date) -> PeopleMetrics
         until=until,
         metrics=[
             "first_response_ms",
+            "first_response_business_ms",
             "human_response_ms",
+            "human_response_business_ms",
             "resolution_ms",
             "agent_replies",
             "ratings",
@@ -437,6 +445,7 @@ def people_metrics(*, tenant: Tenant, since: date, until: date) -> PeopleMetrics
         ],
     )
     human = _agent_histograms(sums, "human_response_ms")
+    human_business = _agent_histograms(sums, "human_response_business_ms")
     resolution = _agent_histograms(sums, "resolution_ms")
     replies = _by(sums, "agent_replies", "agent")
     ratings = _total_by(sums, "ratings", "agent")
@@ -454,6 +463,9 @@ def people_metrics(*, tenant: Tenant, since: date, until: date) -> PeopleMetrics
             ratings=rating_counts.get(agent, 0),
             rating_mean=(
                 float(ratings[agent] / rating_counts[agent]) if rating_counts.get(agent) else None
+            ),
+            human_response_business=_agent_durations(
+                sums, "human_response_business_ms", agent, human_business.get(agent, {})
             ),
         )
         for agent in sorted(agent_ids, key=int)
@@ -477,6 +489,8 @@ def people_metrics(*, tenant: Tenant, since: date, until: date) -> PeopleMetrics
         tickets_open=open_now.get(Ticket.Status.OPEN, 0),
         tickets_pending=open_now.get(Ticket.Status.PENDING, 0),
         agents=agents,
+        first_response_business=_metric_durations(sums, "first_response_business_ms"),
+        human_response_business=_metric_durations(sums, "human_response_business_ms"),
     )
 
 
@@ -595,28 +609,43 @@ def cost_metrics(*, tenant: Tenant, since: date, until: date) -> CostMetrics:
 
 @dataclass(frozen=True)
 class KnowledgeMetrics:
-    """How the FAQ is used.
+    """How the knowledge base is used.
 
     - ``hits_by_entry``: answers given straight from each FAQ entry in the range (``{entry id:
       answers}``, most first); an entry cited by an LLM answer is not a hit.
     - ``entries_never_hit``: the ids of the tenant's enabled FAQ entries that gave no answer
       in the range (entries created during it included).
+    - ``hits_by_document``: answers that used each document in the range: its passages were
+      given to the LLM (rag) or shown (offline, fallback); one per answer however many of its
+      passages were used (``{document id: answers}``, most first).
+    - ``documents_never_hit``: the ids of the tenant's enabled documents no answer used.
     """
 
     hits_by_entry: dict[int, int]
     entries_never_hit: list[int]
+    hits_by_document: dict[int, int]
+    documents_never_hit: list[int]
+
+
+def _hits(sums: Sums, metric: str, dimension: str) -> dict[int, int]:
+    hits = {int(k): n for k, n in _by(sums, metric, dimension).items() if k.isdigit()}
+    return dict(sorted(hits.items(), key=lambda item: (-item[1], item[0])))
 
 
 def knowledge_metrics(*, tenant: Tenant, since: date, until: date) -> KnowledgeMetrics:
-    """The range's FAQ use (``KnowledgeMetrics``)."""
-    sums = _sums(tenant=tenant, since=since, until=until, metrics=["faq_hits"])
-    hits = {int(k): n for k, n in _by(sums, "faq_hits", "entry").items() if k.isdigit()}
+    """The range's FAQ and document use (``KnowledgeMetrics``)."""
+    sums = _sums(tenant=tenant, since=since, until=until, metrics=["faq_hits", "document_hits"])
+    hits = _hits(sums, "faq_hits", "entry")
+    document_hits = _hits(sums, "document_hits", "document")
     enabled = KnowledgeEntry.objects.filter(tenant=tenant, enabled=True).values_list(
         "pk", flat=True
     )
+    documents = Document.objects.filter(tenant=tenant, enabled=True).values_list("pk", flat=True)
     return KnowledgeMetrics(
-        hits_by_entry=dict(sorted(hits.items(), key=lambda item: (-item[1], item[0]))),
+        hits_by_entry=hits,
         entries_never_hit=sorted(pk for pk in enabled if pk not in hits),
+        hits_by_document=document_hits,
+        documents_never_hit=sorted(pk for pk in documents if pk not in document_hits),
     )
 
 

@@ -22,6 +22,7 @@ from analytics.models import ReportRow
 from conversations import events
 from conversations.events import Event, Published
 from conversations.models import Conversation, Message, Ticket
+from knowledge.models import Chunk
 from tenants.scoping import tenant_scope
 
 Kind = ReportRow.Kind
@@ -75,6 +76,7 @@ class _Rows:
         self.rows: list[ReportRow] = []
         self._facts: dict[int, _ConversationFacts] = {}
         self._answered: set[int] = set()  # conversations that have their first answer
+        self._documents: dict[int, int] = {}  # chunk id → its document's id
 
     def row(self, kind: str, **fields: object) -> ReportRow:
         row = ReportRow(tenant_id=self.tenant_id, kind=kind, occurred_at=self.now, **fields)
@@ -140,6 +142,19 @@ class _Rows:
         needed.discard(None)
         if needed:
             self._conversations_read(c for c in needed if c is not None)
+        chunk_ids = {
+            chunk_id
+            for item in items
+            if isinstance(item.payload, events.AnswerRecorded)
+            for chunk_id in item.payload.chunk_ids
+        }
+        if chunk_ids:
+            # A chunk deleted since (its document reprocessed or removed) counts for nothing.
+            self._documents = dict(
+                Chunk.objects.filter(tenant_id=self.tenant_id, pk__in=chunk_ids).values_list(
+                    "pk", "document_id"
+                )
+            )
 
     def _conversations_read(self, ids: Iterable[int]) -> None:
         rows = Conversation.objects.filter(tenant_id=self.tenant_id, pk__in=list(ids)).values_list(
@@ -228,6 +243,11 @@ class _Rows:
         if payload.faq_entry_id is not None:
             self.row(
                 Kind.FAQ_HIT, message_id=payload.message_id, entry_id=payload.faq_entry_id, **fields
+            )
+        documents = (self._documents.get(chunk_id) for chunk_id in payload.chunk_ids)
+        for document_id in dict.fromkeys(d for d in documents if d is not None):
+            self.row(
+                Kind.DOCUMENT_HIT, message_id=payload.message_id, entry_id=document_id, **fields
             )
         self._first_answer(payload.conversation_id, payload.message_id)
 

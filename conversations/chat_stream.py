@@ -37,7 +37,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 from redis.exceptions import RedisError
 
-from conversations import headless
+from conversations import events, headless
 from conversations.events import chat_stream_group
 from conversations.models import ANSWER_CUT_OFF
 from conversations.pipeline import ChatContext, answer_customer_message
@@ -219,6 +219,9 @@ async def _answer(ctx: ChatContext, text: str, client_message_id: str, sink: Cha
         )
         if sink.duplicate:
             await sink.replay()
+        # The stream ends once the answer's reporting rows and other subscribers are done:
+        # a client that reads them next finds them.
+        await events.asubscribers_settle()
     except asyncio.CancelledError:
         raise
     except Exception:  # the client gets an error event, never a stream that just stops

@@ -22,7 +22,7 @@ from django.utils.translation import gettext_lazy as _
 from pydantic import ValidationError as FrameInvalid
 from redis.exceptions import RedisError
 
-from conversations import services
+from conversations import events, services
 from conversations.events import agents_group, conversation_group
 from conversations.pii import pii_mask
 from conversations.pipeline import (
@@ -161,6 +161,8 @@ class WidgetConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         for task in self.tasks or ():
             task.cancel()
+        # What this socket's answers published reaches the subscribers before it is gone.
+        await events.asubscribers_settle()
         if self.chat is not None:
             try:
                 await self.channel_layer.group_discard(self.group, self.channel_name)

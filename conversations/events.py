@@ -14,7 +14,11 @@ A subscriber that fails is logged (the event's name and ids, nothing personal) a
 still run; the request that published the event never sees the failure.
 """
 
+import asyncio
+import atexit
 import logging
+import queue
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +29,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
-from django.db import transaction
+from django.db import close_old_connections, connection, transaction
 
 from conversations.models import Conversation, Message
 
@@ -138,7 +142,8 @@ class MessageFeedback:
 @dataclass(frozen=True)
 class AnswerRecorded:
     """The assistant's answer was stored, with where it came from and what it cost.
-    ``faq_entry_id``: the FAQ entry it came straight from (source *faq*)."""
+    ``faq_entry_id``: the FAQ entry it came straight from (source *faq*); ``chunk_ids``: the
+    document chunks it was given or showed."""
 
     conversation_id: int
     message_id: int
@@ -150,6 +155,7 @@ class AnswerRecorded:
     cost: Decimal = Decimal("0")
     latency_ms: int | None = None
     faq_entry_id: int | None = None
+    chunk_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -344,6 +350,7 @@ def answer_recorded(
     cost: Decimal = Decimal("0"),
     latency_ms: int | None = None,
     faq_entry_id: int | None = None,
+    chunk_ids: tuple[int, ...] = (),
 ) -> AnswerRecorded:
     """An answer of the assistant, with its source, usage and cost."""
     return AnswerRecorded(
@@ -357,6 +364,7 @@ def answer_recorded(
         cost=cost,
         latency_ms=latency_ms,
         faq_entry_id=faq_entry_id,
+        chunk_ids=chunk_ids,
     )
 
 
@@ -448,16 +456,89 @@ async def apublish_stored(event: Event, payload: Payload, *, tenant_id: int) -> 
     """Delivers an event of rows that are already committed, from async code: the answer
     path's messages, stored by the group-commit writer (conversations/writer.py) before the
     pipeline goes on. Live updates go out on the caller's event loop; other subscribers (sync
-    code) run on a worker thread, only when there are any."""
+    code), only when there are any, run on the process's event thread
+    (``_BackgroundSubscribers``), off the answer's path (on SQLite, in line)."""
     await apublish_stored_batch([Published(event, payload, tenant_id)])
 
 
 async def apublish_stored_batch(events: Sequence[Published]) -> None:
-    """``apublish_stored`` for several events at once (an answer and its usage): one worker
-    thread hop, and one call of each batch subscriber, for all of them."""
+    """``apublish_stored`` for several events at once (an answer and its usage)."""
     await _live_updates_send(channel_batch_messages(events))
-    if _subscribers or _batch_subscribers:
+    if not (_subscribers or _batch_subscribers):
+        return
+    if connection.vendor == "sqlite":
+        # One writer at a time: a subscriber writing beside the answer path would find the
+        # database locked, so it runs in line, before the pipeline goes on.
         await sync_to_async(_subscribers_call, thread_sensitive=False)(tuple(events))
+    else:
+        _background.submit(tuple(events))
+
+
+class _BackgroundSubscribers:
+    """One thread per process that calls the sync subscribers of events published from async
+    code, in the order they were published. What piled up while it worked goes to the batch
+    subscribers in one call (the reporting rows of many answers in one INSERT), so an answer
+    costs its socket a queue append instead of a thread hop and a write.
+
+    Events still queued when the process exits are delivered first (``atexit``); a process
+    killed outright loses them, as it loses its in-flight answers.
+    """
+
+    LARGEST_BATCH = 500
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Published, ...]] = queue.SimpleQueue()
+        self._submitted = 0  # batches submitted and delivered, in order: a batch's number
+        self._delivered = 0  # tells whether it has been delivered
+        self._progress = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, events: tuple[Published, ...]) -> None:
+        with self._progress:
+            self._submitted += 1
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="kefu-event-subscribers", daemon=True
+                )
+                self._thread.start()
+            self._queue.put(events)
+
+    def settle(self, timeout: float | None = 10.0) -> bool:
+        """Waits until every batch submitted before the call has been delivered (later ones
+        may still wait); False on timeout."""
+        with self._progress:
+            wanted = self._submitted
+            return self._progress.wait_for(lambda: self._delivered >= wanted, timeout)
+
+    def _run(self) -> None:
+        while True:
+            batches = [self._queue.get()]
+            while len(batches) < self.LARGEST_BATCH:
+                try:
+                    batches.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            close_old_connections()  # as database_sync_to_async does around its calls
+            try:
+                _subscribers_call(tuple(item for batch in batches for item in batch))
+            finally:
+                with self._progress:
+                    self._delivered += len(batches)
+                    self._progress.notify_all()
+
+
+_background = _BackgroundSubscribers()
+atexit.register(_background.settle, 5.0)
+
+
+def subscribers_settle(timeout: float | None = 10.0) -> bool:
+    """Waits until the subscribers have had every event this process published from async
+    code (tests, before they read what subscribers write; a socket, before it closes)."""
+    return _background.settle(timeout)
+
+
+async def asubscribers_settle(seconds: float = 10.0) -> bool:
+    return await asyncio.to_thread(_background.settle, seconds)
 
 
 def _deliver(events: tuple[Published, ...]) -> None:

@@ -401,6 +401,11 @@ class Answerer:
         faq_entry_id = None
         if record.source == Message.Source.FAQ and record.knowledge_refs:
             faq_entry_id = int(record.knowledge_refs[0].removeprefix("faq-"))
+        chunk_ids = tuple(
+            int(ref.removeprefix("chunk-"))
+            for ref in record.knowledge_refs
+            if ref.startswith("chunk-") and ref[len("chunk-") :].isdigit()
+        )
         return [
             events.Published(
                 events.Event.MESSAGE_CREATED,
@@ -426,6 +431,7 @@ class Answerer:
                     cost=record.cost,
                     latency_ms=record.latency_ms,
                     faq_entry_id=faq_entry_id,
+                    chunk_ids=chunk_ids,
                 ),
                 tenant_id,
             ),

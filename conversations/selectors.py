@@ -10,7 +10,6 @@ from datetime import datetime
 from importlib import import_module
 from types import SimpleNamespace
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -32,6 +31,7 @@ from conversations.models import (
 )
 from conversations.presence import presence_online, presence_statuses
 from helpdesk_site.asyncdb import async_twin
+from tenants.business_hours import business_hours
 from tenants.models import Membership, Role, Tenant
 from tenants.scoping import all_tenants
 
@@ -143,17 +143,8 @@ def agents_reachable(*, tenant_id: int) -> bool:
 
 
 def within_business_hours(tenant: Tenant, now: datetime | None = None) -> bool:
-    hours = tenant.business_hours or {}
-    if not hours:
-        return True
-    try:
-        local = (now or timezone.now()).astimezone(ZoneInfo(hours.get("timezone", "UTC")))
-        days = hours.get("days", list(range(7)))
-        opening, closing = hours.get("open", "00:00"), hours.get("close", "23:59")
-    except (KeyError, ValueError):  # a malformed setting must not hide the agents
-        logger.warning("tenant %s has malformed business hours", tenant.pk)
-        return True
-    return local.weekday() in days and opening <= local.strftime("%H:%M") < closing
+    hours = business_hours(tenant)
+    return hours is None or hours.is_open(now or timezone.now())
 
 
 def agents_available(*, tenant: Tenant) -> bool:

@@ -193,6 +193,47 @@ def test_response_times_are_percentiles_of_the_histogram_per_agent(shanghai) -> 
     assert histogram_key(10**12) == "inf"
 
 
+def test_response_times_within_business_hours(shanghai) -> None:
+    shanghai.business_hours = {
+        "timezone": "Asia/Shanghai",
+        "days": [0, 1, 2, 3, 4],
+        "open": "09:00",
+        "close": "18:00",
+    }
+    shanghai.save(update_fields=["business_hours"])
+    # Handed over on Friday 2026-02-27 at 17:50 Shanghai time, answered on Monday 03-02 at
+    # 09:10: 20 minutes of business time, 2 days 15 h 20 min in all.
+    answered = at("2026-03-02 01:10")
+    waited = answered - at("2026-02-27 09:50")
+    row(
+        shanghai,
+        Kind.FIRST_HUMAN_RESPONSE,
+        answered,
+        agent_id=7,
+        duration_ms=int(waited.total_seconds() * 1000),
+    )
+    # A first answer within the hours counts the same both ways.
+    row(shanghai, Kind.FIRST_ANSWER, at("2026-03-02 02:00"), duration_ms=1_500)
+    rebuild(shanghai, since=DAY2, until=DAY2)
+
+    people = selectors.people_metrics(tenant=shanghai, since=DAY2, until=DAY2)
+
+    assert people.human_response.mean_ms == 228_000_000
+    assert people.human_response_business.mean_ms == 20 * 60_000
+    assert people.human_response_business.p50_ms == 20 * 60_000
+    assert people.agents[7].human_response_business.mean_ms == 20 * 60_000
+    assert people.first_response.mean_ms == people.first_response_business.mean_ms == 1_500
+
+
+def test_without_business_hours_both_response_times_are_equal(shanghai) -> None:
+    row(shanghai, Kind.FIRST_HUMAN_RESPONSE, at("2026-03-01 20:00"), duration_ms=7_200_000)
+    rebuild(shanghai)
+
+    people = selectors.people_metrics(tenant=shanghai, since=DAY2, until=DAY2)
+
+    assert people.human_response.mean_ms == people.human_response_business.mean_ms == 7_200_000
+
+
 def test_satisfaction(shanghai) -> None:
     day = at("2026-03-01 02:00")
     for score in (5, 4, 2):
@@ -255,6 +296,22 @@ def test_faq_entries_hit_and_never_hit(shanghai) -> None:
 
     assert knowledge.hits_by_entry == {popular.pk: 2, rare.pk: 1}
     assert knowledge.entries_never_hit == [unused.pk]
+
+
+def test_documents_used_and_never_used(shanghai) -> None:
+    guide, manual, unused = factories.DocumentFactory.create_batch(3, tenant=shanghai)
+    factories.DocumentFactory(tenant=shanghai, enabled=False)
+    day = at("2026-03-01 02:00")
+    for document in (manual, guide, manual):
+        row(shanghai, Kind.DOCUMENT_HIT, day, entry_id=document.pk)
+    rebuild(shanghai)
+
+    knowledge = selectors.knowledge_metrics(tenant=shanghai, since=DAY1, until=DAY2)
+
+    assert knowledge.hits_by_document == {manual.pk: 2, guide.pk: 1}
+    assert list(knowledge.hits_by_document) == [manual.pk, guide.pk]
+    assert knowledge.documents_never_hit == [unused.pk]
+    assert knowledge.hits_by_entry == {}
 
 
 def test_open_and_solved_tickets_and_the_sla(shanghai) -> None:

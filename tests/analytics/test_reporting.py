@@ -15,8 +15,9 @@ from conversations import agents, events, handoff, selectors, services, tickets
 from conversations.lifecycle import conversation_reopen, conversations_sweep, tickets_sla_sweep
 from conversations.models import Conversation, Message, Ticket
 from conversations.pipeline import draft_reply
-from knowledge.models import KnowledgeEntry
+from knowledge.models import Document, KnowledgeEntry
 from knowledge.search import knowledge_hit_test, registry
+from knowledge.services import document_create
 from tenants.models import Role
 from tests.support import factories
 from tests.support.lifecycle import idle
@@ -77,6 +78,54 @@ async def test_a_widget_faq_answer_writes_its_rows(shop) -> None:
     assert (hit.entry_id, hit.message_id) == (entry_id, frames[-1]["message_id"])
     first = await ReportRow.objects.aget(tenant=shop, kind=Kind.FIRST_ANSWER)
     assert first.duration_ms is not None and first.duration_ms < 60_000
+
+
+async def test_an_answer_from_a_document_counts_a_hit_of_that_document(shop) -> None:
+    document = await database_sync_to_async(document_create)(
+        tenant=shop,
+        title="Returns",
+        format=Document.Format.MARKDOWN,
+        content="# Returns\n\nUnworn shoes can be returned within 30 days for a full refund.",
+    )
+    widget = Widget(shop)
+    try:
+        await widget.open()
+        frames = await widget.ask("Can I return unworn shoes for a refund?", "m1")
+    finally:
+        await widget.close()
+
+    answer = await Message.objects.aget(tenant=shop, pk=frames[-1]["message_id"])
+    assert answer.source == Message.Source.OFFLINE
+    assert any(ref.startswith("chunk-") for ref in answer.knowledge_refs)
+    hits = [
+        (row.entry_id, row.message_id)
+        async for row in ReportRow.objects.filter(tenant=shop, kind=Kind.DOCUMENT_HIT)
+    ]
+    assert hits == [(document.pk, answer.pk)]
+
+
+def test_a_document_counts_once_per_answer_and_only_the_tenants_own(shop) -> None:
+    document = factories.DocumentFactory(tenant=shop)
+    first, second = factories.ChunkFactory.create_batch(2, tenant=shop, document=document)
+    foreign = factories.ChunkFactory(tenant=factories.TenantFactory())
+
+    report_rows_record(
+        [
+            events.Published(
+                events.Event.ANSWER_RECORDED,
+                events.answer_recorded(
+                    conversation_id=5,
+                    message_id=51,
+                    source=Message.Source.RAG,
+                    chunk_ids=(first.pk, second.pk, foreign.pk),
+                ),
+                shop.pk,
+            ),
+        ]
+    )
+
+    hits = ReportRow.objects.filter(tenant=shop, kind=Kind.DOCUMENT_HIT)
+    assert list(hits.values_list("entry_id", "message_id")) == [(document.pk, 51)]
 
 
 def test_rows_are_written_on_commit_and_not_after_a_rollback(shop) -> None:

@@ -248,7 +248,12 @@ def test_another_tenants_key_sees_only_its_own_numbers(shop, history, tenant_b) 
     assert summary["volume"]["conversations"] == 0
     assert summary["cost"]["by_model"] == []
     assert summary["people"]["agents"] == []
-    assert summary["knowledge"] == {"hits": [], "entries_never_hit": []}
+    assert summary["knowledge"] == {
+        "hits": [],
+        "entries_never_hit": [],
+        "document_hits": [],
+        "documents_never_hit": [],
+    }
     assert summary["time_zone"] == tenant_b.time_zone
     assert series["points"] == []
 

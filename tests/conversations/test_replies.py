@@ -143,6 +143,8 @@ async def test_the_customers_message_and_the_answer_are_published_as_events(
         await answer_customer_message(
             ctx=chat, text="How long does delivery take?", client_message_id="m1", replies=replies
         )
+        # Subscribers hear of events published from async code on a thread of their own.
+        await events.asubscribers_settle()
     finally:
         events.unsubscribe(heard.append)
 

@@ -62,3 +62,14 @@ def _redis_keys_of_earlier_runs_cleared() -> None:
         return  # unreachable: the tests that need Redis say so themselves
     finally:
         client.close()
+
+
+@pytest.fixture(autouse=True)
+def _event_subscribers_settled() -> Iterator[None]:
+    """Events published from async code reach their sync subscribers (reporting rows) on a
+    thread of their own: they are all delivered before the test's database is cleaned, so that
+    none lands in the next test."""
+    yield
+    from conversations.events import subscribers_settle
+
+    assert subscribers_settle(30.0), "event subscribers still busy 30 s after the test"
