@@ -47,7 +47,7 @@ from django.utils import timezone
 from analytics.models import ReportRow
 from analytics.rollups import local_day_bounds, local_today, rollups_rebuild, tenant_zone
 from conversations.models import Channel, Conversation, Customer, Message, Ticket, TicketReply
-from knowledge.models import KnowledgeEntry
+from knowledge.models import Chunk, KnowledgeEntry
 from tenants.models import LLMProvider, Membership, Role, Tenant
 from tenants.scoping import tenant_scope
 
@@ -118,6 +118,7 @@ FIRST_NAMES_ZH = ("张伟", "王芳", "李娜", "刘洋", "陈静", "杨磊", "�
 FIRST_NAMES_EN = ("Emily Chen", "James Wang", "Olivia Li", "Noah Zhang", "Mia Liu", "Lucas Wu")
 COPY_ROWS = 20_000  # per COPY/INSERT statement
 ID_BLOCK = 20_000  # ids taken from a sequence per round trip
+CHUNKS_SAMPLED = 5_000
 
 
 @dataclass(frozen=True)
@@ -325,6 +326,12 @@ class _Generator:
                 self.entries_by_tag.setdefault(tag, []).append((pk, answer))
             self.entries_by_question[question] = (pk, answer)
         self.all_entries = [(pk, answer) for pk, _tags, answer, _question in entries]
+        # Document passages answers may cite (a sample is plenty): chunk id, document id.
+        self.chunks = list(
+            Chunk.objects.filter(tenant=tenant)
+            .order_by("pk")
+            .values_list("pk", "document_id")[:CHUNKS_SAMPLED]
+        )
         providers = list(
             LLMProvider.objects.filter(tenant=tenant, enabled=True)
             .order_by("priority", "pk")
@@ -361,6 +368,21 @@ class _Generator:
             return (same or named)[0]
         pool = self.entries_by_tag.get(topic.tag) or self.all_entries
         return pool[topic.index % len(pool)]
+
+    def rag_refs(self) -> tuple[list[str], list[int]]:
+        """What a knowledge + LLM answer cites, as the pipeline writes it (``faq-<id>``,
+        ``chunk-<id>``), and the documents of the chunks cited. Nothing without knowledge."""
+        rng = self.rng
+        refs: list[str] = []
+        documents: list[int] = []
+        if self.chunks:
+            for chunk_id, document_id in rng.sample(self.chunks, min(2, len(self.chunks))):
+                refs.append(f"chunk-{chunk_id}")
+                if document_id not in documents:
+                    documents.append(document_id)
+        if self.all_entries and (not refs or rng.random() < 0.4):
+            refs.insert(0, f"faq-{self.all_entries[rng.randrange(len(self.all_entries))][0]}")
+        return refs, documents
 
     # Rows ----------------------------------------------------------------------------------
 
@@ -665,19 +687,22 @@ class _Timeline:
 
     def _source(self) -> str:
         r = self.rng.random()
+        knowledge = bool(self.gen.all_entries or self.gen.chunks)
+        rag = Source.RAG if knowledge else Source.LLM  # an LLM answer citing nothing is "llm"
         if self.topic.answerable:
             if self.gen.all_entries and r < 0.62:
                 return Source.FAQ
-            return Source.RAG if r < 0.92 else (Source.LLM if r < 0.985 else Source.FALLBACK)
+            return rag if r < 0.92 else (Source.LLM if r < 0.985 else Source.FALLBACK)
         if r < 0.3:
             return Source.OFFLINE
-        return Source.LLM if r < 0.65 else (Source.RAG if r < 0.9 else Source.FALLBACK)
+        return Source.LLM if r < 0.65 else (rag if r < 0.9 else Source.FALLBACK)
 
     def _answer(self) -> str | None:
         """The assistant's answer to the last question; the handoff reason it leads to."""
         gen, rng, conv, _lang = self.gen, self.rng, self.conv, self.conv.language
         source = self._source()
         fields: dict[str, Any] = {"source": source}
+        documents: list[int] = []
         report: dict[str, Any] = {"reason": source}
         entry_id = None
         if source == Source.FAQ:
@@ -695,12 +720,8 @@ class _Timeline:
             confidence = rng.uniform(0.1, 0.45) if low else rng.uniform(0.45, 0.8)
             fields["confidence"] = round(confidence, 3)
             if source == Source.RAG:
-                ref = (
-                    gen.all_entries[rng.randrange(len(gen.all_entries))][0]
-                    if gen.all_entries
-                    else 0
-                )
-                fields["knowledge_refs"] = f'["faq-{ref}"]' if ref else '["chunk-1"]'
+                refs, documents = gen.rag_refs()
+                fields["knowledge_refs"] = json.dumps(refs)
             if source in (Source.RAG, Source.LLM, Source.FALLBACK):
                 provider, model, price_in, price_out = gen.models[
                     0 if rng.random() < 0.8 else rng.randrange(len(gen.models))
@@ -730,6 +751,8 @@ class _Timeline:
         gen._report(Kind.ANSWER, at, conv, message_id=pk, **report)
         if entry_id is not None:
             gen._report(Kind.FAQ_HIT, at, conv, message_id=pk, entry_id=entry_id)
+        for document_id in documents:
+            gen._report(Kind.DOCUMENT_HIT, at, conv, message_id=pk, entry_id=document_id)
         self._first_answer(at, pk)
         self.knowledge_found |= source in (Source.FAQ, Source.RAG)
         self.last_answer_bad = source == Source.FALLBACK

@@ -23,9 +23,12 @@ from analytics.seed import (
 )
 from analytics.selectors import ai_metrics, metric_series, satisfaction_metrics, volume_metrics
 from conversations.models import Conversation, Customer, Message, Ticket
+from knowledge.models import Chunk
 from tenants.models import Membership, Role, Tenant
 from tests.support.factories import (
+    ChunkFactory,
     ConversationFactory,
+    DocumentFactory,
     KnowledgeEntryFactory,
     MembershipFactory,
     MessageFactory,
@@ -44,6 +47,9 @@ def _seed(tenant: Tenant, conversations: int = 300, **options) -> SeedResult:
 def faq_tenant(tenant_a: Tenant) -> Tenant:
     for tag in ("shipping", "returns", "payment", "orders", "account", "invoices"):
         KnowledgeEntryFactory(tenant=tenant_a, tags=[tag], question=f"About {tag}?")
+    for _document in range(2):
+        document = DocumentFactory(tenant=tenant_a)
+        ChunkFactory.create_batch(3, document=document)
     MembershipFactory(tenant=tenant_a, role=Role.AGENT)
     MembershipFactory(tenant=tenant_a, role=Role.AGENT)
     return tenant_a
@@ -87,6 +93,16 @@ def _assert_consistent(tenant: Tenant, result: SeedResult) -> None:
     assert kinds[Kind.FAQ_HIT] == messages.filter(source=Message.Source.FAQ).count()
     assert kinds[Kind.FEEDBACK] == messages.exclude(feedback="").count()
     assert kinds[Kind.RATING] == conversations.filter(csat_rating__isnull=False).count()
+    # Answers citing document passages: one document row per document and answer, and only
+    # passages that exist.
+    chunk_documents = dict(Chunk.objects.filter(tenant=tenant).values_list("pk", "document_id"))
+    documents_cited = 0
+    for refs in messages.filter(source=Message.Source.RAG).values_list("knowledge_refs", flat=True):
+        assert refs
+        chunk_ids = [int(ref.removeprefix("chunk-")) for ref in refs if ref.startswith("chunk-")]
+        assert all(chunk_id in chunk_documents for chunk_id in chunk_ids)
+        documents_cited += len({chunk_documents[chunk_id] for chunk_id in chunk_ids})
+    assert kinds[Kind.DOCUMENT_HIT] == documents_cited
     answer_sources = Counter(rows.filter(kind=Kind.ANSWER).values_list("reason", flat=True))
     assert answer_sources == Counter(
         messages.filter(role=Message.Role.ASSISTANT).values_list("source", flat=True)
@@ -270,8 +286,9 @@ def test_a_tenant_without_people_gets_agent_members(tenant_a) -> None:
     roles = set(Membership.objects.filter(tenant=tenant_a).values_list("role", flat=True))
     assert roles == {Role.AGENT}
     assert Membership.objects.filter(tenant=tenant_a).count() == 3
-    # Without FAQ entries, no answer claims to come from one.
-    assert not Message.objects.filter(tenant=tenant_a, source=Message.Source.FAQ).exists()
+    # Without knowledge, no answer claims to come from it.
+    sources = set(Message.objects.filter(tenant=tenant_a).values_list("source", flat=True))
+    assert not sources & {Message.Source.FAQ, Message.Source.RAG}
 
 
 @pytest.mark.django_db
