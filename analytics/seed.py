@@ -186,8 +186,9 @@ class SeedResult:
 
     @property
     def rows_per_second(self) -> float:
-        seeding = self.seconds - self.rollup_seconds
-        return self.rows / seeding if seeding > 0 else 0.0
+        """Rows generated and written per second (deleting an earlier history and the
+        rollups not counted)."""
+        return self.rows / self.write_seconds if self.write_seconds > 0 else 0.0
 
 
 # --- Writing --------------------------------------------------------------------------------
