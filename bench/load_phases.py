@@ -117,6 +117,10 @@ class Bench:
     banking77_csv: Path
     profile_dir: Path | None = None
     phases: frozenset[str] = frozenset("ABCDEFG")
+    analytics_database_url: str = ""  # H
+    analytics_conversations: int = 1_000_000
+    analytics_requests: int = 20
+    analytics_topics: int = 100_000
     app: Service | None = None
     mock: Service | None = None
     public_key: str = ""

@@ -43,7 +43,9 @@ from bench.load_procs import (  # noqa: E402
 )
 
 DEFAULT_OUT = ROOT / "bench" / "results.json"
-PHASES = "ABCDEFG"
+PHASES = "ABCDEFGH"
+DEFAULT_PHASES = "ABCDEFG"  # H (analytics at scale) seeds a database of its own: asked for by name
+ANALYTICS_CONVERSATIONS = {"full": 1_000_000, "quick": 3_000}
 RATE_LIMITS = {
     "RATE_LIMIT_TENANT": "1000000/60",
     "RATE_LIMIT_VISITOR": "100000/60",
@@ -268,6 +270,43 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 unit="us",
             )
         )
+    h = results["phases"].get("H", {})
+    if h:
+        seeded = _get(h, "seed", "conversations") or 0
+        at_scale = seeded >= 1_000_000
+        rows.append(
+            _target(
+                "H",
+                "dashboard pages p95 <= 200 ms (worst page, 30/90 days)",
+                _get(h, "pages", "worst_page_p95_ms"),
+                200,
+                at=f"{seeded:,} conversations",
+                reached=at_scale,
+                unit="ms",
+            )
+        )
+        rows.append(
+            _target(
+                "H",
+                "one day's rollup <= 60 s",
+                _get(h, "day_rollup", "seconds"),
+                60,
+                at=f"{_get(h, 'day_rollup', 'messages') or 0:,} messages",
+                reached=(_get(h, "day_rollup", "messages") or 0) >= 200_000,
+                unit="s",
+            )
+        )
+        rows.append(
+            _target(
+                "H",
+                "hot topics on 100k questions <= 300 s",
+                _get(h, "topics", "seconds"),
+                300,
+                at=f"{_get(h, 'topics', 'questions') or 0:,} questions",
+                reached=(_get(h, "topics", "questions") or 0) >= 100_000,
+                unit="s",
+            )
+        )
     return rows
 
 
@@ -475,6 +514,8 @@ def table(results: dict[str, Any]) -> str:
                     else ""
                 )
             )
+    if "H" in p:
+        lines += _analytics_lines(p["H"])
     lines += ["", "Targets"]
     for row in results["targets"]:
         mark = {True: "✓", False: "✗", None: "–"}[row["ok"]]
@@ -485,6 +526,35 @@ def table(results: dict[str, Any]) -> str:
         )
     lines.append(f"\nTotal {results['seconds']:.0f} s; phase seconds {results['phase_seconds']}")
     return "\n".join(lines)
+
+
+def _analytics_lines(h: dict[str, Any]) -> list[str]:
+    if "skipped" in h:
+        return ["", f"H. Analytics at scale: skipped ({h['skipped']})"]
+    seed, day = h["seed"], h["day_rollup"]
+    lines = [
+        "",
+        f"H. Analytics at scale: {seed['conversations']:,} conversations, "
+        f"{seed['messages']:,} messages, {seed['report_rows']:,} reporting rows over "
+        f"{seed['days']} days" + (" (seeded by an earlier run)" if seed.get("reused") else ""),
+        f"  seeding {_num(seed['write_seconds'])} s ({_num(seed['rows_per_second'])} rows/s), "
+        f"rollups of every day {_num(seed['rollup_seconds'])} s",
+        f"  one day's rollup ({day['day']}: {day['messages']:,} messages, "
+        f"{day['report_rows']:,} reporting rows): {_num(day['seconds'])} s",
+        f"  {'page or API (range)':<44} {'p50 / p95 / max ms':>22}  statuses",
+    ]
+    for name, run in h["pages"]["measured"].items():
+        lines.append(
+            f"  {name:<44} {_ms(run, 'p50', 'p95', 'max'):>22}  {json.dumps(run['statuses'])}"
+        )
+    if h["pages"]["missing"]:
+        lines.append(f"  missing (no such page yet): {', '.join(h['pages']['missing'])}")
+    topics = h.get("topics", {})
+    if "seconds" in topics:
+        lines.append(f"  hot topics on {topics['questions']:,} questions: {topics['seconds']} s")
+    elif "missing" in topics:
+        lines.append(f"  hot topics: missing ({topics['missing']})")
+    return lines
 
 
 def _cpu(run: dict[str, Any]) -> str:
@@ -552,7 +622,7 @@ async def run(bench: phases.Bench, results: dict[str, Any]) -> None:
     )
     await asyncio.to_thread(
         run_checked,
-        [PYTHON, "manage.py", "demo", "--setup-only"],
+        [PYTHON, "manage.py", "demo", "--setup-only", "--no-history"],
         env=dev_env,
         cores=bench.cores.server,
     )
@@ -612,6 +682,49 @@ async def run(bench: phases.Bench, results: dict[str, Any]) -> None:
 
     if "F" in wanted:
         await phase(results, "F", micro)
+    if "H" in wanted:
+        await phase(results, "H", lambda: analytics_phase(bench))
+
+
+async def analytics_phase(bench: phases.Bench) -> dict[str, Any]:
+    """Phase H in a process of its own, on its own PostgreSQL database (bench/load_analytics.py)."""
+    if not bench.analytics_database_url:
+        return {"skipped": "needs PostgreSQL: a postgres DATABASE_URL or --analytics-database"}
+    postgres_database_ensure(bench.analytics_database_url)
+    env = {
+        **bench.env,
+        "DJANGO_SETTINGS_MODULE": "helpdesk_site.settings.base",
+        "DATABASE_URL": bench.analytics_database_url,
+        "ALLOWED_HOSTS": "testserver,localhost,127.0.0.1",
+    }
+    output = await asyncio.to_thread(
+        run_checked,
+        [
+            PYTHON,
+            "bench/load_analytics.py",
+            "--conversations",
+            str(bench.analytics_conversations),
+            "--requests",
+            str(bench.analytics_requests),
+            "--topics",
+            str(bench.analytics_topics),
+        ],
+        env=env,
+        cores=bench.cores.server | bench.cores.load,
+        timeout=4 * 3600,
+    )
+    return phases.parse_last_json(output)
+
+
+def analytics_database(url: str, given: str | None) -> str:
+    """Phase H's database: the one given, else the benchmark's PostgreSQL server with
+    ``_analytics`` after the database's name; none without PostgreSQL."""
+    if given:
+        return given
+    parts = urlsplit(url)
+    if not parts.scheme.startswith("postgres"):
+        return ""
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + "_analytics"))
 
 
 def main() -> int:
@@ -628,7 +741,30 @@ def main() -> int:
         "--keep-logs", action="store_true", help="Keep the services' logs (a temporary folder)."
     )
     parser.add_argument(
-        "--phases", default="ABCDEFG", help="Which phases to run, e.g. AC (default: all)."
+        "--phases",
+        default=DEFAULT_PHASES,
+        help=f"Which phases to run, e.g. AC (default: {DEFAULT_PHASES}; H only when named).",
+    )
+    parser.add_argument(
+        "--analytics-conversations",
+        type=int,
+        default=None,
+        help="Phase H: conversations of generated history (default 1,000,000; quick 3,000).",
+    )
+    parser.add_argument(
+        "--analytics-database",
+        default=None,
+        help="Phase H: PostgreSQL URL of its database (default: DATABASE_URL's name + "
+        "'_analytics'); seeded once, reused by later runs with the same size.",
+    )
+    parser.add_argument(
+        "--analytics-requests", type=int, default=None, help="Phase H: requests per page (20)."
+    )
+    parser.add_argument(
+        "--analytics-topics",
+        type=int,
+        default=None,
+        help="Phase H: questions for the hot-topics job (100,000; quick 2,000; 0: skip).",
     )
     parser.add_argument(
         "--banking77",
@@ -704,6 +840,14 @@ def main() -> int:
         banking77_csv=args.banking77.resolve(),
         profile_dir=args.profile,
         phases=frozenset(args.phases.upper()) & frozenset(PHASES),
+        analytics_database_url=analytics_database(database_url, args.analytics_database),
+        analytics_conversations=args.analytics_conversations or ANALYTICS_CONVERSATIONS[plan.name],
+        analytics_requests=args.analytics_requests or (20 if plan.name == "full" else 3),
+        analytics_topics=(
+            args.analytics_topics
+            if args.analytics_topics is not None
+            else (100_000 if plan.name == "full" else 2_000)
+        ),
     )
     import uvloop
 

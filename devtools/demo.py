@@ -1,18 +1,32 @@
 """The demo workspace: "Acme Shop" with its FAQ, moderation list and two logins."""
 
+import importlib
 import json
+import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
+from analytics.rollups import local_today
+from analytics.seed import SeedResult, analytics_seed, seeded_history_exists
 from knowledge.models import KnowledgeEntry, SensitiveWordList
 from tenants.models import Language, Membership, Role, Tenant
 from tenants.scoping import tenant_scope
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data.json"
 DEMO_SLUG = "acme"
+# Six weeks of generated history, so that every dashboard, the topics and the gaps are full.
+DEMO_HISTORY_CONVERSATIONS = 1_500
+DEMO_HISTORY_DAYS = 42
+DEMO_HISTORY_SEED = 2026
+# Jobs of the analytics app that read the history: called when the app has them.
+INSIGHT_JOBS = (("analytics.topics", "topics_refresh"), ("analytics.gaps", "gaps_refresh"))
+INSIGHT_DAYS = 7
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -101,3 +115,27 @@ def _demo_content_setup(*, tenant: Tenant, data: dict) -> DemoSummary:
         faq_total=KnowledgeEntry.objects.filter(tenant=tenant).count(),
         logins=DEMO_LOGINS,
     )
+
+
+def demo_history_ensure(*, tenant: Tenant) -> SeedResult | None:
+    """Generates the demo tenant's weeks of history (``analytics.seed``) unless an earlier run
+    did, then refreshes its hot topics and knowledge gaps. Returns what was generated, or None
+    when the history was there already (running the demo again never doubles it)."""
+    if seeded_history_exists(tenant=tenant):
+        return None
+    result = analytics_seed(
+        tenant=tenant,
+        conversations=DEMO_HISTORY_CONVERSATIONS,
+        days=DEMO_HISTORY_DAYS,
+        seed=DEMO_HISTORY_SEED,
+    )
+    until = local_today(tenant)
+    since = until - timedelta(days=INSIGHT_DAYS - 1)
+    for module_name, function_name in INSIGHT_JOBS:
+        try:
+            job = getattr(importlib.import_module(module_name), function_name)
+        except (ImportError, AttributeError):
+            logger.debug("demo: %s.%s is not available", module_name, function_name)
+            continue
+        job(tenant=tenant, since=since, until=until)
+    return result

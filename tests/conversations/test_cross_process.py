@@ -48,7 +48,7 @@ def _wait_for(url: str, process: subprocess.Popen, timeout: float = 30) -> None:
 def two_servers(tmp_path: Path, redis_url: str) -> Iterator[tuple[str, str, str]]:
     env = _env(tmp_path, redis_url)
     setup = subprocess.run(
-        [sys.executable, "manage.py", "demo", "--setup-only"],
+        [sys.executable, "manage.py", "demo", "--setup-only", "--no-history"],
         cwd=ROOT,
         env=env,
         capture_output=True,

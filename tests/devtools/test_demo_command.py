@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from urllib.request import urlopen
 
@@ -13,6 +14,11 @@ import pytest
 from django.core.management import call_command
 from django.test import Client
 
+from analytics.rollups import local_today
+from analytics.seed import SEED_PREFIX
+from analytics.selectors import ai_metrics, people_metrics, satisfaction_metrics, volume_metrics
+from conversations.models import Conversation, Customer
+from devtools.demo import DEMO_HISTORY_CONVERSATIONS
 from knowledge.models import KnowledgeEntry, SensitiveWordList
 from tenants.models import Membership, Role, Tenant
 
@@ -46,6 +52,22 @@ def test_setup_only_prepares_the_demo_and_is_idempotent(capsys) -> None:
     assert "http://127.0.0.1:8055/console/" in first
     assert "http://127.0.0.1:8055/demo/" in first
     assert "acme-agent / acme-agent-demo" in first
+
+    # Weeks of generated history, once however often the demo runs, fill every report.
+    assert "History:     1500 conversations" in first
+    assert Conversation.objects.filter(tenant=tenant).count() == DEMO_HISTORY_CONVERSATIONS
+    assert Customer.objects.filter(tenant=tenant, external_id__startswith=SEED_PREFIX).exists()
+    until = local_today(tenant)
+    since = until - timedelta(days=29)
+    volume = volume_metrics(tenant=tenant, since=since, until=until)
+    assert volume.conversations > 500
+    assert volume.customer_messages > volume.conversations
+    ai = ai_metrics(tenant=tenant, since=since, until=until)
+    assert ai.handoffs > 0 and ai.resolved_confirmed > 0 and ai.resolved_assumed > 0
+    assert set(ai.answers_by_source) >= {"faq", "rag", "llm", "offline", "fallback"}
+    people = people_metrics(tenant=tenant, since=since, until=until)
+    assert people.first_response.count > 0 and people.tickets_opened > 0
+    assert satisfaction_metrics(tenant=tenant, since=since, until=until).ratings > 0
 
     for login in ("acme-admin", "acme-agent"):
         client = Client()

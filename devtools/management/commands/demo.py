@@ -3,7 +3,7 @@ from typing import Any
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from devtools.demo import demo_tenant_setup
+from devtools.demo import DEMO_HISTORY_DAYS, demo_history_ensure, demo_tenant_setup
 from tenants.scoping import scope_entry
 
 
@@ -24,8 +24,15 @@ class Command(BaseCommand):
         parser.add_argument(
             "--setup-only", action="store_true", help="Prepare the data, do not serve."
         )
+        parser.add_argument(
+            "--no-history",
+            action="store_true",
+            help="Do not generate the weeks of past conversations the dashboards show.",
+        )
 
-    def handle(self, *args: Any, addr: str, setup_only: bool, **options: Any) -> None:
+    def handle(
+        self, *args: Any, addr: str, setup_only: bool, no_history: bool, **options: Any
+    ) -> None:
         host, port = parse_addr(addr)
         verbosity = options["verbosity"]
         call_command("migrate", interactive=False, verbosity=max(0, verbosity - 1))
@@ -34,6 +41,7 @@ class Command(BaseCommand):
         origins = [base_url, f"http://localhost:{port}"]
         with scope_entry():
             summary = demo_tenant_setup(origins=list(dict.fromkeys(origins)))
+            history = None if no_history else demo_history_ensure(tenant=summary.tenant)
 
         self.stdout.write(self.style.SUCCESS(f"Demo tenant “{summary.tenant.name}” is ready."))
         self.stdout.write(
@@ -44,6 +52,12 @@ class Command(BaseCommand):
             f"  Widget key:  {summary.tenant.public_key}\n"
             f"  Widget WS:   ws://{shown_host}:{port}/ws/widget/{summary.tenant.public_key}/"
         )
+        if history is not None:
+            self.stdout.write(
+                f"  History:     {history.conversations} conversations over the last "
+                f"{DEMO_HISTORY_DAYS} days generated in {history.seconds:.1f} s "
+                "(reports, topics and gaps)"
+            )
         for login in summary.logins:
             self.stdout.write(
                 f"  Login ({login.role.label.lower()}): {login.username} / {login.password}"
