@@ -8,10 +8,12 @@ call :func:`questions_cluster` and store what it found.
 - Vectors: the tenant's dense embeddings when it has an embedding model (an ``Embedder``),
   otherwise TF-IDF over the retrieval tokens (``knowledge.text.tokenize``: the same Chinese
   segmentation and English stemming as the FAQ search), reduced with TruncatedSVD; always
-  L2-normalised, so that Euclidean distance orders pairs as cosine similarity does.
+  L2-normalised, so that Euclidean distance orders pairs as cosine similarity does. Greetings,
+  thanks and "urgent" (``FILLER_WORDS``) carry no subject and are left out of TF-IDF.
 - Clusters: ``sklearn.cluster.HDBSCAN`` (density based: no number of clusters chosen by hand,
   questions in no dense region stay unclustered), with ``min_cluster_size`` growing with the
-  square root of the data. Past ``SAMPLE_SIZE`` distinct questions, HDBSCAN runs on a sample
+  square root of the data; a cluster whose members are not close around its centroid
+  (``COHESION``) is dropped. Past ``SAMPLE_SIZE`` distinct questions, HDBSCAN runs on a sample
   (the most frequent questions first). Every question HDBSCAN left out (or did not see) joins
   the cluster whose centroid is nearest, when it is as close as the cluster's own members
   typically are.
@@ -90,8 +92,30 @@ class Clustering:
 
 
 def min_cluster_size(distinct: int) -> int:
-    """Grows with the square root of the data: 3 for tens of questions, 40 for 6,000."""
-    return max(3, min(40, round(math.sqrt(distinct) / 2)))
+    """Grows with the square root of the data: 3 for up to 200 questions, 19 for 6,000. A
+    subject a week's few hundred questions ask about five times is still a topic."""
+    return max(3, min(40, round(math.sqrt(distinct) / 4)))
+
+
+# Words that greet, thank or hurry: customers wrap every subject in them, so they would make
+# questions on unrelated subjects look alike (tokenised as ``tokenize`` does, in _filler).
+FILLER_WORDS = (
+    "你好 您好 请问 在吗 亲 麻烦 问下 麻烦了 谢谢 谢了 急 在线等 哈喽 嗯 嗯嗯 好的 "
+    "hi hello hey there good morning afternoon evening please help thanks thank you advance "
+    "quick question ok okay"
+)
+# A cluster whose members lie, at the median, less close than this to its centroid is a
+# region of loosely related questions (often just one language), not a subject: it is
+# dropped and its questions stay unclustered.
+COHESION = 0.5
+
+
+def _filler() -> list[str]:
+    """The filler words' tokens: whole words only, not the single characters ``tokenize``
+    adds for Chinese words ("好" of "你好" still counts in "好评")."""
+    return sorted(
+        {t for word in FILLER_WORDS.split() for t in tokenize(word) if t.isascii() or t == word}
+    )
 
 
 def _tfidf_space(
@@ -106,6 +130,7 @@ def _tfidf_space(
         token_pattern=None,
         sublinear_tf=True,
         min_df=1,
+        stop_words=_filler(),
         dtype=np.float32,
     )
     corpus = list(dict.fromkeys([*texts, *background]))
@@ -171,6 +196,10 @@ def _hdbscan_labels(vectors: np.ndarray, weights: np.ndarray) -> np.ndarray:
     for row_owner, label in zip(owner, point_labels, strict=True):
         if label >= 0:
             labels[row_owner] = label
+    for label in set(labels.tolist()) - {-1}:
+        members = labels == label
+        if float(np.median(vectors[members] @ _centroid(vectors[members]))) < COHESION:
+            labels[members] = -1
     if (labels < 0).all():
         # HDBSCAN never calls the whole data one cluster; a few questions all on one subject
         # (a small tenant's knowledge gaps) are one when they lie close around their centroid.
