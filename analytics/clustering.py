@@ -19,6 +19,7 @@ call :func:`questions_cluster` and store what it found.
   typically are.
 """
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,8 +36,8 @@ from knowledge.text import normalize, tokenize
 # a sample and the rest are assigned to the nearest centroid (100k questions: see
 # topics_benchmark in analytics/topics.py).
 SAMPLE_SIZE = 6000
-SVD_COMPONENTS = 64
-SVD_MIN_QUESTIONS = 500
+SVD_COMPONENTS = 128
+SVD_MIN_QUESTIONS = 3000
 # A frequent question is repeated (up to this many times) among HDBSCAN's points, so that a
 # question many customers ask in the same words makes a dense region of its own.
 MAX_REPEATS = 8
@@ -97,12 +98,14 @@ def min_cluster_size(distinct: int) -> int:
     return max(3, min(40, round(math.sqrt(distinct) / 4)))
 
 
-# Words that greet, thank or hurry: customers wrap every subject in them, so they would make
-# questions on unrelated subjects look alike (tokenised as ``tokenize`` does, in _filler).
+# Words that greet, thank, hurry or acknowledge: customers wrap every subject in them, so they
+# would make questions on unrelated subjects look alike, and a message of nothing else ("收到",
+# "OK, thanks") asks nothing (tokenised as ``tokenize`` does, in _filler).
 FILLER_WORDS = (
-    "你好 您好 请问 在吗 亲 麻烦 问下 麻烦了 谢谢 谢了 急 在线等 哈喽 嗯 嗯嗯 好的 "
+    "你好 您好 请问 在吗 亲 麻烦 问下 麻烦了 谢谢 谢了 多谢 急 在线等 哈喽 嗯 嗯嗯 好的 好 "
+    "收到 明白 明白了 了解 知道了 行 "
     "hi hello hey there good morning afternoon evening please help thanks thank you advance "
-    "quick question ok okay"
+    "quick question ok okay got it sure great"
 )
 # A cluster whose members lie, at the median, less close than this to its centroid is a
 # region of loosely related questions (often just one language), not a subject: it is
@@ -110,12 +113,31 @@ FILLER_WORDS = (
 COHESION = 0.5
 
 
+@functools.cache
 def _filler() -> list[str]:
     """The filler words' tokens: whole words only, not the single characters ``tokenize``
     adds for Chinese words ("好" of "你好" still counts in "好评")."""
     return sorted(
         {t for word in FILLER_WORDS.split() for t in tokenize(word) if t.isascii() or t == word}
     )
+
+
+def _content_tokens(text: str) -> list[str]:
+    """``tokenize``'s tokens without the filler words'."""
+    filler = _filler_set()
+    return [t for t in tokenize(text) if t not in filler]
+
+
+@functools.cache
+def _filler_set() -> frozenset[str]:
+    return frozenset(_filler())
+
+
+def has_subject(text: str) -> bool:
+    """Whether ``text`` says what it is about: a word beyond greetings, thanks and
+    acknowledgements (the single characters of such words do not count either)."""
+    chars = {c for word in _filler_set() for c in word if not word.isascii()}
+    return any(t not in chars for t in _content_tokens(text))
 
 
 def _tfidf_space(
@@ -125,12 +147,11 @@ def _tfidf_space(
     ``background`` together, so that a word all of ``texts`` share still weighs what it weighs
     among all the tenant's questions."""
     vectorizer = TfidfVectorizer(
-        tokenizer=tokenize,
+        tokenizer=_content_tokens,
         lowercase=False,
         token_pattern=None,
         sublinear_tf=True,
         min_df=1,
-        stop_words=_filler(),
         dtype=np.float32,
     )
     corpus = list(dict.fromkeys([*texts, *background]))

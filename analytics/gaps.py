@@ -27,6 +27,7 @@ import numpy as np
 from django.db import transaction
 from django.utils.translation import gettext as _
 
+from analytics.clustering import has_subject
 from analytics.models import KnowledgeGap, ReportRow
 from analytics.questions import Exchange, exchanges, period_bounds
 from analytics.topics import (
@@ -111,7 +112,7 @@ def signalled(
                 (r for t, r in handoffs.get(conversation_id, ()) if asked <= t < following), None
             )
             signals = exchange_signals(exchange, threshold=threshold, handoff_reason=reason)
-            if signals and normalize(exchange.question.text):
+            if signals and has_subject(exchange.question.text):
                 flagged.append(_Flagged(exchange, signals))
     return flagged
 

@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from analytics.clustering import has_subject
 from analytics.models import ReportRow
 from analytics.rollups import local_day_bounds, tenant_zone
 from conversations.models import Message
-from knowledge.text import tokenize
 from tenants.models import Tenant
 
 NEW_SUBJECT_SILENCE = timedelta(minutes=30)
@@ -130,7 +130,7 @@ def exchanges(*, tenant: Tenant, start: datetime, end: datetime) -> Iterator[Exc
                 or any(previous_at <= t <= created_at for t in reopened.get(conversation_id, ()))
             )
             if created_at >= start:
-                meaningful = bool(tokenize(content))
+                meaningful = has_subject(content)
                 is_question = (starts or subject_pending) and meaningful
                 subject_pending = (starts or subject_pending) and not meaningful
                 last = Exchange(

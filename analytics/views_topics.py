@@ -7,6 +7,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import (
     Http404,
@@ -25,12 +26,14 @@ from analytics import topic_selectors as selectors
 from analytics import topics as topic_services
 from analytics.models import KnowledgeGap
 from analytics.tasks import analytics_topics_tenant_task
+from analytics.views import analytics_nav
 from knowledge.models import KnowledgeEntry
 from tenants.models import Membership, Tenant
 from tenants.request import active_membership
 from tenants.roles import Action, Area, role_allows
 
 MAX_PERIOD_DAYS = 366
+GAPS_PER_PAGE = 25
 
 
 def _membership(request: HttpRequest) -> Membership:
@@ -95,6 +98,7 @@ def topics_view(request: HttpRequest, admin_site: Any) -> HttpResponseBase:
     context = {
         **admin_site.each_context(request),
         "title": _("Hot topics"),
+        "analytics_tabs": analytics_nav(membership=membership, current="topics"),
         "since": since,
         "until": until,
         "previous_since": previous[0],
@@ -164,10 +168,13 @@ def gaps_view(request: HttpRequest, admin_site: Any) -> HttpResponseBase:
     if request.GET.get("format") == "csv":
         return _csv_response(selectors.gaps_csv(gaps.iterator()), f"knowledge-gaps-{status}")
     today = topic_services.default_period(tenant)[1]
+    page = Paginator(gaps, GAPS_PER_PAGE).get_page(request.GET.get("page"))
     context = {
         **admin_site.each_context(request),
         "title": _("Knowledge gaps"),
-        "gaps": list(gaps[:200]),
+        "analytics_tabs": analytics_nav(membership=membership, current="gaps"),
+        "gaps": page.object_list,
+        "page_obj": page,
         "status": status,
         "statuses": KnowledgeGap.Status.choices,
         "may_change": _may_change(membership),

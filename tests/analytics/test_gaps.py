@@ -198,3 +198,24 @@ def test_a_gap_outside_the_period_is_not_found(tenant_a) -> None:
     old = timezone.now() - timedelta(days=20)
     ask(tenant_a, "old question", when=old, answer="?", source=Message.Source.OFFLINE)
     assert _refresh(tenant_a).signalled == 0
+
+
+def test_the_gaps_page_shows_25_gaps_a_page_most_customers_first(viewer_client_a, tenant_a) -> None:
+    for number in range(30):
+        KnowledgeGap.objects.create(
+            tenant=tenant_a,
+            question=f"question {number}",
+            questions=[f"question {number}"],
+            customers=number + 1,
+            occurrences=number + 1,
+            since=timezone.localdate(),
+            until=timezone.localdate(),
+        )
+
+    first = viewer_client_a.get(GAPS)
+    second = viewer_client_a.get(GAPS, {"status": "open", "page": 2})
+
+    assert [g.customers for g in first.context["gaps"]] == list(range(30, 5, -1))
+    assert [g.customers for g in second.context["gaps"]] == [5, 4, 3, 2, 1]
+    assert "Page 1 of 2 (30 gaps)" in first.content.decode()
+    assert viewer_client_a.get(GAPS, {"page": "x"}).context["page_obj"].number == 1

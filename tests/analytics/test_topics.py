@@ -10,6 +10,7 @@ from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 
+from analytics.clustering import has_subject
 from analytics.models import ReportRow, Topic, TopicMember, TopicPeriod
 from analytics.questions import questions
 from analytics.tasks import analytics_topics_task
@@ -85,6 +86,39 @@ def test_a_question_starts_a_subject(tenant_a) -> None:
     assert [q.message_id for q in found] == [real.pk, after_silence.pk, after_reopening.pk]
     assert found[0].text == "where is my package"
     assert found[0].customer_id == conversation.customer_id
+
+
+def test_an_acknowledgement_after_silence_asks_nothing(tenant_a) -> None:
+    now = timezone.now() - timedelta(hours=3)
+    first = ask(tenant_a, "收到，谢谢", when=now)
+    conversation = Conversation.objects.get(pk=first.conversation_id)
+    real = ask(
+        tenant_a, "发票抬头写错了", when=now + timedelta(minutes=1), conversation=conversation
+    )
+    ask(tenant_a, "OK, thanks", when=now + timedelta(minutes=50), conversation=conversation)
+
+    found = questions(tenant=tenant_a, start=now - timedelta(hours=1), end=timezone.now())
+
+    assert [q.message_id for q in found] == [real.pk]
+
+
+@pytest.mark.parametrize(
+    ("text", "asks"),
+    [
+        ("收到", False),
+        ("好的，谢谢", False),
+        ("嗯嗯", False),
+        ("OK, thanks", False),
+        ("Hi there!", False),
+        ("好评返现怎么领", True),  # "好" of "好的" is no filler inside another word
+        ("可以退货吗", True),
+        ("Got my parcel, it is broken", True),
+    ],
+)
+def test_a_message_of_greetings_thanks_or_acknowledgements_has_no_subject(
+    text: str, asks: bool
+) -> None:
+    assert has_subject(text) is asks
 
 
 # Clustering -------------------------------------------------------------------------------------
