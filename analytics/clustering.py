@@ -136,8 +136,13 @@ def _filler_set() -> frozenset[str]:
 def has_subject(text: str) -> bool:
     """Whether ``text`` says what it is about: a word beyond greetings, thanks and
     acknowledgements (the single characters of such words do not count either)."""
-    chars = {c for word in _filler_set() for c in word if not word.isascii()}
+    chars = _filler_chars()
     return any(t not in chars for t in _content_tokens(text))
+
+
+@functools.cache
+def _filler_chars() -> frozenset[str]:
+    return frozenset(c for word in _filler_set() for c in word if not word.isascii())
 
 
 def _tfidf_space(
